@@ -1,0 +1,1 @@
+"""Model backends. Each speaks `orchestra.backend.Backend`; techniques never import them."""

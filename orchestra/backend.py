@@ -1,0 +1,123 @@
+"""The one protocol every model backend speaks, and how backends are found by name."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from orchestra.problem import Message
+from orchestra.usage import Usage
+
+#: Capabilities a technique may require of its model's backend.
+LOGPROBS = "logprobs"
+CONTINUATION = "continuation"
+HIDDEN_STATES = "hidden_states"
+
+
+class GenerationRequest(BaseModel):
+    """A batched generation request: `n` samples of one prompt.
+
+    Either `messages` (rendered with the model's chat template) or `prompt` (a
+    raw prefix to continue, e.g. a partial answer) is given. Sample `i` of a
+    request with a seed is drawn from a generator seeded by `(seed, first_index
+    + i)`, so any sample can be regenerated alone and a larger pool extends a
+    smaller one instead of replacing it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    n: int = Field(default=1, ge=1)
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0)
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    first_index: int = Field(default=0, ge=0)
+    logprobs: bool = False
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> GenerationRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of `messages` or `prompt`")
+        return self
+
+    def sampling_key(self) -> dict:
+        """The fields that change what a sample is (everything but n and first_index)."""
+        return self.model_dump(exclude={"n", "first_index", "messages", "prompt", "logprobs"})
+
+
+class Completion(BaseModel):
+    """One sample."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: str
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    logprobs: tuple[float, ...] | None = None
+
+
+class GenerationResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    completions: tuple[Completion, ...]
+    prompt_tokens: int
+    usage: Usage
+
+
+class BackendInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    parameters: int | None = None
+    context_length: int | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What techniques (through model handles) call. Backends batch concurrent calls."""
+
+    capabilities: frozenset[str]
+
+    @property
+    def info(self) -> BackendInfo: ...
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """Exact prompt length in tokens, so budgets can be checked before the call."""
+        ...
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: Backends shipped with orchestra: name -> "module:Class" (imported lazily).
+BUILTIN_BACKENDS = {"local": "orchestra.backends.local:LocalBackend"}
+
+
+def backend_class(name: str) -> type:
+    """Find a backend class by name: built-ins first, then `orchestra.backends` entry points."""
+    target = BUILTIN_BACKENDS.get(name)
+    if target is None:
+        for ep in entry_points(group="orchestra.backends"):
+            if ep.name == name:
+                return ep.load()
+        known = sorted(set(BUILTIN_BACKENDS) | available_backend_names())
+        raise KeyError(f"unknown backend {name!r}; known backends: {', '.join(known)}")
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def available_backend_names() -> set[str]:
+    return set(BUILTIN_BACKENDS) | {ep.name for ep in entry_points(group="orchestra.backends")}
+
+
+def backend_capabilities(name: str) -> frozenset[str]:
+    """Capabilities of a backend without loading any model (a class attribute)."""
+    return frozenset(getattr(backend_class(name), "capabilities", frozenset()))

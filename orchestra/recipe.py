@@ -1,0 +1,214 @@
+"""The recipe schema: models, budget, and a DAG of technique nodes.
+
+Recipes are pydantic models, so a recipe built in Python and one loaded from
+YAML are the same object and pass the same checks: unknown keys, unknown
+techniques, bad parameters, undefined model aliases, missing capabilities and
+every DAG problem are reported together, before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orchestra.backend import available_backend_names, backend_capabilities
+from orchestra.budget import Budget
+from orchestra.errors import Location, RecipeError
+from orchestra.graph import dag_problems
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class ModelSpec(BaseModel):
+    """Which model, on which backend, with which engine settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: str = Field(default="local", description="Backend name: local, or a plugin's.")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="A known alias (see `orchestra models`), a local HF folder, a .gguf file or a hub id.",
+    )
+    dtype: str = Field(default="float32", pattern="^(auto|float32|bfloat16|float16)$")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, ...")
+    max_batch_size: int = Field(default=64, ge=1, description="Most sequences decoded at once.")
+
+    def key(self) -> str:
+        """Identity of the model for the generation cache (engine settings excluded)."""
+        return f"{self.backend}:{self.model}:{self.dtype}"
+
+
+class Node(BaseModel):
+    """One technique applied to the candidates of its input nodes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    technique: str
+    model: str | None = None
+    inputs: tuple[str, ...] = ()
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def parsed_params(self) -> BaseModel:
+        from orchestra.technique import get_technique
+
+        return get_technique(self.technique).params.model_validate(self.params)
+
+
+class Recipe(BaseModel):
+    """A named DAG of technique nodes over named models, with a budget."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str = ""
+    models: dict[str, ModelSpec] = Field(default_factory=lambda: {"default": ModelSpec()})
+    budget: Budget = Field(default_factory=Budget)
+    seed: int = 0
+    nodes: tuple[Node, ...] = Field(min_length=1)
+    output: str | None = Field(default=None, description="Output node id; default: the last node.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        problems = _semantic_problems(self)
+        if problems:
+            raise RecipeError(problems)
+        return self
+
+    @property
+    def output_node(self) -> str:
+        return self.output or self.nodes[-1].id
+
+    def node(self, node_id: str) -> Node:
+        return next(n for n in self.nodes if n.id == node_id)
+
+    def model_of(self, node: Node) -> str | None:
+        """The model alias a node uses: its own, or the recipe's only model."""
+        if node.model is not None:
+            return node.model
+        return next(iter(self.models)) if len(self.models) == 1 else None
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results, to refuse resuming a different recipe."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"description"}), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(
+            self.model_dump(mode="json", exclude_defaults=True), sort_keys=False
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Recipe:
+        return load_recipe(path)
+
+    def graph(self):
+        from orchestra.graph import build_graph
+
+        return build_graph(self)
+
+
+def _semantic_problems(recipe: Recipe) -> list[tuple[Location, str]]:
+    from orchestra.technique import get_technique
+
+    problems: list[tuple[Location, str]] = []
+    backends = available_backend_names()
+    for alias, spec in recipe.models.items():
+        if spec.backend not in backends:
+            problems.append(
+                (("models", alias, "backend"),
+                 f"unknown backend {spec.backend!r} (known: {', '.join(sorted(backends))})")
+            )
+    for i, node in enumerate(recipe.nodes):
+        try:
+            tech = get_technique(node.technique)
+        except KeyError as err:
+            problems.append((("nodes", i, "technique"), err.args[0]))
+            continue
+        try:
+            tech.params.model_validate(node.params)
+        except ValidationError as err:
+            for e in err.errors():
+                problems.append((("nodes", i, "params", *e["loc"]), e["msg"]))
+        if len(node.inputs) < tech.min_inputs:
+            problems.append(
+                (("nodes", i, "inputs"),
+                 f"{node.technique!r} needs at least {tech.min_inputs} input node(s)")
+            )
+        alias = recipe.model_of(node)
+        if node.model is not None and node.model not in recipe.models:
+            defined = ", ".join(recipe.models) or "none"
+            problems.append(
+                (("nodes", i, "model"),
+                 f"model alias {node.model!r} is not defined in `models` (defined: {defined})")
+            )
+        elif tech.needs_model and alias is None:
+            problems.append(
+                (("nodes", i, "model"),
+                 f"{node.technique!r} needs a model and the recipe defines several; name one")
+            )
+        elif tech.needs_model and tech.requires and alias in recipe.models:
+            spec = recipe.models[alias]
+            if spec.backend in backends:
+                missing = tech.requires - backend_capabilities(spec.backend)
+                if missing:
+                    problems.append(
+                        (("nodes", i, "model"),
+                         f"{node.technique!r} needs {', '.join(sorted(missing))}, "
+                         f"which backend {spec.backend!r} does not provide")
+                    )
+    problems.extend(dag_problems(recipe))
+    return problems
+
+
+def _yaml_lines(node: yaml.Node, loc: Location = ()) -> dict[Location, int]:
+    """Map each field path of a YAML document to its 1-based line number."""
+    lines: dict[Location, int] = {loc: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = (*loc, key.value)
+            lines[sub] = key.start_mark.line + 1
+            lines.update({k: v for k, v in _yaml_lines(value, sub).items() if k != sub})
+    elif isinstance(node, yaml.SequenceNode):
+        for index, value in enumerate(node.value):
+            lines.update(_yaml_lines(value, (*loc, index)))
+    return lines
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Load and validate a YAML recipe; every error names the file, field path and line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"recipe file not found: {path}")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        lines = _yaml_lines(yaml.compose(text)) if data is not None else {}
+    except yaml.YAMLError as err:
+        raise RecipeError([((), f"not valid YAML: {err}")], str(path)) from None
+    if not isinstance(data, dict):
+        raise RecipeError([((), "a recipe is a YAML mapping (name, models, nodes, ...)")], str(path))
+    return recipe_from_dict(data, source=str(path), lines=lines)
+
+
+def recipe_from_dict(
+    data: dict[str, Any], source: str | None = None, lines: dict[Location, int] | None = None
+) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except RecipeError as err:
+        raise err.located(source or "recipe", lines or {}) from None
+    except ValidationError as err:
+        problems = [(tuple(e["loc"]), _message(e)) for e in err.errors()]
+        raise RecipeError(problems, source, lines) from None
+
+
+def _message(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    return error["msg"]

@@ -1,0 +1,75 @@
+"""Scorers: functions that rate a candidate, each writing `Candidate.scores[name]`.
+
+Built-in scorers live in `orchestra.techniques.scoring`; third-party ones
+register through the `orchestra.scorers` entry-point group (an entry point names
+a module whose import registers them). A scorer marked `oracle` reads the
+reference answer: fine for measuring, not for choosing answers in a deployment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from orchestra.candidate import Candidate
+
+if TYPE_CHECKING:
+    from orchestra.context import Context
+
+ScorerFn = Callable[["Context", Candidate], Awaitable[float]]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    name: str
+    fn: ScorerFn
+    oracle: bool
+    requires: frozenset[str]
+
+
+_SCORERS: dict[str, Scorer] = {}
+_loaded = False
+
+
+def scorer(name: str, *, oracle: bool = False, requires: tuple[str, ...] = ()):
+    """Register an async `(ctx, candidate) -> float` as a scorer (higher is better)."""
+
+    def register(fn: ScorerFn) -> ScorerFn:
+        _SCORERS[name] = Scorer(name, fn, oracle, frozenset(requires))
+        return fn
+
+    return register
+
+
+def scorers() -> dict[str, Scorer]:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        importlib.import_module("orchestra.techniques")
+        for ep in entry_points(group="orchestra.scorers"):
+            ep.load()
+    return dict(_SCORERS)
+
+
+def get_scorer(name: str) -> Scorer:
+    known = scorers()
+    if name in known:
+        return known[name]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise KeyError(f"unknown scorer {name!r}{hint} (known: {', '.join(sorted(known))})")
+
+
+async def apply_scorer(ctx: Context, name: str, candidates: list[Candidate]) -> list[Candidate]:
+    """Score each candidate that lacks `name`, keeping ids (the text is unchanged)."""
+    spec = get_scorer(name)
+    out = []
+    for candidate in candidates:
+        if name not in candidate.scores:
+            candidate = candidate.with_score(name, await spec.fn(ctx, candidate))
+        out.append(candidate)
+    return out

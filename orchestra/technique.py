@@ -1,0 +1,103 @@
+"""Techniques: async functions over candidate pools, registered by name.
+
+A technique is `async def fn(ctx, inputs, params) -> list[Candidate]`, where
+`params` is an instance of the technique's pydantic `Params` model. Built-in
+techniques live in the `orchestra.techniques` package; third-party ones
+register through the `orchestra.techniques` entry-point group (the entry point
+names a module to import, whose import registers its techniques).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from orchestra.candidate import Candidate
+
+if TYPE_CHECKING:
+    from orchestra.context import Context
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+TechniqueFn = Callable[["Context", list[Candidate], Any], Awaitable[list[Candidate]]]
+
+
+@dataclass(frozen=True)
+class Technique:
+    """A registered technique and what it declares about itself.
+
+    `requires` names backend capabilities (see `orchestra.backend`) so a recipe
+    that pairs the technique with a backend lacking them fails at validation.
+    `min_inputs` is how many input nodes it needs (0 for generators).
+    """
+
+    name: str
+    fn: TechniqueFn
+    params: type[BaseModel]
+    requires: frozenset[str]
+    needs_model: bool
+    min_inputs: int
+
+    @property
+    def summary(self) -> str:
+        return (self.fn.__doc__ or "").strip().splitlines()[0] if self.fn.__doc__ else ""
+
+
+_REGISTRY: dict[str, Technique] = {}
+_loaded = False
+
+
+def technique(
+    name: str,
+    params: type[BaseModel] = NoParams,
+    *,
+    requires: tuple[str, ...] = (),
+    needs_model: bool = True,
+    min_inputs: int = 1,
+) -> Callable[[TechniqueFn], TechniqueFn]:
+    """Register an async function as a technique under `name`."""
+
+    def register(fn: TechniqueFn) -> TechniqueFn:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"technique {name!r} is already registered")
+        _REGISTRY[name] = Technique(
+            name, fn, params, frozenset(requires), needs_model, min_inputs
+        )
+        return fn
+
+    return register
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    importlib.import_module("orchestra.techniques")
+    for ep in entry_points(group="orchestra.techniques"):
+        ep.load()
+
+
+def techniques() -> dict[str, Technique]:
+    """All registered techniques, built-in and third-party."""
+    _load()
+    return dict(_REGISTRY)
+
+
+def get_technique(name: str) -> Technique:
+    """Look a technique up; an unknown name's error lists the closest known names."""
+    registry = techniques()
+    if name in registry:
+        return registry[name]
+    close = difflib.get_close_matches(name, registry, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise KeyError(f"unknown technique {name!r}{hint} (known: {', '.join(sorted(registry))})")

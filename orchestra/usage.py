@@ -1,0 +1,52 @@
+"""Usage: what a model call (or a node, a problem, a run) spent."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+USAGE_FIELDS = (
+    "calls",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "completion_tokens",
+    "flops",
+    "seconds",
+)
+
+
+class Usage(BaseModel):
+    """Additive counters of compute spent.
+
+    Token counts are logical: a generation replayed from the cache counts the
+    tokens it would have cost, so budgets and reported costs do not depend on
+    what happened to be cached. `cache_hits` says how many samples were replayed,
+    and `seconds` is always real wall time.
+
+    `cached_prompt_tokens` counts prompt tokens the backend did not recompute
+    because they shared a prefix with another sample (the n samples of one prompt
+    share one prefill). `flops` is 2 x parameters x tokens actually computed.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    flops: float = 0.0
+    seconds: float = 0.0
+    cache_hits: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            **{name: getattr(self, name) + getattr(other, name) for name in Usage.model_fields}
+        )
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(
+            **{name: getattr(self, name) - getattr(other, name) for name in Usage.model_fields}
+        )
