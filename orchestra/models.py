@@ -98,8 +98,11 @@ def converted_folder(source: ModelSource) -> Path:
 def load_pretrained(name: str, dtype: str = "float32"):
     """(model, tokenizer) for `name`, in eval mode, on the CPU."""
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     torch_dtype = getattr(torch, dtype)
     source = resolve(name)
     if source.gguf_file is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from typing import Literal
 
@@ -10,6 +11,46 @@ from orchestra.problem import Problem
 
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[Split, ...] = ("train", "dev", "test")
+
+
+def stable_split(key: str, train: float = 0.6, dev: float = 0.2) -> Split:
+    """The split of an item, from a hash of its key.
+
+    hashlib rather than hash(): Python randomises str hashes per process, and a
+    split must not move between runs or machines.
+    """
+    bucket = int(hashlib.sha256(f"orchestra-split/{key}".encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+    if bucket < train:
+        return "train"
+    return "dev" if bucket < train + dev else "test"
+
+
+def answer_instruction(fmt: AnswerFormat) -> str:
+    """A short line telling the model how to end its reply, matching what `fmt` extracts.
+
+    Kept to one sentence: the default model is small and long instructions drown the question.
+    """
+    if fmt.strategy in ("auto", "marker"):
+        return f"Solve it step by step, then write '{fmt.marker} ' followed by the final answer."
+    if fmt.strategy == "boxed":
+        return "Think briefly, then put the final answer in \\boxed{}."
+    if fmt.strategy == "last_number":
+        return "Think briefly, then end with the final number."
+    if fmt.strategy == "code":
+        return "Reply with the code in a ```python code block."
+    return ""  # regex / full: the prompt itself must say what to write
+
+
+def check_split(split: str) -> Split:
+    """Fail early and clearly on a misspelt split instead of returning no problems."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return split  # type: ignore[return-value]
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
 
 
 class Task(ABC):

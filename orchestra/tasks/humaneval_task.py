@@ -20,7 +20,7 @@ from typing import Any
 from orchestra.answers import AnswerFormat
 from orchestra.problem import Problem
 from orchestra.tasks.base import Split, Task
-from orchestra.tasks.jsonl_task import check_limit, check_split, stable_split
+from orchestra.tasks.base import check_limit, check_split, stable_split
 
 # Caps the address space of the child so runaway allocations fail inside it, not on the host.
 _PRELUDE = """\

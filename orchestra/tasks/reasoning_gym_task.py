@@ -16,7 +16,7 @@ from typing import Any
 from orchestra.answers import AnswerFormat
 from orchestra.problem import Problem
 from orchestra.tasks.base import SPLITS, Split, Task
-from orchestra.tasks.jsonl_task import answer_instruction, check_limit, check_split
+from orchestra.tasks.base import answer_instruction, check_limit, check_split
 
 DEFAULT_SIZE = 200
 
@@ -126,7 +126,7 @@ class ReasoningGymTask(Task):
         for index in range(count):
             entry = self._entry(split, index)
             question = entry["question"]
-            prompt = f"{question}\n\n{instruction}" if instruction else question
+            prompt = f"{question}\n{instruction}" if instruction else question
             problems.append(
                 Problem.from_prompt(
                     f"{self.name}/{split}/{index}",

@@ -1,0 +1,202 @@
+"""The `orchestra` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from orchestra.errors import RecipeError
+from orchestra.models import ModelNotFound
+
+app = typer.Typer(
+    help="orchestra: spend inference-time compute through recipes, and see what each token buys.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+#: The task the quickstart runs on: 2-term, 1-digit sums and differences, hard enough for a 135M model.
+DEFAULT_TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _load(path: Path):
+    from orchestra.recipe import load_recipe
+
+    try:
+        return load_recipe(path)
+    except (RecipeError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    task: Annotated[str, typer.Option("--task", "-t", help="Task spec, e.g. reasoning_gym:chain_sum?max_terms=2, humaneval, jsonl:FILE.")] = DEFAULT_TASK,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Number of problems (default: 20).")] = 20,
+    split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/RECIPE-TIME). Reuse one to resume.")] = None,
+    compare: Annotated[Optional[Path], typer.Option(help="A second recipe to run on the same problems, side by side.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Problems in flight at once.")] = 8,
+    cache: Annotated[Optional[Path], typer.Option(help="Generation cache (SQLite). Default: ~/.cache/orchestra/generations.sqlite.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the generation cache.")] = False,
+) -> None:
+    """Run a recipe on a task and print accuracy and cost; --compare puts two recipes side by side."""
+    from orchestra.api import arun
+    from orchestra.cache import GenerationCache
+    from orchestra.engine import get_backend
+    from orchestra.paths import default_cache_path
+    from orchestra.report import paired_line, results_table
+    from orchestra.run_folder import RunFolderMismatch
+    from orchestra.tasks import load_task
+
+    recipes = [_load(recipe)] + ([_load(compare)] if compare else [])
+    try:
+        task_obj = load_task(task)
+        problems = task_obj.problems(split, limit)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    if not problems:
+        raise _fail(f"task {task!r} has no problems in split {split!r}")
+    store = None if no_cache else GenerationCache(cache or default_cache_path())
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = out or Path("runs") / f"{recipes[0].name}-{stamp}"
+    try:
+        with console.status("loading models..."):
+            for r in recipes:
+                for spec in r.models.values():
+                    get_backend(spec)
+    except ModelNotFound as err:
+        raise _fail(str(err)) from None
+
+    results = []
+    for r in recipes:
+        folder = base / r.name if compare else base
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("acc {task.fields[accuracy]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            bar = progress.add_task(r.name, total=len(problems), accuracy="-")
+            scores: list[float] = []
+
+            def tick(result, bar=bar, scores=scores) -> None:
+                scores.append(result.score)
+                progress.update(bar, advance=1, accuracy=f"{sum(scores) / len(scores):.0%}")
+
+            try:
+                result = asyncio.run(
+                    arun(r, task_obj, problems=problems, split=split, out=folder, cache=store if store else False,
+                         concurrency=concurrency, on_result=tick)  # type: ignore[arg-type]
+                )
+            except RunFolderMismatch as err:
+                raise _fail(str(err)) from None
+        results.append(result)
+        failed = [x for x in result.results if x.status == "error"]
+        for x in failed[:3]:
+            errors.print(f"[yellow]{x.problem_id} failed:[/] {x.error}", highlight=False)
+    console.print(results_table(results, title=f"{task} · {split} · {len(problems)} problems"))
+    if len(results) == 2:
+        console.print(paired_line(results[0], results[1]))
+    overhead = results[0].summary.overhead_share
+    if overhead is not None:
+        console.print(f"time outside model calls: {overhead:.1%} of wall time")
+    console.print(f"results: {base}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the recipe JSON Schema (point your editor's YAML support at it)."""
+    from orchestra.recipe import Recipe
+
+    print(json.dumps(Recipe.model_json_schema(), indent=2))
+
+
+@app.command()
+def graph(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Picture to write (.png, .svg or .pdf). Default: RECIPE.png")] = None,
+) -> None:
+    """Print a recipe's nodes and edges and draw its DAG."""
+    from orchestra.graph import build_graph, draw, execution_layers
+
+    r = _load(recipe)
+    g = build_graph(r)
+    table = Table(title=f"{r.name}: {g.number_of_nodes()} nodes, {g.number_of_edges()} edges", header_style="bold")
+    for column in ("layer", "node", "technique", "model", "inputs"):
+        table.add_column(column)
+    for depth, layer in enumerate(execution_layers(r)):
+        for node_id in layer:
+            node = r.node(node_id)
+            marker = " (output)" if node_id == r.output_node else ""
+            table.add_row(str(depth), node_id + marker, node.technique, r.model_of(node) or "-", ", ".join(node.inputs) or "-")
+    console.print(table)
+    for source, target in g.edges:
+        console.print(f"  {source} -> {target}")
+    target = out or recipe.with_suffix(".png")
+    if target.suffix.lower() not in {".png", ".svg", ".pdf"}:
+        raise _fail("--out must end in .png, .svg or .pdf")
+    console.print(f"wrote {draw(r, target)}")
+
+
+@app.command()
+def models() -> None:
+    """List known model aliases, whether each is installed, and how to install it."""
+    from orchestra.models import model_table
+
+    table = Table(header_style="bold")
+    for column in ("alias", "installed", "file or install command", "description"):
+        table.add_column(column)
+    for row in model_table():
+        mark = "[green]yes[/]" if row["installed"] == "yes" else "[red]no[/]"
+        table.add_row(row["alias"], mark, row["where"], row["description"])
+    console.print(table)
+    console.print("Also accepted as `model:` — a local Hugging Face folder, a .gguf file, or a hub id already in the local HF cache.")
+
+
+@app.command()
+def techniques() -> None:
+    """List registered techniques (built-in and from plugins) with their parameters."""
+    from orchestra.technique import techniques as registry
+
+    table = Table(header_style="bold")
+    for column in ("technique", "what it does", "params", "needs"):
+        table.add_column(column)
+    for name, tech in sorted(registry().items()):
+        params = ", ".join(
+            f"{k}={v.default!r}" if not v.is_required() else k for k, v in tech.params.model_fields.items()
+        )
+        table.add_row(name, tech.summary, params or "-", ", ".join(sorted(tech.requires)) or "-")
+    console.print(table)
+
+
+@app.command()
+def tasks() -> None:
+    """List task kinds and the reasoning-gym datasets."""
+    from orchestra.tasks.reasoning_gym_task import dataset_names
+
+    console.print("[bold]task specs[/]: reasoning_gym:NAME?option=value&..., humaneval, jsonl:PATH?prompt=FIELD&answer_field=FIELD")
+    console.print("common options: answer=auto|marker|boxed|last_number|regex|code|full, marker=..., pattern=...")
+    console.print(f"[bold]reasoning_gym datasets[/] ({len(dataset_names())}): " + ", ".join(dataset_names()))
+
+
+if __name__ == "__main__":
+    app()
