@@ -99,10 +99,18 @@ class Backend(Protocol):
 
 #: Backends shipped with orchestra: name -> "module:Class" (imported lazily).
 BUILTIN_BACKENDS = {"local": "orchestra.backends.local:LocalBackend"}
+_REGISTERED: dict[str, type] = {}
+
+
+def register_backend(name: str, cls: type) -> None:
+    """Make a backend class available by name in this process (plugins use entry points)."""
+    _REGISTERED[name] = cls
 
 
 def backend_class(name: str) -> type:
     """Find a backend class by name: built-ins first, then `orchestra.backends` entry points."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     target = BUILTIN_BACKENDS.get(name)
     if target is None:
         for ep in entry_points(group="orchestra.backends"):
@@ -115,7 +123,7 @@ def backend_class(name: str) -> type:
 
 
 def available_backend_names() -> set[str]:
-    return set(BUILTIN_BACKENDS) | {ep.name for ep in entry_points(group="orchestra.backends")}
+    return set(BUILTIN_BACKENDS) | set(_REGISTERED) | {ep.name for ep in entry_points(group="orchestra.backends")}
 
 
 def backend_capabilities(name: str) -> frozenset[str]:
