@@ -1,0 +1,119 @@
+"""The local backend on the real default model: exactness, seeds, stops, logprobs, batching."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from orchestra.backend import GenerationRequest
+from orchestra.engine import get_backend
+from orchestra.problem import Message
+from orchestra.recipe import ModelSpec
+
+pytestmark = pytest.mark.model
+
+PROMPTS = [
+    "What is 3 + 4?",
+    "Name a color.",
+    "Write a haiku about the sea.",
+    "What is the capital of France?",
+    "Count from 1 to 10.",
+    "Explain what a prime number is in one sentence.",
+]
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return get_backend(ModelSpec(dtype="float32"))
+
+
+def ask(prompt: str, **settings) -> GenerationRequest:
+    return GenerationRequest(messages=(Message(role="user", content=prompt),), **settings)
+
+
+def generate(backend, *requests: GenerationRequest):
+    async def go():
+        return await asyncio.gather(*(backend.generate(r) for r in requests))
+
+    return asyncio.run(go())
+
+
+def test_greedy_matches_hf_generate(backend):
+    for prompt in PROMPTS[:4]:
+        request = ask(prompt, max_tokens=24)
+        ours = generate(backend, request)[0].completions[0]
+        ids = backend.tokenizer(backend.render(request), add_special_tokens=False, return_tensors="pt")
+        with torch.inference_mode():
+            out = backend.model.generate(**ids, max_new_tokens=24, do_sample=False)
+        new = out[0][ids["input_ids"].shape[1]:]
+        theirs = backend.tokenizer.decode(new, skip_special_tokens=True)
+        assert ours.text == theirs
+        assert ours.completion_tokens == len(new)
+
+
+def test_batching_with_padding_does_not_change_greedy_output(backend):
+    requests = [ask(p, max_tokens=16) for p in PROMPTS]
+    alone = [generate(backend, r)[0].completions[0].text for r in requests]
+    together = [r.completions[0].text for r in generate(backend, *requests)]
+    assert together == alone
+
+
+def test_same_seed_same_samples_and_pools_extend(backend):
+    request = ask(PROMPTS[1], n=6, temperature=1.0, max_tokens=12, seed=7)
+    first = [c.text for c in generate(backend, request)[0].completions]
+    again = [c.text for c in generate(backend, request)[0].completions]
+    assert first == again
+    assert len(set(first)) > 1, "temperature 1 should give different samples"
+    tail = generate(backend, request.model_copy(update={"n": 2, "first_index": 4}))[0]
+    assert [c.text for c in tail.completions] == first[4:]
+    other = [c.text for c in generate(backend, request.model_copy(update={"seed": 8}))[0].completions]
+    assert other != first
+
+
+def test_top_k_one_is_greedy(backend):
+    greedy = generate(backend, ask(PROMPTS[3], max_tokens=12))[0].completions[0].text
+    sampled = generate(backend, ask(PROMPTS[3], max_tokens=12, temperature=1.5, top_k=1, seed=3))[0]
+    assert sampled.completions[0].text == greedy
+    nucleus = generate(backend, ask(PROMPTS[3], max_tokens=12, temperature=1.0, top_p=1e-6, seed=3))[0]
+    assert nucleus.completions[0].text == greedy
+
+
+def test_stop_strings_and_max_tokens(backend):
+    result = generate(backend, ask(PROMPTS[4], max_tokens=64, stop=("5",)))[0].completions[0]
+    assert "5" not in result.text and result.finish_reason == "stop"
+    capped = generate(backend, ask(PROMPTS[2], max_tokens=5))[0].completions[0]
+    assert capped.completion_tokens == 5 and capped.finish_reason == "length"
+
+
+def test_logprobs_and_usage_are_exact(backend):
+    request = ask(PROMPTS[0], n=3, temperature=0.8, max_tokens=20, seed=1, logprobs=True)
+    result = generate(backend, request)[0]
+    assert result.prompt_tokens == backend.count_prompt_tokens(request)
+    for completion in result.completions:
+        assert completion.logprobs is not None
+        assert len(completion.logprobs) == completion.completion_tokens
+        assert all(lp <= 0 for lp in completion.logprobs)
+    usage = result.usage
+    assert usage.completion_tokens == sum(c.completion_tokens for c in result.completions)
+    # n samples share one prefill: the prompt is computed once
+    assert usage.flops == 2.0 * backend.parameters * (result.prompt_tokens + usage.completion_tokens)
+
+
+def test_identical_prompts_in_one_batch_share_the_prefill(backend):
+    a, b = generate(backend, ask(PROMPTS[0], max_tokens=4), ask(PROMPTS[0], max_tokens=4, temperature=1.0, seed=2))
+    assert a.usage.cached_prompt_tokens + b.usage.cached_prompt_tokens == a.prompt_tokens
+
+
+def test_continuation_from_a_raw_prefix(backend):
+    chat = ask(PROMPTS[3], max_tokens=8)
+    prefix = backend.render(chat) + "The capital of France is"
+    result = generate(backend, GenerationRequest(prompt=prefix, max_tokens=3))[0].completions[0]
+    assert "Paris" in result.text
+
+
+def test_overlong_prompt_is_refused_clearly(backend):
+    huge = "word " * (backend.context_length + 10)
+    with pytest.raises(ValueError, match="context length"):
+        generate(backend, GenerationRequest(prompt=huge, max_tokens=2))
