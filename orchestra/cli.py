@@ -109,6 +109,9 @@ def run(
                 )
             except RunFolderMismatch as err:
                 raise _fail(str(err)) from None
+            except KeyboardInterrupt:
+                errors.print(f"interrupted: finished problems are saved; rerun with --out {base} to resume")
+                raise typer.Exit(code=130) from None
         results.append(result)
         failed = [x for x in result.results if x.status == "error"]
         for x in failed[:3]:
@@ -163,8 +166,10 @@ def models() -> None:
     from orchestra.models import model_table
 
     table = Table(header_style="bold")
-    for column in ("alias", "installed", "file or install command", "description"):
-        table.add_column(column)
+    table.add_column("alias", no_wrap=True)
+    table.add_column("installed", no_wrap=True)
+    table.add_column("file or install command", overflow="fold")
+    table.add_column("description")
     for row in model_table():
         mark = "[green]yes[/]" if row["installed"] == "yes" else "[red]no[/]"
         table.add_row(row["alias"], mark, row["where"], row["description"])
