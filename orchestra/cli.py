@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,7 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Piped output (CI logs, `| tee`) gets a fixed width instead of rich's 80-column fallback.
+console = Console(width=None if sys.stdout.isatty() else 120)
 errors = Console(stderr=True)
 
 #: The task the quickstart runs on: 2-term, 1-digit sums and differences, hard enough for a 135M model.
@@ -187,7 +189,8 @@ def techniques() -> None:
         table.add_column(column)
     for name, tech in sorted(registry().items()):
         params = ", ".join(
-            f"{k}={v.default!r}" if not v.is_required() else k for k, v in tech.params.model_fields.items()
+            f"{k}={v.get_default(call_default_factory=True)!r}" if not v.is_required() else k
+            for k, v in tech.params.model_fields.items()
         )
         table.add_row(name, tech.summary, params or "-", ", ".join(sorted(tech.requires)) or "-")
     console.print(table)

@@ -57,7 +57,7 @@ def sample_words(prompt: str, seed: int | None, index: int) -> list[str]:
     offset = OFFSETS[index % len(OFFSETS)]
     answer = str(correct + offset) if correct is not None else f"idk{offset}"
     filler = ["hmm"] * (index % 3)
-    return ["Let", "me", "add", "the", "numbers", "step", "by", "step.", f"(seed={seed})", *filler, "Answer:", answer]
+    return ["Let", "me", "add", "the", "numbers", "step", "by", "step.", f"(seed={seed}/sample={index})", *filler, "Answer:", answer]
 
 
 def sample_tokens(prompt: str, seed: int | None, index: int) -> int:
