@@ -55,8 +55,13 @@ async def arun(
     if out is not None:
         folder = RunFolder(out)
         folder.start(recipe, task.spec if task else None, split if task else None)
-    engine = Engine(recipe, task=task, cache=_cache(cache), folder=folder, concurrency=concurrency)
-    return await engine.run(problems, split=split if task else None, on_result=on_result)
+    store = _cache(cache)
+    try:
+        engine = Engine(recipe, task=task, cache=store, folder=folder, concurrency=concurrency)
+        return await engine.run(problems, split=split if task else None, on_result=on_result)
+    finally:
+        if store is not None and store is not cache:  # opened here, so closed here
+            store.close()
 
 
 def run(

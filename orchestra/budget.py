@@ -117,9 +117,13 @@ def plan_call(
         fit = min(per_sample)
         if fit < 1:
             name = ("completion_tokens", "total_tokens", "flops")[per_sample.index(fit)]
-            raise BudgetExceeded(
-                meter.scope, name, getattr(meter.limits, name) or 0, _value(meter.used, name)
+            smallest = Usage(  # the least this call could cost: one token per sample
+                prompt_tokens=prompt_tokens,
+                completion_tokens=n,
+                flops=flops_per_token * (prompt_tokens + n),
             )
+            needed = _value(meter.used + meter.reserved + smallest, name)
+            raise BudgetExceeded(meter.scope, name, getattr(meter.limits, name) or 0, needed)
         if fit < allowed:
             allowed = int(fit)
     reservation = Usage(

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from orchestra.answers import extract_answer
 from orchestra.backend import LOGPROBS, Backend, Completion, GenerationRequest, GenerationResult
 from orchestra.budget import Meter, plan_call, settle_call
 from orchestra.cache import GenerationCache, request_key
@@ -100,8 +101,10 @@ class ModelHandle:
         }
         missing = [i for i in range(request.first_index, request.first_index + request.n) if i not in usable]
         usage = Usage()
+        hits = request.n
         if missing:
             start = missing[0]  # regenerate from the first gap: samples are per-index seeded
+            hits = start - request.first_index
             fresh_request = request.model_copy(
                 update={"first_index": start, "n": request.first_index + request.n - start}
             )
@@ -111,7 +114,7 @@ class ModelHandle:
             for offset, completion in enumerate(result.completions):
                 usable[start + offset] = completion
         ordered = [usable[i] for i in range(request.first_index, request.first_index + request.n)]
-        return ordered, usage, request.n - len(missing)
+        return ordered, usage, hits
 
 
 @dataclass
@@ -155,7 +158,7 @@ class Context:
     def candidate(
         self, completion: Completion, model: str, prompt_tokens: int, parents: tuple[str, ...] = ()
     ) -> Candidate:
-        answer = self.task.extract_answer(completion.text) if self.task else None
+        answer = self.task.extract_answer(completion.text) if self.task else extract_answer(completion.text)
         return Candidate(
             text=completion.text,
             node=self.node,

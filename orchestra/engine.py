@@ -47,6 +47,19 @@ def node_seed(recipe_seed: int, problem_id: str, node_id: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+async def _all_or_nothing(coroutines: list) -> list:
+    """Like gather, but the first failure cancels the siblings (and waits for them), so a
+    failed or budget-refused node leaves nothing running that its problem no longer reports."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 class Engine:
     """Executes one recipe; `run` may be called for several problem lists."""
 
@@ -66,7 +79,7 @@ class Engine:
         self.concurrency = max(1, concurrency)
         self.layers = execution_layers(recipe)
         self.backends = {alias: get_backend(spec) for alias, spec in recipe.models.items()}
-        self.run_meter = Meter("per-run", recipe.budget.per_run)
+        self.run_meter = Meter("per-run", recipe.budget.per_run)  # replaced at each run()
 
     async def run(
         self,
@@ -76,6 +89,7 @@ class Engine:
         on_result: Callable[[ProblemResult], None] | None = None,
     ) -> RunResult:
         started = time.monotonic()
+        self.run_meter = Meter("per-run", self.recipe.budget.per_run)
         busy_before = self._model_seconds()
         done = self.folder.finished() if self.folder else {}
         results: dict[str, ProblemResult] = {}
@@ -126,8 +140,8 @@ class Engine:
         status, cut_short, error = "ok", None, None
         try:
             for layer in self.layers:
-                outputs = await asyncio.gather(
-                    *(self._run_node(node_id, problem, pools, ledger) for node_id in layer)
+                outputs = await _all_or_nothing(
+                    [self._run_node(node_id, problem, pools, ledger) for node_id in layer]
                 )
                 pools.update(zip(layer, outputs))
         except BudgetExceeded as err:

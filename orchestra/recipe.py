@@ -8,6 +8,7 @@ every DAG problem are reported together, before anything runs.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -204,7 +205,10 @@ def recipe_from_dict(
     except RecipeError as err:
         raise err.located(source or "recipe", lines or {}) from None
     except ValidationError as err:
-        problems = [(tuple(e["loc"]), _message(e)) for e in err.errors()]
+        problems = [
+            (tuple(e["loc"]), _message(e)) for e in err.errors() if not _spurious(e, data)
+        ]
+        problems += _problems_beyond_unknown_keys(data, err)
         raise RecipeError(problems, source, lines) from None
 
 
@@ -212,3 +216,29 @@ def _message(error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown key"
     return error["msg"]
+
+
+def _spurious(error: dict[str, Any], data: dict[str, Any]) -> bool:
+    """pydantic reports "nodes: too short" when every node failed; the nodes exist."""
+    return error["type"] == "too_short" and tuple(error["loc"]) == ("nodes",) and bool(data.get("nodes"))
+
+
+def _problems_beyond_unknown_keys(data: dict[str, Any], err: ValidationError) -> list[tuple[Location, str]]:
+    """When unknown keys were the only structural errors, drop them and run the semantic
+    checks too, so one typo does not hide an unknown technique or a cycle."""
+    if any(e["type"] != "extra_forbidden" for e in err.errors()):
+        return []
+    cleaned = copy.deepcopy(data)
+    for e in err.errors():
+        *parents, key = e["loc"]
+        holder: Any = cleaned
+        for part in parents:
+            holder = holder[part]
+        holder.pop(key, None)
+    try:
+        Recipe.model_validate(cleaned)
+    except RecipeError as semantic:
+        return semantic.problems
+    except ValidationError:
+        return []
+    return []

@@ -13,7 +13,9 @@ import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AfterValidator
 
 from orchestra.candidate import Candidate
 
@@ -62,6 +64,18 @@ def get_scorer(name: str) -> Scorer:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise KeyError(f"unknown scorer {name!r}{hint} (known: {', '.join(sorted(known))})")
+
+
+def _known_scorer(name: str) -> str:
+    try:
+        get_scorer(name)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    return name
+
+
+#: A parameter type for technique params that name a scorer: misspellings fail validation.
+ScorerName = Annotated[str, AfterValidator(_known_scorer)]
 
 
 async def apply_scorer(ctx: Context, name: str, candidates: list[Candidate]) -> list[Candidate]:

@@ -17,14 +17,14 @@ USAGE_FIELDS = (
 class Usage(BaseModel):
     """Additive counters of compute spent.
 
-    Token counts are logical: a generation replayed from the cache counts the
-    tokens it would have cost, so budgets and reported costs do not depend on
-    what happened to be cached. `cache_hits` says how many samples were replayed,
-    and `seconds` is always real wall time.
-
-    `cached_prompt_tokens` counts prompt tokens the backend did not recompute
-    because they shared a prefix with another sample (the n samples of one prompt
-    share one prefill). `flops` is 2 x parameters x tokens actually computed.
+    Costs are logical: a generation replayed from the cache counts the prompt
+    and completion tokens it would have cost, and `flops` is always 2 x
+    parameters x (prompt + completion tokens) of the call (the prompt once for n
+    samples, which share one prefill), so budgets and reported costs do not
+    depend on what happened to be cached. Three counters are physical instead:
+    `cache_hits` (samples replayed from the generation cache),
+    `cached_prompt_tokens` (prompt tokens the backend really skipped because
+    another request in its batch had the same prompt) and `seconds` (wall time).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

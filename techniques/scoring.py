@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
 from orchestra.backend import LOGPROBS
 from orchestra.candidate import Candidate
 from orchestra.context import Context
-from orchestra.scorer import apply_scorer, get_scorer, scorer
+from orchestra.scorer import ScorerName, apply_scorer, scorer
 from orchestra.technique import technique
 
 
@@ -30,16 +30,7 @@ async def mean_logprob(ctx: Context, candidate: Candidate) -> float:
 class ScoreParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    scorer: str = "task"
-
-    @field_validator("scorer")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        try:
-            get_scorer(name)
-        except KeyError as err:
-            raise ValueError(err.args[0]) from None
-        return name
+    scorer: ScorerName = "task"
 
 
 @technique("score", ScoreParams, needs_model=False)

@@ -6,14 +6,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.candidate import Candidate
 from orchestra.context import Context
-from orchestra.scorer import apply_scorer
+from orchestra.scorer import ScorerName, apply_scorer
 from orchestra.technique import technique
 
 
 class BestOfNParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    scorer: str = Field(default="mean_logprob", description="Scorer that ranks the candidates.")
+    scorer: ScorerName = Field(default="mean_logprob", description="Scorer that ranks the candidates.")
     keep: int = Field(default=1, ge=1, description="How many of the best to pass on.")
 
 

@@ -8,14 +8,14 @@ from pydantic import BaseModel, ConfigDict
 
 from orchestra.candidate import Candidate
 from orchestra.context import Context
-from orchestra.scorer import apply_scorer
+from orchestra.scorer import ScorerName, apply_scorer
 from orchestra.technique import technique
 
 
 class VoteParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    weight_by: str | None = None  # a scorer name; None counts each vote once
+    weight_by: ScorerName | None = None  # a scorer name; None counts each vote once
 
 
 @technique("majority_vote", VoteParams, needs_model=False)

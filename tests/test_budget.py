@@ -127,12 +127,6 @@ def test_exactly_one_token_per_sample_is_allowed() -> None:
     assert plan.max_tokens == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: budget.py plan_call reports `needed` as what was already used (_value(meter.used, name)), "
-    "not what the refused call needs, so the message reads e.g. 'completion_tokens limit 3 would be "
-    "crossed (needs 0)'",
-)
 def test_refusal_reports_what_the_call_needs() -> None:
     with pytest.raises(BudgetExceeded) as info:
         plan_call([meter(completion_tokens=3)], prompt_tokens=20, n=4, max_tokens=50, flops_per_token=0.0)

@@ -160,12 +160,6 @@ def test_errors_are_retried_on_resume(tmp_path: Path, fake_backend, sums) -> Non
     assert len(fake_backend.log.calls) - calls == 1  # only the failed problem ran again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: engine.py run_problem gathers a layer's nodes without cancelling the siblings of a "
-    "failed node: they keep running after the problem's result is written, booking usage to the "
-    "per-run meter (and trace.jsonl) that no ProblemResult reports",
-)
 def test_failed_node_does_not_leave_siblings_running(tmp_path: Path, fake_backend, sums) -> None:
     rec = Recipe.model_validate({
         "name": "siblings",
@@ -311,11 +305,6 @@ def test_handle_books_usage_to_node_and_model(tmp_path: Path, fake_backend) -> N
     assert h.ledger.meters[0].reserved == Usage()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: context.py _generate_cached regenerates from the first gap to the end but reports "
-    "cache_hits = n - len(missing), counting cached samples after the gap that were regenerated",
-)
 def test_cache_hits_count_only_replayed_samples(tmp_path: Path, fake_backend) -> None:
     h = handle(tmp_path)
 

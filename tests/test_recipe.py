@@ -248,11 +248,6 @@ def test_several_structural_problems_reported_together(tmp_path: Path) -> None:
     assert_located(err, path, "nodes[0].extra", 8, "unknown key")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a recipe in which every node has a structural error also gets a spurious 'nodes: Tuple should have "
-    "at least 1 item after validation, not 0' (pydantic checks min_length on the items that validated)",
-)
 def test_bad_only_node_is_not_also_reported_as_missing(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -275,12 +270,6 @@ def test_empty_nodes_is_an_error(tmp_path: Path) -> None:
     assert_located(load_error(path), path, "nodes", 4, "at least 1 item")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: structural (pydantic) errors stop validation before the semantic checks run, so an "
-    "unknown key hides an unknown technique and bad params, although recipe.py's docstring promises "
-    "they are all reported together",
-)
 def test_unknown_key_and_unknown_technique_reported_together(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("seed: 7\n", "seed: 7\nbogus: 1\n").replace("majority_vote", "majority_vot"))
     err = load_error(path)
@@ -288,11 +277,6 @@ def test_unknown_key_and_unknown_technique_reported_together(tmp_path: Path) -> 
     assert {"bogus", "nodes[1].technique"} <= fields
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: best_of_n's `scorer` param is never checked against the scorer registry (ScoreParams' "
-    "is), so a misspelt scorer passes validation and only fails mid-run",
-)
 def test_unknown_scorer_in_best_of_n_is_a_recipe_error(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("technique: majority_vote", "technique: best_of_n\n    params: {scorer: mean_logprb}"))
     err = load_error(path)
