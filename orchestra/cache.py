@@ -75,7 +75,8 @@ class GenerationCache:
             )
             self._db.commit()
 
-    def __len__(self) -> int:
+    def count(self) -> int:
+        """Samples stored (a method, not __len__: an empty cache must still be truthy)."""
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
 

@@ -106,7 +106,7 @@ def run(
 
             try:
                 result = asyncio.run(
-                    arun(r, task_obj, problems=problems, split=split, out=folder, cache=store if store else False,
+                    arun(r, task_obj, problems=problems, split=split, out=folder, cache=store if store is not None else False,
                          concurrency=concurrency, on_result=tick)  # type: ignore[arg-type]
                 )
             except RunFolderMismatch as err:

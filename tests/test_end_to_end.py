@@ -48,6 +48,13 @@ def test_cli_run_compare_and_resume(tmp_path: Path):
     assert again.exit_code == 0, again.output
     assert (out / "quickstart/results.jsonl").read_text() == lines_before
 
+    # A fresh folder with the same cache replays every sample instead of generating it.
+    replay = CliRunner().invoke(app, [*args[:-3], str(tmp_path / "replay"), *args[-2:]])
+    assert replay.exit_code == 0, replay.output
+    replayed = json.loads((tmp_path / "replay/quickstart/summary.json").read_text())
+    assert replayed["usage"]["cache_hits"] == 3 * 8
+    assert replayed["accuracy"] == json.loads((out / "quickstart/summary.json").read_text())["accuracy"]
+
 
 def test_python_api_builds_runs_and_replays(tmp_path: Path):
     recipe = Recipe(
