@@ -250,7 +250,7 @@ def test_cache_replays_a_whole_run(tmp_path: Path, fake_backend, sums) -> None:
     first_texts = [c["text"] for c in traces(tmp_path / "a")[("p0", "samples")]["outputs"]]
     second_texts = [c["text"] for c in traces(tmp_path / "b")[("p0", "samples")]["outputs"]]
     assert first_texts == second_texts
-    assert len(GenerationCache(cache)) == 12
+    assert GenerationCache(cache).count() == 12
 
 
 def test_cache_is_keyed_by_sampling_settings_and_seed(tmp_path: Path, fake_backend, sums) -> None:
@@ -294,7 +294,7 @@ def test_unseeded_requests_are_never_cached(tmp_path: Path, fake_backend) -> Non
     for _ in range(2):
         result = asyncio.run(h.generate(request))
         assert result.usage.cache_hits == 0
-    assert len(fake_backend.log.calls) == 2 and len(h.cache) == 0
+    assert len(fake_backend.log.calls) == 2 and h.cache.count() == 0
 
 
 def test_handle_books_usage_to_node_and_model(tmp_path: Path, fake_backend) -> None:
