@@ -152,7 +152,7 @@ def graph(
         for node_id in layer:
             node = r.node(node_id)
             marker = " (output)" if node_id == r.output_node else ""
-            table.add_row(str(depth), node_id + marker, node.technique, r.model_of(node) or "-", ", ".join(node.inputs) or "-")
+            table.add_row(str(depth), node_id + marker, node.technique, g.nodes[node_id]["model"] or "-", ", ".join(node.inputs) or "-")
     console.print(table)
     for source, target in g.edges:
         console.print(f"  {source} -> {target}")

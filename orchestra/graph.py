@@ -15,9 +15,13 @@ if TYPE_CHECKING:
 
 def build_graph(recipe: Recipe) -> nx.DiGraph:
     """Nodes are node ids (with their technique and model); edges run input -> consumer."""
+    from orchestra.technique import techniques
+
+    known = techniques()
     graph = nx.DiGraph()
     for node in recipe.nodes:
-        graph.add_node(node.id, technique=node.technique, model=recipe.model_of(node))
+        uses_model = node.technique not in known or known[node.technique].needs_model
+        graph.add_node(node.id, technique=node.technique, model=recipe.model_of(node) if uses_model else None)
     for node in recipe.nodes:
         for source in node.inputs:
             if source in graph:
