@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 
 Location = tuple[str | int, ...]
 
@@ -16,6 +17,14 @@ def format_location(loc: Location) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out or "<recipe>"
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """"unknown technique 'critc'; did you mean critic? (known: ...)" for any registry."""
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} (known: {', '.join(names)})"
 
 
 class RecipeError(Exception):

@@ -8,7 +8,6 @@ reference answer: fine for measuring, not for choosing answers in a deployment.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AfterValidator
 
 from orchestra.candidate import Candidate
+from orchestra.errors import unknown_name
 
 if TYPE_CHECKING:
     from orchestra.context import Context
@@ -61,9 +61,7 @@ def get_scorer(name: str) -> Scorer:
     known = scorers()
     if name in known:
         return known[name]
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise KeyError(f"unknown scorer {name!r}{hint} (known: {', '.join(sorted(known))})")
+    raise KeyError(unknown_name("scorer", name, known))
 
 
 def _known_scorer(name: str) -> str:

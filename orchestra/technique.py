@@ -9,7 +9,6 @@ names a module to import, whose import registers its techniques).
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from orchestra.candidate import Candidate
+from orchestra.errors import unknown_name
 
 if TYPE_CHECKING:
     from orchestra.context import Context
@@ -98,6 +98,4 @@ def get_technique(name: str) -> Technique:
     registry = techniques()
     if name in registry:
         return registry[name]
-    close = difflib.get_close_matches(name, registry, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise KeyError(f"unknown technique {name!r}{hint} (known: {', '.join(sorted(registry))})")
+    raise KeyError(unknown_name("technique", name, registry))
