@@ -11,6 +11,7 @@ token limit and random stream, and leaves the batch as soon as it finishes.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import random
 import time
@@ -70,6 +71,9 @@ class LocalBackend:
         if dtype == "auto":
             dtype = "bfloat16" if self.device.type == "cuda" else "float32"
         self.model, self.tokenizer = load_pretrained(spec.model, dtype)
+        # The decode thread gets its own tokenizer: a fast (Rust) tokenizer shared by two
+        # threads can fail with "Already borrowed" while the event loop encodes new prompts.
+        self._decoder = copy.deepcopy(self.tokenizer)
         self.model.to(self.device)
         config = self.model.config
         self.parameters = sum(p.numel() for p in self.model.parameters())
@@ -299,19 +303,19 @@ class LocalBackend:
         seq.logprobs.append(logprob)
         if token in self.eos_ids:
             seq.finish_reason = "stop"
-            seq.text = self.tokenizer.decode(seq.tokens[:-1], skip_special_tokens=True)
+            seq.text = self._decoder.decode(seq.tokens[:-1], skip_special_tokens=True)
             return True
         if seq.stop:
             window = max(len(s) for s in seq.stop) + 16
-            tail = self.tokenizer.decode(seq.tokens[-window:], skip_special_tokens=True)
+            tail = self._decoder.decode(seq.tokens[-window:], skip_special_tokens=True)
             if any(s in tail for s in seq.stop):
-                text = self.tokenizer.decode(seq.tokens, skip_special_tokens=True)
+                text = self._decoder.decode(seq.tokens, skip_special_tokens=True)
                 cut = min(text.find(s) for s in seq.stop if s in text)
                 seq.finish_reason, seq.text = "stop", text[:cut]
                 return True
         if len(seq.tokens) >= seq.max_tokens:
             seq.finish_reason = "length"
-            seq.text = self.tokenizer.decode(seq.tokens, skip_special_tokens=True)
+            seq.text = self._decoder.decode(seq.tokens, skip_special_tokens=True)
             return True
         return False
 

@@ -37,7 +37,7 @@ async def arun(
     limit: int | None = None,
     out: str | Path | None = None,
     cache: CacheOption = True,
-    concurrency: int = 8,
+    concurrency: int = 32,
     on_result: Callable[[ProblemResult], None] | None = None,
 ) -> RunResult:
     """Async version of `run`, for callers that already have an event loop."""
@@ -73,7 +73,7 @@ def run(
     limit: int | None = None,
     out: str | Path | None = None,
     cache: CacheOption = True,
-    concurrency: int = 8,
+    concurrency: int = 32,
     on_result: Callable[[ProblemResult], None] | None = None,
 ) -> RunResult:
     """Run a recipe on a task's problems (or on `problems`) and return typed results.

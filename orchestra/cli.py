@@ -53,7 +53,7 @@ def run(
     split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/RECIPE-TIME). Reuse one to resume.")] = None,
     compare: Annotated[Optional[Path], typer.Option(help="A second recipe to run on the same problems, side by side.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Problems in flight at once.")] = 8,
+    concurrency: Annotated[int, typer.Option(help="Problems in flight at once (the backend batches their requests).")] = 32,
     cache: Annotated[Optional[Path], typer.Option(help="Generation cache (SQLite). Default: ~/.cache/orchestra/generations.sqlite.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the generation cache.")] = False,
 ) -> None:

@@ -70,7 +70,7 @@ class Engine:
         task: Task | None = None,
         cache: GenerationCache | None = None,
         folder: RunFolder | None = None,
-        concurrency: int = 8,
+        concurrency: int = 32,
     ):
         self.recipe = recipe
         self.task = task
