@@ -96,6 +96,8 @@ class Engine:
         for problem in problems:
             if problem.id in done:
                 results[problem.id] = done[problem.id]
+                # a resumed run's per-run budget includes what the finished problems spent
+                self.run_meter.used = self.run_meter.used + done[problem.id].usage
                 if on_result:
                     on_result(done[problem.id])
         gate = asyncio.Semaphore(self.concurrency)

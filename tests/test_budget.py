@@ -269,6 +269,22 @@ def test_per_run_limit_finishes_early_problems_and_cuts_later_ones(tmp_path: Pat
     assert len(fake_backend.log.calls) == 4
 
 
+def test_resumed_run_counts_what_finished_problems_spent(tmp_path: Path, fake_backend) -> None:
+    spec = write_sums(tmp_path / "sums.jsonl", 4)
+    recipe = Recipe.model_validate(
+        vote_recipe(n=N, max_tokens=16, budget={"per_run": {"completion_tokens": 100}})
+    )
+    out = tmp_path / "run"
+    first = orchestra.run(recipe, spec, limit=2, cache=False, out=out)
+    assert [r.status for r in first.results] == ["ok", "ok"]
+    spent = first.summary.usage.completion_tokens
+    resumed = orchestra.run(recipe, spec, limit=4, cache=False, out=out)
+    assert resumed.results[:2] == first.results
+    assert resumed.summary.usage.completion_tokens <= 100  # not `spent` + a fresh 100
+    assert resumed.summary.usage.completion_tokens > spent
+    assert "budget" in [r.status for r in resumed.results[2:]]
+
+
 @pytest.mark.parametrize("field", ["completion_tokens", "total_tokens"])
 def test_concurrent_problems_never_jointly_exceed_the_run_limit(tmp_path: Path, fake_backend, field: str) -> None:
     fake_backend.delay = 0.005  # keep every problem's call in flight together
