@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 # Piped output (CI logs, `| tee`) gets a fixed width instead of rich's 80-column fallback.
 console = Console(width=None if sys.stdout.isatty() else 120)
-errors = Console(stderr=True)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 #: The task the quickstart runs on: 2-term, 1-digit sums and differences, hard enough for a 135M model.
 DEFAULT_TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
