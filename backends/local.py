@@ -174,11 +174,10 @@ class LocalBackend:
 
         started = time.monotonic()
         with torch.inference_mode():
-            sequences, prefill_of, shared = self._plan(jobs)
-            prompts = list(prefill_of)
+            sequences, prompts, prompt_of = self._plan(jobs)
             logits, cache, mask = self._prefill(prompts)
-            rows = torch.tensor([prompts.index(prefill_of_seq) for prefill_of_seq in shared], device=self.device)
-            cache.batch_select_indices(rows)
+            rows = torch.tensor(prompt_of, device=self.device)
+            cache.batch_select_indices(rows)  # each sample starts from its prompt's prefilled KV
             mask, logits = mask[rows], logits[rows]
             active = list(range(len(sequences)))
             while active:
@@ -206,17 +205,17 @@ class LocalBackend:
                 logits = out.logits[:, -1, :].float()
         elapsed = time.monotonic() - started
         self.busy_seconds += elapsed
-        return self._results(jobs, sequences, elapsed)
+        return self._results(jobs, sequences)
 
     def _plan(self, jobs: list[_Job]):
-        """One sequence per sample; which distinct prompt each sequence decodes from."""
+        """One sequence per sample, the distinct prompts, and which prompt each sequence extends."""
         sequences: list[_Sequence] = []
-        prefill_of: dict[tuple[int, ...], None] = {}
-        shared: list[tuple[int, ...]] = []
+        prompt_rows: dict[tuple[int, ...], int] = {}
+        prompt_of: list[int] = []
         for j, job in enumerate(jobs):
             request = job.request
             key = tuple(job.prompt_ids)
-            prefill_of.setdefault(key, None)
+            row = prompt_rows.setdefault(key, len(prompt_rows))
             limit = request.max_tokens
             if self.context_length:
                 limit = min(limit, self.context_length - len(key))
@@ -233,8 +232,8 @@ class LocalBackend:
                         stop=request.stop,
                     )
                 )
-                shared.append(key)
-        return sequences, prefill_of, shared
+                prompt_of.append(row)
+        return sequences, list(prompt_rows), prompt_of
 
     def _prefill(self, prompts: list[tuple[int, ...]]):
         """Left-padded prefill of the distinct prompts; returns last logits, KV cache, mask."""
@@ -319,7 +318,7 @@ class LocalBackend:
             return True
         return False
 
-    def _results(self, jobs: list[_Job], sequences: list[_Sequence], elapsed: float):
+    def _results(self, jobs: list[_Job], sequences: list[_Sequence]):
         results, prefilled = [], set()
         now = time.monotonic()
         for j, job in enumerate(jobs):
