@@ -74,6 +74,16 @@ class Recipe(BaseModel):
     nodes: tuple[Node, ...] = Field(min_length=1)
     output: str | None = Field(default=None, description="Output node id; default: the last node.")
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_error_type(cls, data: Any, handler: Any) -> Recipe:
+        """Built in Python or loaded from YAML, a bad recipe raises one RecipeError
+        listing every structural and semantic problem found."""
+        try:
+            return handler(data)
+        except ValidationError as err:
+            raise RecipeError(_structural_problems(data, err)) from None
+
     @model_validator(mode="after")
     def _check(self) -> Recipe:
         problems = _semantic_problems(self)
@@ -204,12 +214,11 @@ def recipe_from_dict(
         return Recipe.model_validate(data)
     except RecipeError as err:
         raise err.located(source or "recipe", lines or {}) from None
-    except ValidationError as err:
-        problems = [
-            (tuple(e["loc"]), _message(e)) for e in err.errors() if not _spurious(e, data)
-        ]
-        problems += _problems_beyond_unknown_keys(data, err)
-        raise RecipeError(problems, source, lines) from None
+
+
+def _structural_problems(data: Any, err: ValidationError) -> list[tuple[Location, str]]:
+    problems = [(tuple(e["loc"]), _message(e)) for e in err.errors() if not _spurious(e, data)]
+    return problems + _problems_beyond_unknown_keys(data, err)
 
 
 def _message(error: dict[str, Any]) -> str:
@@ -218,18 +227,24 @@ def _message(error: dict[str, Any]) -> str:
     return error["msg"]
 
 
-def _spurious(error: dict[str, Any], data: dict[str, Any]) -> bool:
+def _spurious(error: dict[str, Any], data: Any) -> bool:
     """pydantic reports "nodes: too short" when every node failed; the nodes exist."""
-    return error["type"] == "too_short" and tuple(error["loc"]) == ("nodes",) and bool(data.get("nodes"))
+    return (
+        error["type"] == "too_short"
+        and tuple(error["loc"]) == ("nodes",)
+        and isinstance(data, dict)
+        and bool(data.get("nodes"))
+    )
 
 
-def _problems_beyond_unknown_keys(data: dict[str, Any], err: ValidationError) -> list[tuple[Location, str]]:
+def _problems_beyond_unknown_keys(data: Any, err: ValidationError) -> list[tuple[Location, str]]:
     """When unknown keys were the only structural errors, drop them and run the semantic
     checks too, so one typo does not hide an unknown technique or a cycle."""
-    if any(e["type"] != "extra_forbidden" for e in err.errors()):
+    real = [e for e in err.errors() if not _spurious(e, data)]
+    if not isinstance(data, dict) or any(e["type"] != "extra_forbidden" for e in real):
         return []
     cleaned = copy.deepcopy(data)
-    for e in err.errors():
+    for e in real:
         *parents, key = e["loc"]
         holder: Any = cleaned
         for part in parents:
@@ -239,6 +254,4 @@ def _problems_beyond_unknown_keys(data: dict[str, Any], err: ValidationError) ->
         Recipe.model_validate(cleaned)
     except RecipeError as semantic:
         return semantic.problems
-    except ValidationError:
-        return []
     return []

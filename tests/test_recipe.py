@@ -384,3 +384,16 @@ def test_to_yaml_round_trips_multi_model_recipe() -> None:
         ),
     )
     assert recipe_from_dict(yaml.safe_load(recipe.to_yaml())) == recipe
+
+
+def test_python_built_recipe_raises_one_error_type_with_every_problem() -> None:
+    from orchestra import RecipeError as PublicRecipeError
+
+    with pytest.raises(PublicRecipeError) as info:
+        Recipe.model_validate(
+            {"name": "x", "nodes": [{"id": "a", "technique": "sample", "params": {"n": "two"}, "foo": 1}]}
+        )
+    text = str(info.value)
+    assert "nodes[0].foo: unknown key" in text
+    assert "nodes[0].params.n" in text
+    assert "at least 1 item" not in text
