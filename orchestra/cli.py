@@ -62,7 +62,7 @@ def run(
     from orchestra.cache import GenerationCache
     from orchestra.engine import get_backend
     from orchestra.paths import default_cache_path
-    from orchestra.report import paired_line, results_table
+    from orchestra.report import node_table, paired_line, results_table
     from orchestra.run_folder import RunFolderMismatch
     from orchestra.tasks import load_task
 
@@ -118,9 +118,15 @@ def run(
         failed = [x for x in result.results if x.status == "error"]
         for x in failed[:3]:
             errors.print(f"[yellow]{x.problem_id} failed:[/] {x.error}", highlight=False)
+    for result in results:
+        if result.summary.usage_by_node:
+            console.print(node_table(result))
     console.print(results_table(results, title=f"{task} · {split} · {len(problems)} problems"))
     if len(results) == 2:
         console.print(paired_line(results[0], results[1]))
+    resumed = results[0].summary.resumed
+    if resumed:
+        console.print(f"resumed: {resumed} problems were already finished in {base} and were not rerun")
     overhead = results[0].summary.overhead_share
     if overhead is not None:
         console.print(f"time outside model calls: {overhead:.1%} of wall time")

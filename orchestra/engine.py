@@ -127,6 +127,7 @@ class Engine:
                 complete=complete,
                 wall_seconds=time.monotonic() - started,
                 model_seconds=busy,
+                resumed=sum(p.id in done for p in problems),
             )
             if self.folder:
                 self.folder.write_summary(summary)

@@ -62,3 +62,23 @@ def paired_line(a: RunResult, b: RunResult) -> str:
         f"on {len(both)} shared problems: {a.summary.recipe} alone right on {only_a}, "
         f"{b.summary.recipe} alone right on {only_b}, both right on {sum(x and y for x, y in both)}"
     )
+
+
+def node_table(run: RunResult) -> Table:
+    """Where a run's compute went, node by node (summed over its problems)."""
+    s = run.summary
+    table = Table(title=f"{s.recipe}: cost by node", header_style="bold", title_justify="left")
+    for column in ("node", "calls", "prompt tok", "completion tok", "FLOPs", "share of tokens", "replayed"):
+        table.add_column(column, justify="left" if column == "node" else "right", no_wrap=True)
+    total = s.usage.total_tokens or 1
+    for node, used in s.usage_by_node.items():
+        table.add_row(
+            node,
+            str(used.calls),
+            str(used.prompt_tokens),
+            str(used.completion_tokens),
+            _flops(used.flops),
+            f"{used.total_tokens / total:.0%}",
+            str(used.cache_hits),
+        )
+    return table

@@ -52,12 +52,15 @@ class RunSummary(BaseModel):
     task: str | None
     split: str | None
     problems: int
+    resumed: int = Field(default=0, description="Problems whose results came from an earlier, interrupted run.")
     complete: bool
     accuracy: float
     coverage: float
     errors: int
     cut_short: int
     usage: Usage
+    usage_by_node: dict[str, Usage] = Field(default_factory=dict)
+    usage_by_model: dict[str, Usage] = Field(default_factory=dict)
     tokens_per_problem: float
     flops_per_problem: float
     seconds_per_problem: float
@@ -78,24 +81,36 @@ class RunSummary(BaseModel):
         complete: bool,
         wall_seconds: float,
         model_seconds: float,
+        resumed: int = 0,
     ) -> RunSummary:
         count = len(results)
         usage = sum((r.usage for r in results), Usage())
         per = 1 / count if count else 0.0
+        by_node: dict[str, Usage] = {}
+        by_model: dict[str, Usage] = {}
+        for r in results:
+            for name, spent in r.usage_by_node.items():
+                by_node[name] = by_node.get(name, Usage()) + spent
+            for name, spent in r.usage_by_model.items():
+                by_model[name] = by_model.get(name, Usage()) + spent
+        ran = count - resumed
         return cls(
             recipe=recipe,
             task=task,
             split=split,
             problems=count,
+            resumed=resumed,
             complete=complete,
             accuracy=sum(r.score for r in results) * per,
             coverage=sum(r.coverage for r in results) * per,
             errors=sum(r.status == "error" for r in results),
             cut_short=sum(r.status == "budget" for r in results),
             usage=usage,
+            usage_by_node=by_node,
+            usage_by_model=by_model,
             tokens_per_problem=usage.total_tokens * per,
             flops_per_problem=usage.flops * per,
-            seconds_per_problem=wall_seconds * per,
+            seconds_per_problem=wall_seconds / ran if ran else 0.0,  # this session's problems only
             wall_seconds=wall_seconds,
             model_seconds=model_seconds,
             overhead_share=max(0.0, 1 - model_seconds / wall_seconds) if wall_seconds > 0 and model_seconds > 0 else None,

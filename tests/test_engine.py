@@ -216,6 +216,10 @@ def test_resume_runs_only_new_problems(tmp_path: Path, fake_backend, sums) -> No
     assert sorted(seen) == ["p0", "p1", "p2", "p3", "p4"]  # resumed results are reported too
     assert len(lines(out / "results.jsonl")) == 5
     assert json.loads((out / "summary.json").read_text())["problems"] == 5
+    assert second.summary.resumed == 3
+    by_node = second.summary.usage_by_node
+    assert by_node["samples"].calls == 5 and "vote" not in by_node  # voting spends no model calls
+    assert by_node["samples"] == second.summary.usage == second.summary.usage_by_model["m"]
     third = orchestra.run(recipe(), spec, limit=5, out=out, cache=False)
     assert len(fake_backend.log.calls) == 5 and third.accuracy == 1.0  # nothing left to do
 
