@@ -141,8 +141,9 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[Location, str]]:
         except KeyError as err:
             problems.append((("nodes", i, "technique"), err.args[0]))
             continue
+        needs = tech.requires
         try:
-            tech.params.model_validate(node.params)
+            needs = needs | tech.needs_for(tech.params.model_validate(node.params))
         except ValidationError as err:
             for e in err.errors():
                 problems.append((("nodes", i, "params", *e["loc"]), e["msg"]))
@@ -163,10 +164,10 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[Location, str]]:
                 (("nodes", i, "model"),
                  f"{node.technique!r} needs a model and the recipe defines several; name one")
             )
-        elif tech.needs_model and tech.requires and alias in recipe.models:
+        elif needs and alias in recipe.models:
             spec = recipe.models[alias]
             if spec.backend in backends:
-                missing = tech.requires - backend_capabilities(spec.backend)
+                missing = needs - backend_capabilities(spec.backend)
                 if missing:
                     problems.append(
                         (("nodes", i, "model"),

@@ -76,6 +76,11 @@ def _known_scorer(name: str) -> str:
 ScorerName = Annotated[str, AfterValidator(_known_scorer)]
 
 
+def scorers_needs(*names: str | None) -> frozenset[str]:
+    """What the named scorers need of a backend (for a Params' `capabilities_needed`)."""
+    return frozenset().union(*(get_scorer(n).requires for n in names if n))
+
+
 async def apply_scorer(ctx: Context, name: str, candidates: list[Candidate]) -> list[Candidate]:
     """Score each candidate that lacks `name`, keeping ids (the text is unchanged)."""
     spec = get_scorer(name)

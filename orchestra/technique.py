@@ -36,7 +36,8 @@ class Technique:
     """A registered technique and what it declares about itself.
 
     `requires` names backend capabilities (see `orchestra.backend`) so a recipe
-    that pairs the technique with a backend lacking them fails at validation.
+    that pairs the technique with a backend lacking them fails at validation;
+    `needs_for` adds what particular params need.
     `min_inputs` is how many input nodes it needs (0 for generators).
     """
 
@@ -46,6 +47,15 @@ class Technique:
     requires: frozenset[str]
     needs_model: bool
     min_inputs: int
+
+    def needs_for(self, params: BaseModel) -> frozenset[str]:
+        """Capabilities these params add, e.g. the logprobs a `mean_logprob` scorer reads.
+
+        Params models opt in with a `capabilities_needed()` method. They are checked
+        against the node's model (by default the recipe's only model).
+        """
+        extra = getattr(params, "capabilities_needed", None)
+        return self.requires | (frozenset(extra()) if extra else frozenset())
 
     @property
     def summary(self) -> str:

@@ -79,3 +79,20 @@ def test_entry_points_register_third_party_techniques_and_scorers(monkeypatch, t
     assert "plugin_identity" in technique_module.techniques()
     assert "plugin_length" in scorer_module.scorers()
     monkeypatch.delitem(sys.modules, "orchestra_test_plugin")
+
+
+def test_a_scorer_needing_logprobs_fails_at_validation_on_a_backend_without_them(fake_backend):  # noqa: F811
+    from orchestra.backend import register_backend
+
+    class NoLogprobs(fake_backend):  # type: ignore[misc, valid-type]
+        capabilities = frozenset()
+
+    register_backend("fake-no-logprobs", NoLogprobs)
+    data = vote_recipe()
+    data["models"]["m"]["backend"] = "fake-no-logprobs"
+    data["nodes"][1] = {"id": "pick", "technique": "best_of_n", "inputs": ["samples"], "params": {"scorer": "mean_logprob"}}
+    data["output"] = "pick"
+    with pytest.raises(RecipeError, match=r"nodes\[1\]\.model: 'best_of_n' needs logprobs"):
+        Recipe.model_validate(data)
+    data["nodes"][1]["params"] = {"scorer": "task"}
+    Recipe.model_validate(data)  # the ground-truth scorer needs nothing of the backend
