@@ -154,7 +154,12 @@ class Engine:
             error = f"{type(err).__name__}: {err}"
         output = pools.get(self.recipe.output_node) or []
         best = output[0] if output else None
-        score = self._score(problem, best) if best else 0.0
+        # Scoring may execute code (HumanEval): off the event loop, so batching goes on.
+        score, covered = 0.0, False
+        try:
+            score, covered = await asyncio.to_thread(self._judge, problem, best, pools)
+        except Exception as err:  # a scorer bug fails this problem, not the run
+            status, error = "error", f"scoring failed: {type(err).__name__}: {err}"
         return ProblemResult(
             problem_id=problem.id,
             status=status,
@@ -162,7 +167,7 @@ class Engine:
             text=best.text if best else None,
             reference=problem.answer,
             score=score,
-            coverage=score >= 1.0 or self._covered(problem, pools),
+            coverage=covered,
             output_candidates=len(output),
             usage=ledger.total,
             usage_by_node=ledger.by_node,
@@ -220,6 +225,13 @@ class Engine:
                         "error": failure,
                     }
                 )
+
+    def _judge(
+        self, problem: Problem, best: Candidate | None, pools: dict[str, list[Candidate]]
+    ) -> tuple[float, bool]:
+        """The output's score, and whether any candidate anywhere was right."""
+        score = self._score(problem, best) if best else 0.0
+        return score, score >= 1.0 or self._covered(problem, pools)
 
     def _score(self, problem: Problem, candidate: Candidate) -> float:
         if self.task is None:

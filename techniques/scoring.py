@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from pydantic import BaseModel, ConfigDict
 
 from orchestra.backend import LOGPROBS
@@ -16,7 +18,8 @@ async def task_score(ctx: Context, candidate: Candidate) -> float:
     """Ground truth: the task's own scorer against the reference answer."""
     if ctx.task is None:
         raise ValueError("the `task` scorer needs a task to score against")
-    return ctx.task.score(ctx.problem, candidate.text, candidate.answer)
+    # off the event loop: a task's scorer may execute code (HumanEval)
+    return await asyncio.to_thread(ctx.task.score, ctx.problem, candidate.text, candidate.answer)
 
 
 @scorer("mean_logprob", requires=(LOGPROBS,))

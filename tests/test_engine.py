@@ -453,3 +453,18 @@ def test_cli_run_end_to_end(tmp_path: Path, fake_backend, sums, monkeypatch) -> 
     assert "100.0%" in result.stdout
     assert f"results: {out}" in result.stdout
     assert len(lines(out / "results.jsonl")) == 3
+
+
+def test_a_scorer_that_raises_fails_only_its_problem(tmp_path: Path, fake_backend, sums) -> None:
+    task = orchestra.load_task(sums(3))
+    real_score = task.score
+
+    def flaky(problem, text, answer):
+        if problem.id == "p1":
+            raise RuntimeError("scorer bug")
+        return real_score(problem, text, answer)
+
+    task.score = flaky  # type: ignore[method-assign]
+    result = orchestra.run(recipe(), task, cache=False)
+    assert [r.status for r in result.results] == ["ok", "error", "ok"]
+    assert "scoring failed: RuntimeError: scorer bug" in result.results[1].error
