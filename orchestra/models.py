@@ -49,7 +49,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 
 
 class ModelNotFound(LookupError):
-    pass
+    """A model name that resolves to nothing loadable; the message says what to install or fix."""
 
 
 @dataclass(frozen=True)

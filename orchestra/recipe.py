@@ -143,7 +143,7 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[Location, str]]:
             continue
         needs = tech.requires
         try:
-            needs = needs | tech.needs_for(tech.params.model_validate(node.params))
+            needs = tech.needs_for(tech.params.model_validate(node.params))
         except ValidationError as err:
             for e in err.errors():
                 problems.append((("nodes", i, "params", *e["loc"]), e["msg"]))

@@ -12,9 +12,9 @@ import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel
 
 from orchestra.candidate import Candidate
 from orchestra.errors import unknown_name
@@ -72,13 +72,28 @@ def _known_scorer(name: str) -> str:
     return name
 
 
-#: A parameter type for technique params that name a scorer: misspellings fail validation.
-ScorerName = Annotated[str, AfterValidator(_known_scorer)]
+_NAMES_A_SCORER = AfterValidator(_known_scorer)
+
+#: A parameter type for technique params that name a scorer: misspellings fail
+#: validation, and what the scorer needs of a backend counts as the node's need.
+ScorerName = Annotated[str, _NAMES_A_SCORER]
 
 
-def scorers_needs(*names: str | None) -> frozenset[str]:
-    """What the named scorers need of a backend (for a Params' `capabilities_needed`)."""
-    return frozenset().union(*(get_scorer(n).requires for n in names if n))
+def _names_a_scorer(annotation: Any, metadata: list[Any]) -> bool:
+    """Whether a field is typed `ScorerName` (also inside `ScorerName | None`)."""
+    return _NAMES_A_SCORER in metadata or any(
+        _names_a_scorer(arg, list(getattr(arg, "__metadata__", ()))) for arg in get_args(annotation)
+    )
+
+
+def scorers_needs(params: BaseModel) -> frozenset[str]:
+    """What the scorers named by `params` (its `ScorerName` fields) need of a backend."""
+    needs: frozenset[str] = frozenset()
+    for field_name, field in type(params).model_fields.items():
+        value = getattr(params, field_name)
+        if value and _names_a_scorer(field.annotation, field.metadata):
+            needs |= get_scorer(value).requires
+    return needs
 
 
 async def apply_scorer(ctx: Context, name: str, candidates: list[Candidate]) -> list[Candidate]:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from orchestra.candidate import Candidate
 from orchestra.errors import unknown_name
+from orchestra.scorer import scorers_needs
 
 if TYPE_CHECKING:
     from orchestra.context import Context
@@ -49,13 +50,10 @@ class Technique:
     min_inputs: int
 
     def needs_for(self, params: BaseModel) -> frozenset[str]:
-        """Capabilities these params add, e.g. the logprobs a `mean_logprob` scorer reads.
-
-        Params models opt in with a `capabilities_needed()` method. They are checked
-        against the node's model (by default the recipe's only model).
-        """
-        extra = getattr(params, "capabilities_needed", None)
-        return self.requires | (frozenset(extra()) if extra else frozenset())
+        """What the technique needs with these params: its own `requires` plus what any
+        scorer its params name needs (e.g. the logprobs `mean_logprob` reads). Checked
+        against the node's model (by default the recipe's only model)."""
+        return self.requires | scorers_needs(params)
 
     @property
     def summary(self) -> str:

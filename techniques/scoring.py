@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from orchestra.backend import LOGPROBS
 from orchestra.candidate import Candidate
 from orchestra.context import Context
-from orchestra.scorer import ScorerName, apply_scorer, scorer, scorers_needs
+from orchestra.scorer import ScorerName, apply_scorer, scorer
 from orchestra.technique import technique
 
 
@@ -34,9 +34,6 @@ class ScoreParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scorer: ScorerName = "task"
-
-    def capabilities_needed(self) -> frozenset[str]:
-        return scorers_needs(self.scorer)
 
 
 @technique("score", ScoreParams, needs_model=False)

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.candidate import Candidate
 from orchestra.context import Context
-from orchestra.scorer import ScorerName, apply_scorer, scorers_needs
+from orchestra.scorer import ScorerName, apply_scorer
 from orchestra.technique import technique
 
 
@@ -15,9 +15,6 @@ class BestOfNParams(BaseModel):
 
     scorer: ScorerName = Field(default="mean_logprob", description="Scorer that ranks the candidates.")
     keep: int = Field(default=1, ge=1, description="How many of the best to pass on.")
-
-    def capabilities_needed(self) -> frozenset[str]:
-        return scorers_needs(self.scorer)
 
 
 @technique("best_of_n", BestOfNParams, needs_model=False)

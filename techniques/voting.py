@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from orchestra.candidate import Candidate
 from orchestra.context import Context
-from orchestra.scorer import ScorerName, apply_scorer, scorers_needs
+from orchestra.scorer import ScorerName, apply_scorer
 from orchestra.technique import technique
 
 
@@ -16,9 +16,6 @@ class VoteParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     weight_by: ScorerName | None = None  # a scorer name; None counts each vote once
-
-    def capabilities_needed(self) -> frozenset[str]:
-        return scorers_needs(self.weight_by)
 
 
 @technique("majority_vote", VoteParams, needs_model=False)

@@ -96,3 +96,8 @@ def test_a_scorer_needing_logprobs_fails_at_validation_on_a_backend_without_them
         Recipe.model_validate(data)
     data["nodes"][1]["params"] = {"scorer": "task"}
     Recipe.model_validate(data)  # the ground-truth scorer needs nothing of the backend
+    data["nodes"][1] = {"id": "pick", "technique": "majority_vote", "inputs": ["samples"], "params": {"weight_by": "mean_logprob"}}
+    with pytest.raises(RecipeError, match=r"nodes\[1\]\.model: 'majority_vote' needs logprobs"):
+        Recipe.model_validate(data)
+    data["nodes"][1]["params"] = {}
+    Recipe.model_validate(data)  # unweighted votes need nothing
