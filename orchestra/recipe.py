@@ -125,7 +125,7 @@ class Recipe(BaseModel):
 
 
 def _semantic_problems(recipe: Recipe) -> list[tuple[Location, str]]:
-    from orchestra.technique import get_technique
+    from orchestra.technique import get_technique, model_aliases_of
 
     problems: list[tuple[Location, str]] = []
     backends = available_backend_names()
@@ -142,8 +142,11 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[Location, str]]:
             problems.append((("nodes", i, "technique"), err.args[0]))
             continue
         needs = tech.requires
+        called: list[str] | None = None  # aliases a multi-model technique calls
         try:
-            needs = tech.needs_for(tech.params.model_validate(node.params))
+            parsed = tech.params.model_validate(node.params)
+            needs = tech.needs_for(parsed)
+            called = model_aliases_of(parsed)
         except ValidationError as err:
             for e in err.errors():
                 problems.append((("nodes", i, "params", *e["loc"]), e["msg"]))
@@ -153,7 +156,11 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[Location, str]]:
                  f"{node.technique!r} needs at least {tech.min_inputs} input node(s)")
             )
         alias = recipe.model_of(node)
-        if node.model is not None and node.model not in recipe.models:
+        if called is not None:
+            problems.extend(
+                _called_model_problems(recipe, i, node.technique, called or list(recipe.models), needs)
+            )
+        elif node.model is not None and node.model not in recipe.models:
             defined = ", ".join(recipe.models) or "none"
             problems.append(
                 (("nodes", i, "model"),
@@ -175,6 +182,31 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[Location, str]]:
                          f"which backend {spec.backend!r} does not provide")
                     )
     problems.extend(dag_problems(recipe))
+    return problems
+
+
+def _called_model_problems(
+    recipe: Recipe, index: int, technique: str, aliases: list[str], needs: frozenset[str]
+) -> list[tuple[Location, str]]:
+    """Problems with the models a multi-model node (e.g. `ensemble`) calls by alias."""
+    problems: list[tuple[Location, str]] = []
+    backends = available_backend_names()
+    for alias in aliases:
+        if alias not in recipe.models:
+            defined = ", ".join(recipe.models) or "none"
+            problems.append(
+                (("nodes", index, "params"),
+                 f"model alias {alias!r} is not defined in `models` (defined: {defined})")
+            )
+            continue
+        backend = recipe.models[alias].backend
+        missing = needs - backend_capabilities(backend) if backend in backends else frozenset()
+        if missing:
+            problems.append(
+                (("nodes", index, "params"),
+                 f"{technique!r} needs {', '.join(sorted(missing))} of model {alias!r}, "
+                 f"which backend {backend!r} does not provide")
+            )
     return problems
 
 

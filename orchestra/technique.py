@@ -13,9 +13,9 @@ import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.candidate import Candidate
 from orchestra.errors import unknown_name
@@ -23,6 +23,28 @@ from orchestra.scorer import scorers_needs
 
 if TYPE_CHECKING:
     from orchestra.context import Context
+
+
+class _ModelAliasesMark:
+    """Marks a params field whose value lists model aliases of the recipe."""
+
+
+#: A parameter type for techniques that call several models (e.g. `ensemble`):
+#: recipe validation checks every alias is defined and has what the technique needs.
+ModelAliases = Annotated[
+    list[str],
+    _ModelAliasesMark(),
+    Field(description="Model aliases of the recipe; empty means every model the recipe defines."),
+]
+
+
+def model_aliases_of(params: BaseModel) -> list[str] | None:
+    """The aliases named by a `ModelAliases` field of `params`, or None when it has none
+    (an empty list means "all of the recipe's models")."""
+    for field_name, field in type(params).model_fields.items():
+        if any(isinstance(m, _ModelAliasesMark) for m in field.metadata):
+            return list(getattr(params, field_name))
+    return None
 
 
 class NoParams(BaseModel):

@@ -1,4 +1,4 @@
-"""Selection by a scorer."""
+"""Selection by a scorer: the single best candidates, or the answer with the most total score."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.scorer import ScorerName, apply_scorer
 from orchestra.technique import technique
+from orchestra.techniques.voting import tally
 
 
 class BestOfNParams(BaseModel):
@@ -22,3 +23,24 @@ async def best_of_n(ctx: Context, inputs: list[Candidate], params: BestOfNParams
     """Score every candidate and keep the `keep` highest (ties: earlier candidate first)."""
     scored = await apply_scorer(ctx, params.scorer, inputs)
     return sorted(scored, key=lambda c: -c.scores[params.scorer])[: params.keep]
+
+
+class WeightedBestOfNParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scorer: ScorerName = Field(description="Scorer with non-negative scores, e.g. a verifier's probability.")
+
+
+@technique("weighted_best_of_n", WeightedBestOfNParams, needs_model=False)
+async def weighted_best_of_n(
+    ctx: Context, inputs: list[Candidate], params: WeightedBestOfNParams
+) -> list[Candidate]:
+    """Pick the answer whose candidates' scores sum highest, one candidate per answer, best first.
+
+    Unlike best_of_n, an answer many middling candidates reach can beat one lucky
+    high score; unlike majority_vote, confident candidates count more. Each
+    answer is represented by its highest-scored candidate; `scores["votes"]` is
+    its share of the total score.
+    """
+    scored = await apply_scorer(ctx, params.scorer, inputs)
+    return tally(ctx, scored, params.scorer, representative="best")
