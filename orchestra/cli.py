@@ -52,12 +52,12 @@ def run(
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Number of problems (default: 20).")] = 20,
     split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/RECIPE-TIME). Reuse one to resume.")] = None,
-    compare: Annotated[Optional[Path], typer.Option(help="A second recipe to run on the same problems, side by side.")] = None,
+    compare: Annotated[Optional[list[Path]], typer.Option(help="Another recipe to run on the same problems, side by side (repeatable).")] = None,
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once (the backend batches their requests).")] = 32,
     cache: Annotated[Optional[Path], typer.Option(help="Generation cache (SQLite). Default: ~/.cache/orchestra/generations.sqlite.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the generation cache.")] = False,
 ) -> None:
-    """Run a recipe on a task and print accuracy and cost; --compare puts two recipes side by side."""
+    """Run a recipe on a task and print accuracy and cost; --compare puts more recipes side by side."""
     from orchestra.api import arun
     from orchestra.cache import GenerationCache
     from orchestra.engine import get_backend
@@ -66,7 +66,10 @@ def run(
     from orchestra.run_folder import RunFolderMismatch
     from orchestra.tasks import load_task
 
-    recipes = [_load(recipe)] + ([_load(compare)] if compare else [])
+    recipes = [_load(recipe)] + [_load(path) for path in compare or []]
+    names = [r.name for r in recipes]
+    if len(set(names)) < len(names):
+        raise _fail(f"compared recipes need distinct names (each gets its own run folder): {', '.join(names)}")
     try:
         task_obj = load_task(task)
         problems = task_obj.problems(split, limit)  # type: ignore[arg-type]
@@ -122,8 +125,8 @@ def run(
         if result.summary.usage_by_node:
             console.print(node_table(result))
     console.print(results_table(results, title=f"{task} · {split} · {len(problems)} problems"))
-    if len(results) == 2:
-        console.print(paired_line(results[0], results[1]))
+    for other in results[1:]:
+        console.print(paired_line(results[0], other))
     resumed = results[0].summary.resumed
     if resumed:
         console.print(f"resumed: {resumed} problems were already finished in {base} and were not rerun")

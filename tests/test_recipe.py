@@ -397,3 +397,10 @@ def test_python_built_recipe_raises_one_error_type_with_every_problem() -> None:
     assert "nodes[0].foo: unknown key" in text
     assert "nodes[0].params.n" in text
     assert "at least 1 item" not in text
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_validate(path: Path) -> None:
+    """Every recipe in recipes/ loads, validates and names its file in its `name`."""
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem.replace("-", "_") or recipe.name == path.stem
