@@ -137,6 +137,99 @@ def run(
 
 
 @app.command()
+def scale(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file with a `sample` node.")],
+    n: Annotated[str, typer.Option("--n", help="Sample counts, comma-separated, e.g. 1,2,4,8,16. The largest is generated; the others replay it.")] = "1,2,4,8",
+    task: Annotated[str, typer.Option("--task", "-t", help="Task spec, e.g. reasoning_gym:chain_sum?max_terms=2, humaneval, jsonl:FILE.")] = DEFAULT_TASK,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Number of problems.")] = 20,
+    split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default runs/scale-RECIPE-TIME): a run folder per n, scale.csv, scale.png. Reuse one to resume.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Problems in flight at once (the backend batches their requests).")] = 32,
+    cache: Annotated[Optional[Path], typer.Option(help="Generation cache (SQLite) the smaller n replay from. Default: ~/.cache/orchestra/generations.sqlite.")] = None,
+    subsets: Annotated[int, typer.Option(min=1, help="Random n-subsets of the pool that majority@n averages over.")] = 1000,
+) -> None:
+    """Accuracy, pass@n and majority@n against compute for several sample counts, from one pool of samples."""
+    from orchestra.cache import GenerationCache
+    from orchestra.engine import get_backend
+    from orchestra.paths import default_cache_path
+    from orchestra.run_folder import RunFolderMismatch
+    from orchestra.scaling import ScaleError, ScaleObserver, ascale, parse_sample_counts, sample_nodes
+    from orchestra.scaling_report import plot_curves, scale_table, write_csv
+    from orchestra.tasks import load_task
+
+    r = _load(recipe)
+    try:
+        counts = parse_sample_counts(n)
+        sample_nodes(r)
+        task_obj = load_task(task)
+        problems = task_obj.problems(split, limit)  # type: ignore[arg-type]
+    except ValueError as err:  # ScaleError included
+        raise _fail(str(err)) from None
+    if not problems:
+        raise _fail(f"task {task!r} has no problems in split {split!r}")
+    base = out or Path("runs") / f"scale-{r.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        with console.status("loading models..."):
+            for spec in r.models.values():
+                get_backend(spec)
+    except ModelNotFound as err:
+        raise _fail(str(err)) from None
+
+    class Bars(ScaleObserver):
+        def __init__(self, progress: Progress):
+            self.progress, self.bars, self.scores = progress, {}, {}
+
+        def stage(self, name: str, total: int) -> None:
+            self.bars[name] = self.progress.add_task(name, total=total, accuracy="-")
+            self.scores[name] = []
+
+        def step(self, name: str, result=None) -> None:
+            if result is not None:
+                self.scores[name].append(result.score)
+            done = self.scores[name]
+            self.progress.update(self.bars[name], advance=1, accuracy=f"{sum(done) / len(done):.0%}" if done else "-")
+
+    store = GenerationCache(cache or default_cache_path())
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("acc {task.fields[accuracy]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            result = asyncio.run(
+                ascale(r, task_obj, counts, out=base, cache=store, problems=problems, split=split,  # type: ignore[arg-type]
+                       concurrency=concurrency, subsets=subsets, observer=Bars(progress))
+            )
+    except (ScaleError, RunFolderMismatch) as err:
+        raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        errors.print(f"interrupted: finished problems are saved; rerun with --out {base} to resume")
+        raise typer.Exit(code=130) from None
+    finally:
+        store.close()
+    console.print(scale_table(result))
+    regenerated = result.regenerated()
+    smaller = [row for row in result.rows if row.n < result.pool_n]
+    if regenerated:
+        errors.print(
+            "[bold yellow]warning:[/] smaller n generated samples instead of replaying the pool: "
+            + ", ".join(f"n={k}: {v}" for k, v in regenerated.items())
+            + " (a budget that shrank max_tokens changes the samples; see the run folders)",
+            highlight=False,
+        )
+    elif smaller:
+        replayed = sum(row.replayed for row in smaller)
+        console.print(f"replay check: n={', '.join(str(row.n) for row in smaller)} generated 0 samples ({replayed} replayed from the n={result.pool_n} pool)")
+    console.print(f"table: {write_csv(result, base / 'scale.csv')}")
+    console.print(f"plot: {plot_curves(result, base / 'scale.png')}")
+    console.print(f"run folders: {base}/n*")
+
+
+@app.command()
 def schema() -> None:
     """Print the recipe JSON Schema (point your editor's YAML support at it)."""
     from orchestra.recipe import Recipe

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestra.metrics import accuracy, cost_per_correct, coverage
 from orchestra.usage import Usage
 
 Status = Literal["ok", "budget", "error"]
@@ -63,6 +64,12 @@ class RunSummary(BaseModel):
     usage_by_model: dict[str, Usage] = Field(default_factory=dict)
     tokens_per_problem: float
     flops_per_problem: float
+    tokens_per_correct: float | None = Field(
+        default=None, description="Tokens spent per correct answer (None when nothing was right)."
+    )
+    flops_per_correct: float | None = Field(
+        default=None, description="FLOPs spent per correct answer (None when nothing was right)."
+    )
     seconds_per_problem: float
     wall_seconds: float
     model_seconds: float
@@ -94,6 +101,7 @@ class RunSummary(BaseModel):
             for name, spent in r.usage_by_model.items():
                 by_model[name] = by_model.get(name, Usage()) + spent
         ran = count - resumed
+        right = sum(r.score for r in results)
         return cls(
             recipe=recipe,
             task=task,
@@ -101,8 +109,8 @@ class RunSummary(BaseModel):
             problems=count,
             resumed=resumed,
             complete=complete,
-            accuracy=sum(r.score for r in results) * per,
-            coverage=sum(r.coverage for r in results) * per,
+            accuracy=accuracy(r.score for r in results),
+            coverage=coverage(r.coverage for r in results),
             errors=sum(r.status == "error" for r in results),
             cut_short=sum(r.status == "budget" for r in results),
             usage=usage,
@@ -110,6 +118,8 @@ class RunSummary(BaseModel):
             usage_by_model=by_model,
             tokens_per_problem=usage.total_tokens * per,
             flops_per_problem=usage.flops * per,
+            tokens_per_correct=cost_per_correct(usage.total_tokens, right),
+            flops_per_correct=cost_per_correct(usage.flops, right),
             seconds_per_problem=wall_seconds / ran if ran else 0.0,  # this session's problems only
             wall_seconds=wall_seconds,
             model_seconds=model_seconds,
