@@ -1,5 +1,5 @@
 """Built-in techniques and scorers; importing this package registers them."""
 
-from orchestra.techniques import sampling, scoring, selection, voting
+from orchestra.techniques import execution, sampling, scoring, selection, unit_tests, voting
 
-__all__ = ["sampling", "scoring", "selection", "voting"]
+__all__ = ["execution", "sampling", "scoring", "selection", "unit_tests", "voting"]

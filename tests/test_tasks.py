@@ -10,7 +10,6 @@ import pytest
 
 from orchestra.answers import AnswerFormat, extract_answer, normalize_answer
 from orchestra.tasks import SPLITS, HumanEvalTask, JsonlTask, ReasoningGymTask, known_task_kinds, load_task, parse_spec
-from orchestra.tasks.humaneval_task import run_program
 
 # --- answers.py ---------------------------------------------------------------------------
 
@@ -202,13 +201,17 @@ def test_humaneval_wrong_and_timeout(humaneval: HumanEvalTask) -> None:
     assert time.monotonic() - start < 8
 
 
-def test_humaneval_runner_is_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Model code runs with no inherited environment, in its own empty directory."""
+def test_humaneval_runs_code_in_the_sandbox(humaneval: HumanEvalTask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model code runs with no inherited environment, in its own empty directory: a correct
+    solution that also checks both passes, so a leak would turn the score to 0."""
     monkeypatch.setenv("ORCHESTRA_FAKE_SECRET", "x")
-    program = "import os, sys\nassert 'ORCHESTRA_FAKE_SECRET' not in os.environ\nassert os.listdir('.') == ['program.py']\n"
-    assert run_program(program, timeout=5) == (0, "")
-    assert run_program("raise SystemExit(3)", timeout=5)[0] == 3
-    assert run_program("import time\ntime.sleep(30)", timeout=0.5)[0] is None
+    problem = humaneval.problems("test", 1)[0]
+    probe = "import os\nassert 'ORCHESTRA_FAKE_SECRET' not in os.environ\nassert os.listdir('.') == ['program.py']\n"
+    full = f"{probe}{problem.metadata['prompt']}{problem.metadata['canonical_solution']}"
+    assert humaneval.score(problem, "", full) == 1.0
+    leaky = full.replace("not in os.environ", "in os.environ")
+    assert humaneval.score(problem, "", leaky) == 0.0
+    assert humaneval.sandbox_limits.wall_seconds == 2 and humaneval.sandbox_limits.memory_mb == 2048
 
 
 # --- jsonl --------------------------------------------------------------------------------------

