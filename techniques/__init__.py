@@ -1,5 +1,17 @@
 """Built-in techniques and scorers; importing this package registers them."""
 
-from orchestra.techniques import sampling, scoring, selection, voting
+from orchestra.techniques import (
+    critic,
+    fuse,
+    judge,
+    pdr,
+    rank,
+    refine,
+    sampling,
+    scoring,
+    selection,
+    verify,
+    voting,
+)
 
-__all__ = ["sampling", "scoring", "selection", "voting"]
+__all__ = ["critic", "fuse", "judge", "pdr", "rank", "refine", "sampling", "scoring", "selection", "verify", "voting"]
