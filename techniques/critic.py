@@ -27,11 +27,9 @@ CRITIC_PROMPT = """Problem:
 Proposed solution:
 {solution}
 
-Review the proposed solution: check each step and the final answer. Reply in two short parts:
-Strengths: what it gets right.
-Weaknesses: its mistakes, or "none"."""
+Review the proposed solution: check each step and the final answer. Write "Strengths:" followed by what it gets right, then "Weaknesses:" followed by its mistakes (or "none")."""
 
-_HEADING = re.compile(r"^[\s#>*_-]*(strengths?|weaknesses?)\s*[*_]*\s*:\s*[*_]*", re.IGNORECASE | re.MULTILINE)
+_HEADING = re.compile(r"\b(strengths?|weakness(?:es)?)\b\s*[*_]*\s*:\s*[*_]*", re.IGNORECASE)
 NOT_STATED = "not stated"
 
 
@@ -46,7 +44,8 @@ def parse_critique(text: str) -> str | None:
     """A critique in a fixed shape, or None when the reply holds none.
 
     With "Strengths:" / "Weaknesses:" headings (markdown allowed, either order,
-    either missing), the result is "Strengths: ...\\nWeaknesses: ..." with
+    either missing; text before the first heading is dropped), the result is
+    "Strengths: ...\\nWeaknesses: ..." with
     "not stated" for a missing part; prose without headings is kept as it is,
     since it still says something about the answer; an empty reply gives None.
     """
@@ -59,7 +58,7 @@ def parse_critique(text: str) -> str | None:
     parts: dict[str, list[str]] = {"strengths": [], "weaknesses": []}
     for i, heading in enumerate(headings):
         end = headings[i + 1].start() if i + 1 < len(headings) else len(text)
-        body = " ".join(text[heading.end() : end].split())
+        body = clip(" ".join(text[heading.end() : end].split()).strip(" *_#>-"))
         kind = "strengths" if heading.group(1).lower().startswith("strength") else "weaknesses"
         if body:
             parts[kind].append(body)
