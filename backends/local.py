@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import os
 import random
 import time
@@ -51,6 +52,8 @@ class _Sequence:
     stop: tuple[str, ...]
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top_logprobs: int = 0  # how many most likely tokens to report per position
+    top: list[dict[str, float]] = field(default_factory=list)
     finish_reason: str | None = None
     text: str | None = None
 
@@ -102,11 +105,18 @@ class LocalBackend:
     # ----- prompts ---------------------------------------------------------------
 
     def render(self, request: GenerationRequest) -> str:
-        """The exact text the model is fed: chat template applied, or the raw prefix."""
+        """The exact text the model is fed: chat template applied, or the raw prefix.
+
+        Messages that end with an assistant turn are continued: the reply goes on from
+        that turn's text instead of opening a new turn.
+        """
         if request.prompt is not None:
             return request.prompt
         messages = [m.model_dump() for m in request.messages or ()]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prefilled = bool(messages) and messages[-1]["role"] == "assistant"
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=not prefilled, continue_final_message=prefilled
+        )
 
     def _encode(self, request: GenerationRequest) -> list[int]:
         text = self.render(request)
@@ -230,6 +240,7 @@ class LocalBackend:
                         top_k=request.top_k,
                         max_tokens=limit,
                         stop=request.stop,
+                        top_logprobs=request.top_logprobs,
                     )
                 )
                 prompt_of.append(row)
@@ -263,6 +274,7 @@ class LocalBackend:
         import torch
 
         raw_logprobs = torch.log_softmax(logits, dim=-1)
+        self._record_top_logprobs(raw_logprobs, sequences)
         temperatures = torch.tensor([s.temperature for s in sequences], device=logits.device)
         greedy = temperatures == 0
         chosen = logits.argmax(dim=-1)
@@ -278,6 +290,26 @@ class LocalBackend:
             chosen = torch.where(greedy, chosen, sampled)
         chosen_logprobs = raw_logprobs.gather(1, chosen[:, None]).squeeze(1)
         return chosen, chosen_logprobs.tolist()
+
+    def _record_top_logprobs(self, raw_logprobs, sequences: list[_Sequence]) -> None:
+        """Append this position's most likely tokens to each sequence that asked for them;
+        tokens that decode to the same text are merged (their probabilities added)."""
+        widest = max(s.top_logprobs for s in sequences)
+        if not widest:
+            return
+        values, ids = raw_logprobs.topk(widest, dim=-1)
+        values, ids = values.tolist(), ids.tolist()
+        for row, seq in enumerate(sequences):
+            if not seq.top_logprobs:
+                continue
+            top: dict[str, float] = {}
+            for token_id, logprob in zip(ids[row][: seq.top_logprobs], values[row][: seq.top_logprobs]):
+                text = self._decoder.decode([token_id])
+                if text in top:  # log(exp(a) + exp(b)), without underflow
+                    a = top[text]
+                    logprob = max(a, logprob) + math.log1p(math.exp(-abs(a - logprob)))
+                top[text] = logprob
+            seq.top.append(top)
 
     @staticmethod
     def _truncate(scaled, sequences: list[_Sequence]):
@@ -343,6 +375,7 @@ class LocalBackend:
                     completion_tokens=len(s.tokens),
                     finish_reason=s.finish_reason or "length",
                     logprobs=tuple(s.logprobs) if job.request.logprobs else None,
+                    top_logprobs=tuple(s.top) if job.request.top_logprobs else None,
                 )
                 for s in own
             )

@@ -12,6 +12,9 @@ from orchestra.problem import Message
 from orchestra.usage import Usage
 
 #: Capabilities a technique may require of its model's backend.
+#: LOGPROBS: the sampled tokens' logprobs (`logprobs`) and each position's most likely
+#: tokens (`top_logprobs`). CONTINUATION: a raw `prompt` prefix, or `messages` ending with
+#: an assistant turn, is continued as is.
 LOGPROBS = "logprobs"
 CONTINUATION = "continuation"
 HIDDEN_STATES = "hidden_states"
@@ -40,6 +43,11 @@ class GenerationRequest(BaseModel):
     seed: int | None = None
     first_index: int = Field(default=0, ge=0)
     logprobs: bool = False
+    #: For each generated position, return this many most likely next tokens with their
+    #: log-probabilities under the model's raw distribution (before temperature, top-k
+    #: and top-p), as `Completion.top_logprobs`. How a verifier reads P("Yes") at a
+    #: verdict position without sampling it. 0: none.
+    top_logprobs: int = Field(default=0, ge=0, le=20)
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerationRequest:
@@ -48,8 +56,16 @@ class GenerationRequest(BaseModel):
         return self
 
     def sampling_key(self) -> dict:
-        """The fields that change what a sample is (everything but n and first_index)."""
-        return self.model_dump(exclude={"n", "first_index", "messages", "prompt", "logprobs"})
+        """The fields that change what a sample is (everything but n and first_index).
+
+        `top_logprobs` is part of the key only when asked for, so cached samples stored
+        with them are found by requests that need them, and keys of other requests
+        stay what they were before the field existed.
+        """
+        key = self.model_dump(exclude={"n", "first_index", "messages", "prompt", "logprobs", "top_logprobs"})
+        if self.top_logprobs:
+            key["top_logprobs"] = self.top_logprobs
+        return key
 
 
 class Completion(BaseModel):
@@ -61,6 +77,10 @@ class Completion(BaseModel):
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     logprobs: tuple[float, ...] | None = None
+    #: Per generated position, token text -> log-probability for the request's
+    #: `top_logprobs` most likely tokens (tokens decoding to the same text are merged,
+    #: so a map may hold fewer). None unless the request asked for them.
+    top_logprobs: tuple[dict[str, float], ...] | None = None
 
 
 class GenerationResult(BaseModel):

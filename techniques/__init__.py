@@ -1,5 +1,22 @@
 """Built-in techniques and scorers; importing this package registers them."""
 
-from orchestra.techniques import execution, sampling, scoring, selection, unit_tests, voting
+from orchestra.techniques import (
+    critic,
+    execution,
+    fuse,
+    judge,
+    pdr,
+    rank,
+    refine,
+    sampling,
+    scoring,
+    selection,
+    unit_tests,
+    verify,
+    voting,
+)
 
-__all__ = ["execution", "sampling", "scoring", "selection", "unit_tests", "voting"]
+__all__ = [
+    "critic", "execution", "fuse", "judge", "pdr", "rank", "refine", "sampling", "scoring",
+    "selection", "unit_tests", "verify", "voting",
+]

@@ -6,6 +6,13 @@ prompt holding a sum such as "Compute 3 + 4 =", sample `k` answers
 `correct + OFFSETS[k % 8]`: with n=4 the answers are c+1, c, c+2, c, so the
 majority (c) is not the first sample, and majority vote has work to do.
 
+A test can script replies instead: `FakeBackend.script(request, prompt, index)`
+returning a string makes that the completion (whitespace-separated words count
+as tokens), and `FakeBackend.next_token(prompt)` returning a token -> logprob map
+makes that the distribution reported by `top_logprobs` at the first generated
+position (and its most likely token the reply), which is how verdict
+probabilities are scripted. Stop strings cut a reply as a real backend would.
+
 Every call is logged on the class (`FakeBackend.log`), shared by all instances,
 so a test can count backend calls across the models of a recipe. Use the
 `fake_backend` fixture (import it into a test module) to register the backend
@@ -76,6 +83,8 @@ class Call:
     seed: int | None
     temperature: float
     logprobs: bool
+    top_logprobs: int = 0
+    stop: tuple[str, ...] = ()
 
 
 @dataclass
@@ -89,13 +98,17 @@ class FakeLog:
 class FakeBackend:
     """Scripted backend; class attributes let a test steer it (reset by the fixture)."""
 
-    capabilities = frozenset({"logprobs"})
+    capabilities = frozenset({"logprobs", "continuation"})
 
     log: FakeLog = FakeLog()
     #: Seconds each call sleeps, or a function of (request, rendered prompt) giving them.
     delay: float | Callable[[GenerationRequest, str], float] = 0.0
     #: Extra failure rule: a call for which this returns True raises RuntimeError.
     fail_when: Callable[[GenerationRequest, str], bool] | None = None
+    #: Scripted reply text for (request, rendered prompt, sample index); None: the default reply.
+    script: Callable[[GenerationRequest, str, int], str | None] | None = None
+    #: Scripted next-token distribution (token -> logprob) at the first position; None: default.
+    next_token: Callable[[str], dict[str, float] | None] | None = None
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -108,6 +121,8 @@ class FakeBackend:
         cls.log = FakeLog()
         cls.delay = 0.0
         cls.fail_when = None
+        cls.script = None
+        cls.next_token = None
 
     @property
     def info(self) -> BackendInfo:
@@ -134,6 +149,8 @@ class FakeBackend:
                 seed=request.seed,
                 temperature=request.temperature,
                 logprobs=request.logprobs,
+                top_logprobs=request.top_logprobs,
+                stop=request.stop,
             )
         )
         log.in_flight += 1
@@ -146,21 +163,9 @@ class FakeBackend:
                 raise RuntimeError(f"fake backend failure: prompt contains {TRIGGER}")
             if FakeBackend.fail_when is not None and FakeBackend.fail_when(request, prompt):
                 raise RuntimeError("fake backend failure: fail_when matched")
-            completions = []
-            for i in range(request.n):
-                index = request.first_index + i
-                words = sample_words(prompt, request.seed, index)
-                cut = words[: request.max_tokens]
-                completions.append(
-                    Completion(
-                        text=" ".join(cut),
-                        completion_tokens=len(cut),
-                        finish_reason="length" if len(cut) < len(words) else "stop",
-                        logprobs=tuple(-0.1 * (1 + (index + j) % 5) for j in range(len(cut)))
-                        if request.logprobs
-                        else None,
-                    )
-                )
+            completions = [
+                self._completion(request, prompt, request.first_index + i) for i in range(request.n)
+            ]
         finally:
             log.in_flight -= 1
         prompt_tokens = self.count_prompt_tokens(request)
@@ -174,6 +179,31 @@ class FakeBackend:
             seconds=delay,
         )
         return GenerationResult(completions=tuple(completions), prompt_tokens=prompt_tokens, usage=usage)
+
+    def _completion(self, request: GenerationRequest, prompt: str, index: int) -> Completion:
+        scripted = FakeBackend.script(request, prompt, index) if FakeBackend.script else None
+        words = scripted.split() if scripted is not None else sample_words(prompt, request.seed, index)
+        first = FakeBackend.next_token(prompt) if FakeBackend.next_token else None
+        if first:
+            words = [max(first, key=first.__getitem__).strip(), *words[1:]]
+        cut = words[: request.max_tokens]
+        finish = "length" if len(cut) < len(words) else "stop"
+        text = " ".join(cut)
+        stops = [text.find(s) for s in request.stop if s in text]
+        if stops:  # like a real backend: the text ends before the first stop string
+            text, finish = text[: min(stops)], "stop"
+            cut = text.split()
+        return Completion(
+            text=text,
+            completion_tokens=max(len(cut), 1),
+            finish_reason=finish,
+            logprobs=tuple(-0.1 * (1 + (index + j) % 5) for j in range(len(cut))) if request.logprobs else None,
+            top_logprobs=tuple(
+                dict(first) if j == 0 and first else {word: -0.1} for j, word in enumerate(cut)
+            )
+            if request.top_logprobs
+            else None,
+        )
 
     async def aclose(self) -> None:
         self.closed = True
