@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from rich.table import Table
@@ -54,6 +55,17 @@ def _tokens(value: float) -> str:
     return f"{value / 1000:.1f}k" if value >= 10_000 else f"{value:.0f}"
 
 
+def _wrap(text: str, width: int) -> str:
+    """Wrap at spaces and after a task spec's `?` and `&`: specs run long and hold no spaces."""
+    lines, line = [], ""
+    for piece in re.split(r"(?<=[ ?&])", text):
+        if line and len(line) + len(piece) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += piece
+    return "\n".join(lines + [line.rstrip()])
+
+
 def scale_table(result: ScaleResult) -> Table:
     """The curve as a rich table, one row per sample count."""
     table = Table(
@@ -96,7 +108,7 @@ def plot_curves(result: ScaleResult, path: str | Path) -> Path:
     series = [
         ("pass@n (coverage, unbiased)", [r.pass_at_k for r in rows], "o-", "tab:green"),
         ("majority@n", [r.majority_at_k for r in rows], "s-", "tab:orange"),
-        (f"{result.recipe} accuracy", [r.accuracy for r in rows], "D-", "tab:blue"),
+        (f"{result.recipe} accuracy (first n samples)", [r.accuracy for r in rows], "D-", "tab:blue"),
     ]
     axes_spec = [
         ("tokens per problem (prompt + completion)", [r.tokens_per_problem for r in rows], _tokens),
@@ -123,7 +135,8 @@ def plot_curves(result: ScaleResult, path: str | Path) -> Path:
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("share of problems")
     axes[0].legend(loc="lower right", fontsize=9)
-    figure.suptitle(f"{result.recipe} on {result.task} ({result.split}, {result.problems} problems)", fontsize=11)
+    title = f"{result.recipe} on {result.task} ({result.split}, {result.problems} problems)"
+    figure.suptitle(_wrap(title, 110), fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -257,3 +257,14 @@ def test_scale_on_the_real_model_replays_the_pool(tmp_path: Path) -> None:
     first_two = {t["problem_id"]: [c["text"] for c in t["outputs"][:2]] for t in pool if t["node"] == "samples"}
     assert {t["problem_id"]: [c["text"] for c in t["outputs"]] for t in pair if t["node"] == "samples"} == first_two
     assert plot_curves(result, tmp_path / "curve/scale.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_titles_wrap_long_task_specs_at_their_separators() -> None:
+    from orchestra.scaling_report import _wrap
+
+    title = "quickstart on reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_digits=1&operators=[+] (test)"
+    lines = _wrap(title, 50).split("\n")
+    assert "".join(lines).replace(" ", "") == title.replace(" ", "")
+    assert len(lines) > 1 and all(len(line) <= 50 for line in lines)
+    assert lines[1].startswith("min_terms=2&") or lines[1].startswith("reasoning_gym")
+    assert _wrap(title, 500) == title
