@@ -26,6 +26,7 @@ test costs only itself:
 from __future__ import annotations
 
 import ast
+import doctest
 import re
 import textwrap
 
@@ -63,6 +64,63 @@ def parse_tests(text: str, entry_point: str | None = None, *, limit: int | None 
             if limit is not None and len(tests) >= limit:
                 return tests
     return tests
+
+
+def docstring_examples(stub: str, entry_point: str) -> list[str]:
+    """The examples in the docstring of `entry_point` in `stub`, as asserts.
+
+    They are public -- part of the problem statement the model is shown -- so
+    using them is not peeking at hidden tests. Two layouts are read: doctest
+    transcripts (`>>> f(1)` then `2` on the next line) and one-line examples
+    with an arrow or equals sign (`f(1) == 2`, `f(1) -> 2`, `f(1) => 2`,
+    `f(1) ➞ 2`, `f(1) returns 2`). An example that does not parse as Python is skipped.
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(stub))
+    except (SyntaxError, ValueError):
+        return []
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    docstring = next((ast.get_docstring(f) for f in functions if f.name == entry_point), None)
+    if not docstring:
+        return []
+    pairs: list[tuple[str, str]] = []
+    try:
+        pairs += [(e.source, e.want) for e in doctest.DocTestParser().get_examples(docstring) if e.want.strip()]
+    except ValueError:  # a malformed doctest layout; the one-line reader below may still succeed
+        pass
+    for line in docstring.splitlines():
+        pairs += _one_line_example(line, entry_point)
+    tests: list[str] = []
+    for call_source, expected_source in pairs:
+        try:
+            call = ast.parse(call_source.strip(), mode="eval").body
+            expected = ast.parse(expected_source.strip(), mode="eval").body
+        except (SyntaxError, ValueError):
+            continue
+        statement = ast.Assert(test=ast.Compare(left=call, ops=[ast.Eq()], comparators=[expected]), msg=None)
+        test = _canonical(ast.fix_missing_locations(statement), entry_point)
+        if test is not None and test not in tests:
+            tests.append(test)
+    return tests
+
+
+_ARROWS = ("==>", "=>", "->", "\u279e", " returns ", " should return ", "==", " = ")
+
+
+def _one_line_example(line: str, entry_point: str) -> list[tuple[str, str]]:
+    """("f(1)", "2") from a docstring line such as "for f(1) => 2", trying a few readings
+    of the expected side ("... = 8" after a worked sum, a trailing comment)."""
+    begin = line.find(f"{entry_point}(")
+    if begin < 0 or line.lstrip().startswith(("def ", ">>>")) and "==" not in line:
+        return []
+    text = line[begin:]
+    for arrow in _ARROWS:
+        call, found, expected = text.partition(arrow)
+        if found and call.strip():
+            expected = expected.strip().rstrip(".").strip()
+            readings = [expected, expected.split(" #")[0], expected.rsplit("= ", 1)[-1]]
+            return [(call, reading) for reading in dict.fromkeys(readings) if reading]
+    return []
 
 
 def _code_regions(text: str) -> list[str]:

@@ -42,7 +42,7 @@ from orchestra.problem import Message, Problem
 from orchestra.tasks.humaneval_task import solution_module
 from orchestra.technique import technique
 from orchestra.techniques.assert_runner import AssertResults, run_asserts
-from orchestra.techniques.generated_tests import parse_tests
+from orchestra.techniques.generated_tests import docstring_examples, parse_tests
 
 #: Score names the evaluate node writes into `Candidate.scores`.
 PASS_FRACTION = "unit_tests"
@@ -104,12 +104,17 @@ def generation_messages(stub: str, name: str, *, example: bool = True) -> tuple[
 class UnitTestGenerateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    n: int = Field(default=4, ge=1, le=256, description="Test suites to sample.")
+    n: int = Field(default=4, ge=0, le=256, description="Test suites to sample (0: docstring examples only).")
     temperature: float = Field(default=0.8, ge=0.0, le=5.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(default=256, ge=1)
     max_tests: int = Field(default=10, ge=1, description="Asserts kept from each suite.")
     example: bool = Field(default=True, description="Show one worked example before the problem.")
+    docstring_examples: bool = Field(
+        default=False,
+        description="Also pass on the examples in the function's docstring, as one more suite "
+        "(public: the model sees them in the problem).",
+    )
 
 
 @technique("unit_test_generate", UnitTestGenerateParams, min_inputs=0)
@@ -118,8 +123,9 @@ async def unit_test_generate(ctx: Context, inputs: list[Candidate], params: Unit
 
     Each output candidate keeps the raw reply as `text` and the parsed, distinct,
     compilable asserts that call the function as `answer` (one per line; None when
-    the reply held none). It takes no inputs: tests that never saw a candidate
-    cannot share its bugs.
+    the reply held none). With `docstring_examples`, a first extra candidate (no
+    model call) holds the examples the docstring itself gives. It takes no inputs:
+    tests that never saw a candidate cannot share its bugs.
     """
     if inputs:
         raise ValueError(
@@ -127,7 +133,7 @@ async def unit_test_generate(ctx: Context, inputs: list[Candidate], params: Unit
             "wire the code candidates into unit_test_evaluate instead"
         )
     stub, name = function_under_test(ctx.problem)
-    drafts = await ctx.sample(
+    drafts = [] if params.n == 0 else await ctx.sample(
         n=params.n,
         messages=generation_messages(stub, name, example=params.example),
         temperature=params.temperature,
@@ -138,6 +144,13 @@ async def unit_test_generate(ctx: Context, inputs: list[Candidate], params: Unit
     for draft in drafts:
         tests = parse_tests(draft.text, name, limit=params.max_tests)
         suites.append(draft.model_copy(update={"answer": "\n".join(tests) if tests else None}))
+    if params.docstring_examples:
+        examples = docstring_examples(stub, name)
+        if examples:
+            listing = "\n".join(examples)
+            suites.insert(0, Candidate(text=f"Examples from the docstring:\n{listing}", node=ctx.node, answer=listing))
+    if not suites:  # n=0 and no examples: an empty suite, so evaluate still sees where tests come from
+        suites.append(Candidate(text="(the docstring gives no examples)", node=ctx.node, answer=None))
     return suites
 
 

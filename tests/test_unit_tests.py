@@ -19,7 +19,7 @@ from orchestra.recipe import Recipe, load_recipe
 from orchestra.tasks import HumanEvalTask, load_task
 from orchestra.techniques.assert_runner import AssertResults, run_asserts
 from orchestra.techniques.execution import execution
-from orchestra.techniques.generated_tests import parse_tests
+from orchestra.techniques.generated_tests import docstring_examples, parse_tests
 from orchestra.techniques.unit_tests import function_under_test, generation_messages, score_by_tests
 from orchestra.usage import Usage
 
@@ -110,6 +110,57 @@ if __name__ == "__main__":
 def test_unterminated_and_several_blocks() -> None:
     reply = "```python\nassert add(1, 1) == 2\n```\nand more:\n```\nassert add(2, 3) == 5\nassert add(9, 9) == 18"
     assert parse_tests(reply, "add") == ["assert add(1, 1) == 2", "assert add(2, 3) == 5", "assert add(9, 9) == 18"]
+
+
+def test_docstring_examples_in_both_layouts() -> None:
+    stub = '''from typing import List
+
+def helper(x):
+    """>>> helper(1)
+    99
+    """
+
+def pick(xs: List[int], k: int) -> List[int]:
+    """Return the k largest, largest first.
+    >>> pick([1, 5, 3], 2)
+    [5, 3]
+    >>> pick([], 1)
+    []
+    >>> print(pick([1], 1))
+    For example: pick([4, 4], 1) ==> [4]
+    pick([2, 9], 1) -> [9]
+    pick([7], 1) returns [7] # only one
+    pick([1, 2], 2) = 1 + 1 = [2, 1]
+    pick(xs, k) should be sorted
+    """
+'''
+    assert docstring_examples(stub, "pick") == [
+        "assert pick([1, 5, 3], 2) == [5, 3]",
+        "assert pick([], 1) == []",
+        "assert pick([4, 4], 1) == [4]",
+        "assert pick([2, 9], 1) == [9]",
+        "assert pick([7], 1) == [7]",
+        "assert pick([1, 2], 2) == [2, 1]",
+    ]
+    assert docstring_examples(stub, "helper") == ["assert helper(1) == 99"]
+    assert docstring_examples("def f(:", "f") == [] and docstring_examples("def f(x):\n    pass\n", "f") == []
+
+
+def test_docstring_examples_of_humaneval_mostly_hold() -> None:
+    """The examples are the problem statement's, and its reference solution passes almost all of them
+    (the misses are the dataset's own wrong examples, or prose such as `f(n) == f(n - 1) + ...`)."""
+    from orchestra.tasks.humaneval_task import solution_module
+
+    task = load_task("humaneval")
+    problems = task.problems("test")
+    found = passed = 0
+    for problem in problems:
+        examples = docstring_examples(problem.metadata["prompt"], problem.metadata["entry_point"])
+        if examples:
+            found += len(examples)
+            canonical = solution_module(problem, problem.metadata["canonical_solution"])
+            passed += sum(run_asserts(canonical, examples).passed)
+    assert found > 2 * len(problems) and passed >= 0.9 * found
 
 
 # --- running asserts ------------------------------------------------------------------------------
@@ -267,6 +318,24 @@ def test_generate_then_evaluate_picks_a_program_that_passes(tmp_path: Path, code
     assert trace["best"]["usage"]["calls"] == 0  # executing tests costs no model calls
     test_prompt = next(p for p in FakeBackend.log.calls if "Write unit tests" in p)
     assert "count_vowels" in test_prompt and ADD_STUB.strip() in test_prompt  # the one-shot example, then the stub
+
+
+def test_docstring_examples_as_the_only_tests(tmp_path: Path, coder) -> None:
+    recipe = code_recipe()
+    data = recipe.model_dump()
+    data["nodes"][1]["params"].update(n=0, docstring_examples=True)
+    task = load_task("humaneval?timeout=5")
+    result = orchestra.run(Recipe.model_validate(data), task, problems=[ADD_PROBLEM], cache=False, out=tmp_path / "run")
+    (r,) = result.results
+    assert r.status == "ok" and r.score == 1.0 and r.usage_by_node.get("tests") is None  # no model call for tests
+    trace = _trace(tmp_path / "run")
+    assert [s["answer"] for s in trace["tests"]["outputs"]] == ["assert add(2, 3) == 5"]
+    code_ids = [c["id"] for c in trace["code"]["outputs"]]
+    assert [code_ids.index(c["id"]) for c in trace["best"]["outputs"]] == [1, 3, 0, 2, 4, 5]
+    # no examples and no samples: an empty suite, and the order is left alone
+    bare = ADD_PROBLEM.model_copy(update={"metadata": {"entry_point": "add", "prompt": "def add(a, b):\n    pass\n"}})
+    (r,) = orchestra.run(Recipe.model_validate(data), task, problems=[bare], cache=False).results
+    assert r.status == "ok" and r.text == CODE[0]
 
 
 def test_top_k_and_rank_by(tmp_path: Path, coder) -> None:
