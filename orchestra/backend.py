@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
@@ -46,6 +47,15 @@ class GenerationRequest(BaseModel):
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("give exactly one of `messages` or `prompt`")
         return self
+
+    def sample_seed(self, offset: int = 0) -> int | None:
+        """One 31-bit integer seed for sample `first_index + offset`, for engines that take a
+        single seed per call (vLLM, OpenAI-compatible servers). A call for samples k.. uses the
+        seed of sample k, so a call that extends a pool never repeats the samples before it."""
+        if self.seed is None:
+            return None
+        digest = hashlib.sha256(f"{self.seed}:{self.first_index + offset}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
     def sampling_key(self) -> dict:
         """The fields that change what a sample is (everything but n and first_index)."""
@@ -98,7 +108,11 @@ class Backend(Protocol):
 
 
 #: Backends shipped with orchestra: name -> "module:Class" (imported lazily).
-BUILTIN_BACKENDS = {"local": "orchestra.backends.local:LocalBackend"}
+BUILTIN_BACKENDS = {
+    "local": "orchestra.backends.local:LocalBackend",
+    "openai": "orchestra.backends.openai_http:OpenAIBackend",
+    "vllm": "orchestra.backends.vllm_engine:VLLMBackend",
+}
 _REGISTERED: dict[str, type] = {}
 
 

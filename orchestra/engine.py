@@ -29,15 +29,17 @@ from orchestra.tasks import Task
 from orchestra.usage import Usage
 from orchestra.technique import get_technique
 
-_BACKENDS: dict[ModelSpec, Backend] = {}
+#: Keyed by the spec's JSON: specs with engine options (dicts) are not hashable.
+_BACKENDS: dict[str, Backend] = {}
 
 
 def get_backend(spec: ModelSpec) -> Backend:
     """One backend per model spec per process: a model is loaded once, whatever uses it."""
-    backend = _BACKENDS.get(spec)
+    key = spec.model_dump_json()
+    backend = _BACKENDS.get(key)
     if backend is None:
         backend = backend_class(spec.backend)(spec)
-        _BACKENDS[spec] = backend
+        _BACKENDS[key] = backend
     return backend
 
 
