@@ -18,7 +18,15 @@ import re
 import time
 from typing import Any
 
-from orchestra.backend import CONTINUATION, LOGPROBS, BackendInfo, Completion, GenerationRequest, GenerationResult
+from orchestra.backend import (
+    CONTINUATION,
+    LOGPROBS,
+    BackendInfo,
+    BackendUnavailable,
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+)
 from orchestra.backends.endpoint_pool import EndpointPool, RemoteError
 from orchestra.recipe import ModelSpec
 from orchestra.usage import Usage
@@ -50,7 +58,7 @@ class OpenAIBackend:
         if options.api_key_env:
             api_key = os.environ.get(options.api_key_env)
             if not api_key:
-                raise ValueError(
+                raise BackendUnavailable(
                     f"model {spec.model!r}: environment variable {options.api_key_env} "
                     "(its `api_key_env`) is not set"
                 )

@@ -18,6 +18,11 @@ CONTINUATION = "continuation"
 HIDDEN_STATES = "hidden_states"
 
 
+class BackendUnavailable(RuntimeError):
+    """A backend cannot start here (an optional package not installed, an API key not set);
+    the message says how to fix it."""
+
+
 class GenerationRequest(BaseModel):
     """A batched generation request: `n` samples of one prompt.
 
