@@ -10,7 +10,7 @@ checked exactly. A test steers it through attributes:
   hangs up), "garbage" (200 with a body that is not JSON), "context" (400 with a
   context-length message), "400"; an empty list means every request is answered;
 - `accepts_n` (False: n > 1 is a 400), `ignores_n` (True: one choice whatever n),
-  `usage` (False: no usage block), `api_key` (required bearer token), `delay`
+  `usage` (False: no usage block; else prompt tokens are counted one per character), `api_key` (required bearer token), `delay`
   (seconds per request), `fail_after` (answer this many requests, then act dead);
 - `kill()` closes the socket and every open connection (a server that dies);
   `restart()` brings it back on the same port.
@@ -235,7 +235,7 @@ class FakeOpenAIServer:
         answer: dict[str, Any] = {"id": "cmpl-fake", "object": "chat.completion" if chat else "text_completion",
                                   "model": body.get("model"), "choices": choices}
         if self.usage:
-            prompt_tokens = len(prompt.split())
+            prompt_tokens = len(prompt)  # one per character: unlike any client-side estimate
             answer["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                                "total_tokens": prompt_tokens + completion_tokens}
         return answer
