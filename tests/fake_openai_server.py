@@ -161,10 +161,12 @@ class FakeOpenAIServer:
 
     def kill(self) -> None:
         """Die: stop listening and cut every open connection."""
-        if self._server is None:
+        with self._lock:
+            server, self._server = self._server, None
+        if server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        server.shutdown()
+        server.server_close()
         with self._lock:
             for conn in self._connections:
                 try:
@@ -172,7 +174,6 @@ class FakeOpenAIServer:
                 except OSError:
                     pass
             self._connections.clear()
-        self._server = None
 
     def restart(self) -> None:
         self.fail_after = None
@@ -197,7 +198,8 @@ class FakeOpenAIServer:
     def _next_fault(self) -> str:
         with self._lock:
             if self.fail_after is not None and self.answered >= self.fail_after:
-                threading.Thread(target=self.kill, daemon=True).start()
+                if self._server is not None:
+                    threading.Thread(target=self.kill, daemon=True).start()
                 return "truncate"
             self.answered += 1
             return self.faults.popleft() if self.faults else "ok"
