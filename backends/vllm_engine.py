@@ -79,10 +79,10 @@ class VLLMBackend:
     def __init__(self, spec: ModelSpec):
         try:
             import vllm
-        except ImportError as err:
+        except ImportError:
             raise BackendUnavailable(
                 f"backend 'vllm' needs vLLM, which is not installed: {INSTALL_HINT} "
-                f"(Linux with a CUDA GPU; on a CPU-only machine use backend 'local') [{err}]"
+                "(Linux with a CUDA GPU; on a CPU-only machine use backend 'local')"
             ) from None
         self.spec = spec
         self._sampling_params = vllm.SamplingParams
