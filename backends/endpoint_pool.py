@@ -27,8 +27,8 @@ import httpx
 class RemoteError(Exception):
     """A server refused a request in a way that retrying cannot fix (a 4xx other than 429)."""
 
-    def __init__(self, status: int, message: str, url: str):
-        self.status, self.message, self.url = status, message, url
+    def __init__(self, status: int, message: str, url: str, code: str | None = None):
+        self.status, self.message, self.url, self.code = status, message, url, code
         super().__init__(f"{url} answered HTTP {status}: {message}")
 
 
@@ -64,6 +64,15 @@ def _error_message(response: httpx.Response) -> str:
         if "detail" in body:
             return json.dumps(body["detail"])[:500]
     return json.dumps(body)[:500]
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    code = error.get("code") if isinstance(error, dict) else None
+    return str(code) if code is not None else None
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -179,7 +188,7 @@ class EndpointPool:
                             last = f"{endpoint.url}{path}: HTTP {status}: {_error_message(response)}"
                             retry_after = retry_after_seconds(response.headers.get("retry-after"))
                         else:
-                            raise RemoteError(status, _error_message(response), endpoint.url + path)
+                            raise RemoteError(status, _error_message(response), endpoint.url + path, _error_code(response))
             finally:
                 endpoint.in_flight -= 1
                 self._leave()

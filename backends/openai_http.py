@@ -128,8 +128,8 @@ class OpenAIBackend:
         wants_logprobs = request.logprobs and self.options.logprobs
         if request.messages is not None:
             body["messages"] = [m.model_dump() for m in request.messages]
-            if wants_logprobs:
-                body["logprobs"] = True
+            if wants_logprobs:  # top_logprobs=0: the sampled token's own (llama.cpp sends none without it)
+                body["logprobs"], body["top_logprobs"] = True, 0
             return "/chat/completions", body
         body["prompt"] = request.prompt
         if wants_logprobs:
@@ -141,7 +141,7 @@ class OpenAIBackend:
         try:
             return await self.pool.post(path, body, expect="choices")
         except RemoteError as err:
-            if _CONTEXT_ERROR.search(err.message):
+            if err.code == "context_length_exceeded" or _CONTEXT_ERROR.search(err.message):
                 raise ContextLengthExceeded(
                     f"model {self.spec.model!r}: the prompt (about {self.count_prompt_tokens(request)} tokens) "
                     f"and max_tokens={request.max_tokens} do not fit the server's context length "
