@@ -162,8 +162,8 @@ class OpenAIBackend:
         if request.n == 1 or self.accepts_n is not False:
             try:
                 answers.append(await self._call(request, request.n, 0))
-            except RemoteError:
-                if request.n == 1:
+            except RemoteError as err:
+                if request.n == 1 or err.status not in (400, 422):
                     raise
                 self.accepts_n = False  # retried below as single calls; a real error shows up there too
         got = sum(len(a["choices"]) for a in answers)

@@ -129,3 +129,21 @@ def test_when_one_of_two_servers_dies_the_other_finishes_the_run(tmp_path):
         [backend] = engine._BACKENDS.values()
         dead = next(e for e in backend.pool.endpoints if e.url == doomed.url)
         assert dead.failures >= 1 and dead.ok == 2
+
+
+def test_the_example_recipe_spreads_its_calls_over_its_endpoints(tmp_path):
+    """recipes/remote-vote.yaml as shipped, pointed at two loopback servers instead of its ports
+    (and named as they name their model, so no tokenizer is loaded: estimates by rule of thumb)."""
+    shipped = orchestra.load_recipe(Path(__file__).resolve().parent.parent / "recipes/remote-vote.yaml")
+    task = write_sums(tmp_path / "sums.jsonl", 8)
+    with FakeOpenAIServer() as a, FakeOpenAIServer() as b:
+        a.delay = b.delay = 0.05
+        spec = shipped.models["small"]
+        options = spec.openai.model_copy(update={"endpoints": (a.url, b.url)})
+        spec = spec.model_copy(update={"openai": options, "model": "fake-served"})
+        recipe = shipped.model_copy(update={"models": {"small": spec}})
+        engine._BACKENDS.clear()
+        result = orchestra.run(recipe, task, cache=False)
+        assert result.accuracy == 1.0
+        assert len(a.completions()) >= 2 and len(b.completions()) >= 2
+        assert len(a.completions()) + len(b.completions()) == 8

@@ -151,3 +151,17 @@ def test_a_failing_recipe_is_a_server_error(client):
     with pytest.raises(openai.APIError, match="recipe failed"):
         list(client.chat.completions.create(model="vote", stream=True,
                                             messages=[{"role": "user", "content": f"{TRIGGER} 1 + 1 ="}]))
+
+
+def test_serve_cli_refuses_bad_setups_before_listening(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from orchestra.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: same\nnodes: [{id: a, technique: sample}]\n")
+    twice = CliRunner().invoke(app, ["serve", str(recipe), str(recipe)])
+    assert twice.exit_code == 2 and "share the name same" in twice.output
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    keyless = CliRunner().invoke(app, ["serve", str(recipe), "--api-key-env", "NO_SUCH_KEY_VAR"])
+    assert keyless.exit_code == 2 and "NO_SUCH_KEY_VAR" in keyless.output
