@@ -89,13 +89,37 @@ class OpenAIBackend:
 
     # ----- token counts ------------------------------------------------------------------
 
+    def _templated(self) -> bool:
+        return self.tokenizer is not None and bool(getattr(self.tokenizer, "chat_template", None))
+
+    @staticmethod
+    def _continues(request: GenerationRequest) -> bool:
+        """Messages that end with an assistant turn ask for that turn to be continued."""
+        return bool(request.messages) and request.messages[-1].role == "assistant"  # type: ignore[index]
+
+    def _uses_chat(self, request: GenerationRequest) -> bool:
+        return request.messages is not None and not self._continues(request)
+
     def _text(self, request: GenerationRequest) -> str:
         if request.prompt is not None:
             return request.prompt
         messages = [m.model_dump() for m in request.messages or ()]
-        if self.tokenizer is not None and getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if self._templated():
+            continues = self._continues(request)
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=not continues, continue_final_message=continues
+            )
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+    def _continuation_prompt(self, request: GenerationRequest) -> str:
+        """A chat endpoint would open a new turn after an assistant message; to go on from
+        its text instead, the conversation is rendered here and sent as a raw prompt."""
+        if not self._templated():
+            raise ValueError(
+                f"model {self.spec.model!r}: continuing an assistant turn needs the model's chat template; "
+                "name a tokenizer in its `openai:` block (`tokenizer: ...`)"
+            )
+        return self._text(request)
 
     def _count(self, text: str) -> int:
         if self.tokenizer is not None:
@@ -126,14 +150,15 @@ class OpenAIBackend:
         if seed is not None:
             body["seed"] = seed
         wants_logprobs = request.logprobs and self.options.logprobs
-        if request.messages is not None:
-            body["messages"] = [m.model_dump() for m in request.messages]
-            if wants_logprobs:  # top_logprobs=0: the sampled token's own (llama.cpp sends none without it)
-                body["logprobs"], body["top_logprobs"] = True, 0
+        top = _top_wanted(request) if self.options.logprobs else 0
+        if self._uses_chat(request):
+            body["messages"] = [m.model_dump() for m in request.messages or ()]
+            if wants_logprobs or top:  # top_logprobs=0 still matters: llama.cpp sends none without it
+                body["logprobs"], body["top_logprobs"] = True, top
             return "/chat/completions", body
-        body["prompt"] = request.prompt
-        if wants_logprobs:
-            body["logprobs"] = 1
+        body["prompt"] = request.prompt if request.prompt is not None else self._continuation_prompt(request)
+        if wants_logprobs or top:
+            body["logprobs"] = max(1, top)
         return "/completions", body
 
     async def _call(self, request: GenerationRequest, n: int, offset: int) -> dict[str, Any]:
@@ -217,17 +242,22 @@ class OpenAIBackend:
 
     def _completion(self, choice: dict[str, Any], request: GenerationRequest) -> tuple[Completion, int | None]:
         """A choice as a Completion, and its token count when its logprobs tell it."""
-        if request.messages is not None:
+        chat = self._uses_chat(request)
+        if chat:
             text = (choice.get("message") or {}).get("content") or ""
         else:
             text = choice.get("text") or ""
         logprobs = _logprobs(choice.get("logprobs"))
-        reason = "length" if choice.get("finish_reason") == "length" else "stop"
+        extra: dict[str, Any] = {}
+        top = _top_wanted(request)
+        if top and "top_logprobs" in Completion.model_fields:
+            extra["top_logprobs"] = _top_logprob_maps(choice.get("logprobs"), top)
         completion = Completion(
             text=text,
             completion_tokens=0,
-            finish_reason=reason,
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
             logprobs=logprobs if request.logprobs else None,
+            **extra,
         )
         return completion, (len(logprobs) if logprobs is not None else None)
 
@@ -238,6 +268,43 @@ class OpenAIBackend:
 def _count_field(block: dict[str, Any], name: str) -> int | None:
     value = block.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _top_wanted(request: GenerationRequest) -> int:
+    """Most likely tokens asked for per position (`GenerationRequest.top_logprobs`, where this
+    version of the core has the field)."""
+    return int(getattr(request, "top_logprobs", 0) or 0)
+
+
+def _top_logprob_maps(block: Any, k: int) -> tuple[dict[str, float], ...] | None:
+    """Per position, token text -> log-probability of the `k` most likely tokens, from a chat
+    (`content[i].top_logprobs`) or legacy (`top_logprobs[i]`) block; tokens with the same
+    text are merged (probabilities added)."""
+    if not isinstance(block, dict):
+        return None
+    if isinstance(block.get("content"), list):
+        positions = [
+            [(e.get("token"), e.get("logprob")) for e in item.get("top_logprobs") or [] if isinstance(e, dict)]
+            for item in block["content"] if isinstance(item, dict)
+        ]
+    elif isinstance(block.get("top_logprobs"), list):
+        positions = [list((entry or {}).items()) for entry in block["top_logprobs"]]
+    else:
+        return None
+    maps = []
+    for entries in positions:
+        ranked = sorted(
+            ((t, float(v)) for t, v in entries if isinstance(t, str) and isinstance(v, (int, float))),
+            key=lambda pair: -pair[1],
+        )[:k]
+        merged: dict[str, float] = {}
+        for token, logprob in ranked:
+            if token in merged:  # log(exp(a) + exp(b)), without underflow
+                a = merged[token]
+                logprob = max(a, logprob) + math.log1p(math.exp(-abs(a - logprob)))
+            merged[token] = logprob
+        maps.append(merged)
+    return tuple(maps)
 
 
 def _logprobs(block: Any) -> tuple[float, ...] | None:

@@ -12,6 +12,7 @@ passed through as written in the recipe.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,11 +102,15 @@ class VLLMBackend:
         return BackendInfo(name=f"vllm:{self.spec.model}", context_length=self.context_length)
 
     def render(self, request: GenerationRequest) -> str:
-        """The exact text the engine is fed: chat template applied, or the raw prefix."""
+        """The exact text the engine is fed: chat template applied, or the raw prefix.
+        Messages that end with an assistant turn are continued from that turn's text."""
         if request.prompt is not None:
             return request.prompt
         messages = [m.model_dump() for m in request.messages or ()]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        continues = bool(messages) and messages[-1]["role"] == "assistant"
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=not continues, continue_final_message=continues
+        )
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(self.tokenizer(self.render(request), add_special_tokens=False)["input_ids"])
@@ -119,7 +124,8 @@ class VLLMBackend:
             max_tokens=request.max_tokens,
             stop=list(request.stop) or None,
             seed=request.sample_seed(0),
-            logprobs=0 if request.logprobs else None,  # 0: the sampled token's own log-probability
+            # 0: only the sampled token's own log-probability; k: also the k most likely tokens
+            logprobs=_top_wanted(request) or (0 if request.logprobs else None),
         )
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
@@ -165,17 +171,22 @@ class VLLMBackend:
     def _result(self, job: _Job, output: Any, now: float) -> GenerationResult:
         prompt_tokens = len(output.prompt_token_ids or ())
         completions = []
+        top = _top_wanted(job.request)
         for sample in output.outputs:
             token_ids = list(sample.token_ids)
             logprobs = None
             if job.request.logprobs and sample.logprobs is not None:
                 logprobs = tuple(float(step[token].logprob) for step, token in zip(sample.logprobs, token_ids))
+            extra: dict[str, Any] = {}
+            if top and sample.logprobs is not None and "top_logprobs" in Completion.model_fields:
+                extra["top_logprobs"] = tuple(self._top_map(step, top) for step in sample.logprobs)
             completions.append(
                 Completion(
                     text=sample.text,
                     completion_tokens=len(token_ids),
                     finish_reason="length" if sample.finish_reason == "length" else "stop",
                     logprobs=logprobs,
+                    **extra,
                 )
             )
         completion_tokens = sum(c.completion_tokens for c in completions)
@@ -188,11 +199,32 @@ class VLLMBackend:
         )
         return GenerationResult(completions=tuple(completions), prompt_tokens=prompt_tokens, usage=usage)
 
+    def _top_map(self, step: dict[int, Any], k: int) -> dict[str, float]:
+        """Token text -> log-probability of one position's k most likely tokens (vLLM adds
+        the sampled token when it ranks lower); same-text tokens merged."""
+        ranked = sorted(step.items(), key=lambda item: -float(item[1].logprob))[:k]
+        merged: dict[str, float] = {}
+        for token_id, entry in ranked:
+            text = getattr(entry, "decoded_token", None)
+            if text is None:
+                text = self.tokenizer.decode([token_id])
+            logprob = float(entry.logprob)
+            if text in merged:  # log(exp(a) + exp(b)), without underflow
+                a = merged[text]
+                logprob = max(a, logprob) + math.log1p(math.exp(-abs(a - logprob)))
+            merged[text] = logprob
+        return merged
+
     async def aclose(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             self._worker = None
         self._loop = None
+
+
+def _top_wanted(request: GenerationRequest) -> int:
+    """`GenerationRequest.top_logprobs`, where this version of the core has the field."""
+    return int(getattr(request, "top_logprobs", 0) or 0)
 
 
 def _max_model_len(llm: Any) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -216,3 +217,52 @@ def test_recipe_validation_of_openai_options():
     assert spec.openai.endpoints == ("http://a:1/v1",)
     other = spec.model_copy(update={"openai": spec.openai.model_copy(update={"endpoints": ("http://b:1/v1",)})})
     assert spec.key() != other.key()  # two servers' samples never share a cache entry
+
+
+class TemplateTokenizer:
+    """Just enough of a HF tokenizer: a chat template and a whitespace tokenizer."""
+
+    chat_template = "plain"
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True, continue_final_message=False):
+        turns = [f"<{m['role']}>{m['content']}</>" for m in messages]
+        if continue_final_message:
+            turns[-1] = turns[-1].removesuffix("</>")
+        return "".join(turns) + ("<assistant>" if add_generation_prompt else "")
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split()}
+
+
+def test_an_assistant_turn_is_continued_through_the_completions_endpoint(server):
+    conversation = (*QUESTION, Message(role="assistant", content="Let me think: 3 + 4 ="))
+    backend = backend_for(server)
+    with pytest.raises(ValueError, match="needs the model's chat template"):
+        ask(backend, messages=conversation)
+    assert server.completions() == []
+
+    backend.tokenizer = TemplateTokenizer()
+    result = ask(backend, messages=conversation, max_tokens=3)
+    [(path, body, _)] = server.requests
+    assert path == "/v1/completions" and "messages" not in body
+    assert body["prompt"] == "<user>Compute 3 + 4 =</><assistant>Let me think: 3 + 4 ="  # the turn left open
+    assert result.completions[0].text == "Let me add"
+    # a plain chat request still goes to the chat endpoint, estimated with the template
+    ask(backend)
+    assert server.requests[-1][0] == "/v1/chat/completions"
+    assert backend.count_prompt_tokens(GenerationRequest(messages=QUESTION)) == 5  # "<user>Compute", "3", ..., "=</><assistant>"
+
+
+def test_top_logprobs_maps_from_chat_and_legacy_blocks():
+    from orchestra.backends.openai_http import _top_logprob_maps
+
+    chat = {"content": [{"token": "a", "logprob": -0.1, "top_logprobs": [
+        {"token": " yes", "logprob": -0.5}, {"token": " Yes", "logprob": -1.5},
+        {"token": " yes", "logprob": -1.5}, {"token": "no", "logprob": -3.0}]}]}
+    [top] = _top_logprob_maps(chat, 3)
+    assert set(top) == {" yes", " Yes"}  # the 4th is beyond k; same-text tokens merged
+    assert top[" yes"] == pytest.approx(math.log(math.exp(-0.5) + math.exp(-1.5)))
+    legacy = {"tokens": ["x", "y"], "token_logprobs": [-0.2, -0.3],
+              "top_logprobs": [{"x": -0.2, "z": -2.0}, {"y": -0.3, "w": -1.0, "v": -5.0}]}
+    assert _top_logprob_maps(legacy, 2) == ({"x": -0.2, "z": -2.0}, {"y": -0.3, "w": -1.0})
+    assert _top_logprob_maps(None, 2) is None

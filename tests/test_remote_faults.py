@@ -132,9 +132,9 @@ def test_when_one_of_two_servers_dies_the_other_finishes_the_run(tmp_path):
 
 
 def test_the_example_recipe_spreads_its_calls_over_its_endpoints(tmp_path):
-    """recipes/remote-vote.yaml as shipped, pointed at two loopback servers instead of its ports
+    """recipes/remote_vote.yaml as shipped, pointed at two loopback servers instead of its ports
     (and named as they name their model, so no tokenizer is loaded: estimates by rule of thumb)."""
-    shipped = orchestra.load_recipe(Path(__file__).resolve().parent.parent / "recipes/remote-vote.yaml")
+    shipped = orchestra.load_recipe(Path(__file__).resolve().parent.parent / "recipes/remote_vote.yaml")
     task = write_sums(tmp_path / "sums.jsonl", 8)
     with FakeOpenAIServer() as a, FakeOpenAIServer() as b:
         a.delay = b.delay = 0.05

@@ -8,6 +8,7 @@ these tests check the translation both ways; they cannot check vLLM itself.
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import types
 from dataclasses import dataclass, field
@@ -53,8 +54,14 @@ class SamplingParams:
 class Tokenizer:
     chat_template = "plain"
 
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True, continue_final_message=False):
+        turns = [f"<{m['role']}>{m['content']}</>" for m in messages]
+        if continue_final_message:
+            turns[-1] = turns[-1].removesuffix("</>")
+        return "".join(turns) + ("<assistant>" if add_generation_prompt else "")
+
+    def decode(self, ids):
+        return "".join(f"t{i}" for i in ids)
 
     def __call__(self, text, add_special_tokens=False):
         return {"input_ids": list(range(len(text.split())))}
@@ -150,7 +157,7 @@ def test_concurrent_requests_are_one_generate_call(fake_vllm):
     first, second = asyncio.run(both())
     [llm] = LLM.instances
     [(prompts, params)] = llm.calls
-    assert prompts == ["<user>Compute 2 + 3 =<assistant>", "Compute 10 + 1 = "]
+    assert prompts == ["<user>Compute 2 + 3 =</><assistant>", "Compute 10 + 1 = "]
     p = params[0]
     assert (p.n, p.temperature, p.top_k, p.stop, p.max_tokens, p.logprobs) == (3, 0.8, -1, ["\n"], 16, 0)
     assert p.seed == ask[0].sample_seed(0) and params[1].logprobs is None and params[1].seed is None
@@ -159,7 +166,28 @@ def test_concurrent_requests_are_one_generate_call(fake_vllm):
     assert first.completions[0].completion_tokens == 4 and first.completions[0].finish_reason == "stop"
     assert second.completions[0].text == "The answer" and second.completions[0].finish_reason == "length"
     assert second.completions[0].logprobs is None
-    assert first.prompt_tokens == 5 and first.usage.completion_tokens == 12  # "<user>Compute 2 + 3 =<assistant>"
+    assert first.prompt_tokens == 5 and first.usage.completion_tokens == 12  # "<user>Compute 2 + 3 =</><assistant>"
+
+
+def test_an_assistant_turn_is_continued_and_top_tokens_are_mapped(fake_vllm):
+    from orchestra.backends.vllm_engine import VLLMBackend
+
+    backend = VLLMBackend(spec())
+    request = GenerationRequest(
+        messages=(Message(role="user", content="Compute 2 + 3 ="), Message(role="assistant", content="It is")),
+    )
+    assert backend.render(request) == "<user>Compute 2 + 3 =</><assistant>It is"  # no new turn opened
+
+    @dataclass
+    class Ranked:
+        logprob: float
+        decoded_token: str | None
+
+    step = {5: Ranked(-0.5, " yes"), 6: Ranked(-1.5, " Yes"), 7: Ranked(-1.5, " yes"), 8: Ranked(-4.0, None)}
+    top = backend._top_map(step, 3)
+    assert set(top) == {" yes", " Yes"}  # the 4th most likely is left out; same-text tokens merged
+    assert top[" yes"] == pytest.approx(math.log(math.exp(-0.5) + math.exp(-1.5)))
+    assert backend._top_map(step, 4)["t8"] == -4.0  # no decoded text: the tokenizer decodes it
 
 
 def test_a_recipe_runs_on_the_vllm_backend(fake_vllm, tmp_path):
