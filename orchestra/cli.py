@@ -129,6 +129,10 @@ def run(
     resumed = results[0].summary.resumed
     if resumed:
         console.print(f"resumed: {resumed} problems were already finished in {base} and were not rerun")
+    for result in results:
+        estimated = result.summary.usage.estimated_calls
+        if estimated:
+            console.print(f"{result.summary.recipe}: token counts of {estimated} calls are estimates (the server reported no usage)")
     overhead = results[0].summary.overhead_share
     if overhead is not None:
         console.print(f"time outside model calls: {overhead:.1%} of wall time")

@@ -147,3 +147,20 @@ def test_the_example_recipe_spreads_its_calls_over_its_endpoints(tmp_path):
         assert result.accuracy == 1.0
         assert len(a.completions()) >= 2 and len(b.completions()) >= 2
         assert len(a.completions()) + len(b.completions()) == 8
+
+
+def test_the_cli_says_when_token_counts_are_estimates(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestra.cli import app
+
+    task = write_sums(tmp_path / "sums.jsonl", 3)
+    with FakeOpenAIServer() as server:
+        server.usage = False
+        recipe_file = tmp_path / "remote.yaml"
+        recipe_file.write_text(remote_vote(server, n=2).to_yaml())
+        outcome = CliRunner().invoke(
+            app, ["run", str(recipe_file), "--task", task, "--no-cache", "--out", str(tmp_path / "run")]
+        )
+    assert outcome.exit_code == 0, outcome.output
+    assert "token counts of 3 calls are estimates" in outcome.output
