@@ -1,9 +1,11 @@
 """The `openai` backend: any OpenAI-compatible server (vLLM, llama.cpp, SGLang, hosted APIs).
 
-Chat requests go to /chat/completions, raw continuations (`prompt`) to
-/completions. `n` samples are asked for in one call; a server that refuses `n`
-(an error, or fewer choices than asked) gets parallel single calls instead, and
-is remembered as such. Token counts come from the server's `usage`; when a
+Chat requests go to /chat/completions; raw continuations go to /completions:
+a `prompt`, or messages that end with an assistant turn, rendered here with
+the model's chat template so the reply goes on from that turn's text. `n`
+samples are asked for in one call; a server that refuses `n` (an error, or
+fewer choices than asked) gets parallel single calls instead, and is
+remembered as such. Token counts come from the server's `usage`; when a
 server leaves them out they are estimated with the model's tokenizer and the
 call is counted in `Usage.estimated_calls`. Where the requests go, and what
 happens when a server fails, is `EndpointPool`'s business.
