@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
@@ -18,6 +19,11 @@ from orchestra.usage import Usage
 LOGPROBS = "logprobs"
 CONTINUATION = "continuation"
 HIDDEN_STATES = "hidden_states"
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot start here (an optional package not installed, an API key not set);
+    the message says how to fix it."""
 
 
 class GenerationRequest(BaseModel):
@@ -54,6 +60,15 @@ class GenerationRequest(BaseModel):
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("give exactly one of `messages` or `prompt`")
         return self
+
+    def sample_seed(self, offset: int = 0) -> int | None:
+        """One 31-bit integer seed for sample `first_index + offset`, for engines that take a
+        single seed per call (vLLM, OpenAI-compatible servers). A call for samples k.. uses the
+        seed of sample k, so a call that extends a pool never repeats the samples before it."""
+        if self.seed is None:
+            return None
+        digest = hashlib.sha256(f"{self.seed}:{self.first_index + offset}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
     def sampling_key(self) -> dict:
         """The fields that change what a sample is (everything but n and first_index).
@@ -118,7 +133,11 @@ class Backend(Protocol):
 
 
 #: Backends shipped with orchestra: name -> "module:Class" (imported lazily).
-BUILTIN_BACKENDS = {"local": "orchestra.backends.local:LocalBackend"}
+BUILTIN_BACKENDS = {
+    "local": "orchestra.backends.local:LocalBackend",
+    "openai": "orchestra.backends.openai_http:OpenAIBackend",
+    "vllm": "orchestra.backends.vllm_engine:VLLMBackend",
+}
 _REGISTERED: dict[str, type] = {}
 
 

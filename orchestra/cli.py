@@ -11,9 +11,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from orchestra.backend import BackendUnavailable
 from orchestra.errors import RecipeError
 from orchestra.models import ModelNotFound
 
@@ -32,7 +34,7 @@ DEFAULT_TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
 
 
 def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code=2)
 
 
@@ -85,7 +87,7 @@ def run(
             for r in recipes:
                 for spec in r.models.values():
                     get_backend(spec)
-    except ModelNotFound as err:
+    except (ModelNotFound, BackendUnavailable) as err:
         raise _fail(str(err)) from None
 
     results = []
@@ -130,6 +132,10 @@ def run(
     resumed = results[0].summary.resumed
     if resumed:
         console.print(f"resumed: {resumed} problems were already finished in {base} and were not rerun")
+    for result in results:
+        estimated = result.summary.usage.estimated_calls
+        if estimated:
+            console.print(f"{result.summary.recipe}: token counts of {estimated} calls are estimates (the server reported no usage)")
     overhead = results[0].summary.overhead_share
     if overhead is not None:
         console.print(f"time outside model calls: {overhead:.1%} of wall time")
@@ -227,6 +233,50 @@ def scale(
     console.print(f"table: {write_csv(result, base / 'scale.csv')}")
     console.print(f"plot: {plot_curves(result, base / 'scale.png')}")
     console.print(f"run folders: {base}/n*")
+
+
+@app.command()
+def serve(
+    recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML files; each is served as a model named after the recipe.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    api_key_env: Annotated[Optional[str], typer.Option(help="Require clients to send the key held in this environment variable.")] = None,
+    max_n: Annotated[int, typer.Option(help="Most choices (recipe runs) per request.")] = 4,
+    max_tokens_per_request: Annotated[Optional[int], typer.Option(help="Most completion tokens one choice may make a recipe spend.")] = None,
+    max_request_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 1_000_000,
+    concurrency: Annotated[int, typer.Option(help="Recipe runs in flight at once; the backend batches their calls.")] = 64,
+    cache: Annotated[Optional[Path], typer.Option(help="Generation cache (SQLite) to read and write; default: none. Seeded requests replay from it.")] = None,
+) -> None:
+    """Serve recipes through an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health)."""
+    import os
+
+    import uvicorn
+
+    from orchestra.cache import GenerationCache
+    from orchestra.server import ServeSettings, create_app
+
+    loaded = [_load(path) for path in recipes]
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise _fail(f"--api-key-env {api_key_env}: that environment variable is not set")
+    try:
+        settings = ServeSettings(
+            api_key=api_key, max_n=max_n, max_tokens_per_request=max_tokens_per_request,
+            max_request_bytes=max_request_bytes, concurrency=concurrency,
+        )
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    store = GenerationCache(cache) if cache else None
+    try:
+        with console.status("loading models..."):
+            application = create_app(loaded, settings, store)
+    except (ModelNotFound, BackendUnavailable, ValueError) as err:
+        raise _fail(str(err)) from None
+    names = ", ".join(r.name for r in loaded)
+    console.print(f"serving {names} at http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
+    uvicorn.run(application, host=host, port=port, log_level="warning", lifespan="off")
 
 
 @app.command()

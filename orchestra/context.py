@@ -68,7 +68,9 @@ class ModelHandle:
             request = request.model_copy(update={"max_tokens": plan.max_tokens})
         actual = Usage()
         try:
-            completions, backend_usage, hits = await self._generate_cached(request)
+            completions, backend_usage, hits, reported = await self._generate_cached(request)
+            # A remote server's own count replaces the pre-call estimate.
+            prompt_tokens = reported or prompt_tokens
             completion_tokens = sum(c.completion_tokens for c in completions)
             # Logical cost: the same whether or not samples were replayed from the cache.
             logical = Usage(
@@ -78,6 +80,7 @@ class ModelHandle:
                 completion_tokens=completion_tokens,
                 flops=2.0 * parameters * (prompt_tokens + completion_tokens),
                 cache_hits=hits,
+                estimated_calls=backend_usage.estimated_calls,
             )
             actual = logical.model_copy(update={"seconds": time.monotonic() - started})
         finally:
@@ -86,12 +89,13 @@ class ModelHandle:
         return GenerationResult(completions=tuple(completions), prompt_tokens=prompt_tokens, usage=actual)
 
     async def _generate_cached(self, request: GenerationRequest):
+        """(completions, backend usage, samples replayed, prompt tokens the backend reported)."""
         wants_logprobs = request.logprobs
         if LOGPROBS in self.backend.capabilities:
             request = request.model_copy(update={"logprobs": True})  # cache them for later readers
         if self.cache is None or request.seed is None:
             result = await self.backend.generate(request)
-            return list(result.completions), result.usage, 0
+            return list(result.completions), result.usage, 0, result.prompt_tokens
         render = getattr(self.backend, "render", None)
         rendered = render(request) if render else request.model_dump_json(include={"messages", "prompt"})
         key = request_key(self.model_key, rendered, request)
@@ -102,6 +106,7 @@ class ModelHandle:
         missing = [i for i in range(request.first_index, request.first_index + request.n) if i not in usable]
         usage = Usage()
         hits = request.n
+        reported = next((p for _, p in found.values()), 0)
         if missing:
             start = missing[0]  # regenerate from the first gap: samples are per-index seeded
             hits = start - request.first_index
@@ -111,10 +116,11 @@ class ModelHandle:
             result = await self.backend.generate(fresh_request)
             self.cache.store(key, start, list(result.completions), result.prompt_tokens)
             usage = result.usage
+            reported = result.prompt_tokens
             for offset, completion in enumerate(result.completions):
                 usable[start + offset] = completion
         ordered = [usable[i] for i in range(request.first_index, request.first_index + request.n)]
-        return ordered, usage, hits
+        return ordered, usage, hits, reported
 
 
 @dataclass

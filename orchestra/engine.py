@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 
 from orchestra.backend import Backend, backend_class
-from orchestra.budget import BudgetExceeded, Meter
+from orchestra.budget import BudgetExceeded, Limits, Meter
 from orchestra.cache import GenerationCache
 from orchestra.candidate import Candidate
 from orchestra.context import Context, Ledger, ModelHandle
@@ -29,15 +29,17 @@ from orchestra.tasks import Task
 from orchestra.usage import Usage
 from orchestra.technique import get_technique
 
-_BACKENDS: dict[ModelSpec, Backend] = {}
+#: Keyed by the spec's JSON: specs with engine options (dicts) are not hashable.
+_BACKENDS: dict[str, Backend] = {}
 
 
 def get_backend(spec: ModelSpec) -> Backend:
     """One backend per model spec per process: a model is loaded once, whatever uses it."""
-    backend = _BACKENDS.get(spec)
+    key = spec.model_dump_json()
+    backend = _BACKENDS.get(key)
     if backend is None:
         backend = backend_class(spec.backend)(spec)
-        _BACKENDS[spec] = backend
+        _BACKENDS[key] = backend
     return backend
 
 
@@ -136,9 +138,13 @@ class Engine:
     def _model_seconds(self) -> float:
         return sum(getattr(b, "busy_seconds", 0.0) for b in set(self.backends.values()))
 
-    async def run_problem(self, problem: Problem) -> ProblemResult:
+    async def run_problem(self, problem: Problem, limits: Limits | None = None) -> ProblemResult:
+        """Run the DAG on one problem; `limits` adds a budget of its own (a served request's)."""
         started = time.monotonic()
-        ledger = Ledger([Meter("per-problem", self.recipe.budget.per_problem), self.run_meter])
+        meters = [Meter("per-problem", self.recipe.budget.per_problem), self.run_meter]
+        if limits is not None:
+            meters.append(Meter("per-request", limits))
+        ledger = Ledger(meters)
         pools: dict[str, list[Candidate]] = {}
         status, cut_short, error = "ok", None, None
         try:

@@ -95,6 +95,27 @@ def converted_folder(source: ModelSource) -> Path:
     return home() / "models" / f"{safe}-{stat.st_size}-{int(stat.st_mtime)}"
 
 
+def hf_folder(name: str) -> str:
+    """A folder or hub id that transformers (or vLLM) loads directly: a GGUF file is
+    dequantized into a safetensors folder once, and that folder is returned."""
+    source = resolve(name)
+    if source.gguf_file is None:
+        return source.path
+    folder = converted_folder(source)
+    if not (folder / "config.json").exists():
+        _convert_gguf(source, folder)
+    return str(folder)
+
+
+def load_tokenizer(name: str):
+    """The tokenizer alone (and its chat template), e.g. to count tokens for a remote model."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    transformers.logging.set_verbosity_error()
+    return AutoTokenizer.from_pretrained(hf_folder(name))
+
+
 def load_pretrained(name: str, dtype: str = "float32"):
     """(model, tokenizer) for `name`, in eval mode, on the CPU."""
     import torch
@@ -103,17 +124,9 @@ def load_pretrained(name: str, dtype: str = "float32"):
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    torch_dtype = getattr(torch, dtype)
-    source = resolve(name)
-    if source.gguf_file is None:
-        tokenizer = AutoTokenizer.from_pretrained(source.path)
-        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch_dtype)
-        return model.eval(), tokenizer
-    folder = converted_folder(source)
-    if not (folder / "config.json").exists():
-        _convert_gguf(source, folder)
+    folder = hf_folder(name)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
     return model.eval(), tokenizer
 
 

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestra.backend import available_backend_names, backend_capabilities
+from orchestra.backend_options import OpenAIOptions, VLLMOptions
 from orchestra.budget import Budget
 from orchestra.errors import Location, RecipeError
 from orchestra.graph import dag_problems
@@ -38,9 +39,28 @@ class ModelSpec(BaseModel):
     dtype: str = Field(default="float32", pattern="^(auto|float32|bfloat16|float16)$")
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, ...")
     max_batch_size: int = Field(default=64, ge=1, description="Most sequences decoded at once.")
+    openai: OpenAIOptions | None = Field(
+        default=None, description="Servers and client settings; required with backend openai (`model` is the server's model name)."
+    )
+    vllm: VLLMOptions | None = Field(default=None, description="vllm.LLM engine settings (backend vllm only).")
+
+    @model_validator(mode="after")
+    def _options_match_backend(self) -> ModelSpec:
+        if self.backend == "openai" and self.openai is None:
+            raise ValueError("backend 'openai' needs an `openai:` block with at least `endpoints`")
+        for name in ("openai", "vllm"):
+            if getattr(self, name) is not None and self.backend != name:
+                raise ValueError(f"an `{name}:` block is for backend {name!r}, not {self.backend!r}")
+        return self
 
     def key(self) -> str:
-        """Identity of the model for the generation cache (engine settings excluded)."""
+        """Identity of the model for the generation cache (engine settings excluded).
+
+        A served model is named by its server-side name and its endpoints, so two
+        servers that both call their model "default" never share cached samples.
+        """
+        if self.openai is not None:
+            return f"openai:{self.model}@{','.join(sorted(self.openai.endpoints))}"
         return f"{self.backend}:{self.model}:{self.dtype}"
 
 

@@ -25,6 +25,8 @@ class Usage(BaseModel):
     `cache_hits` (samples replayed from the generation cache),
     `cached_prompt_tokens` (prompt tokens the backend really skipped because
     another request in its batch had the same prompt) and `seconds` (wall time).
+    `estimated_calls` counts calls whose token counts a remote server did not
+    report, so orchestra estimated them with a tokenizer.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -36,6 +38,7 @@ class Usage(BaseModel):
     flops: float = 0.0
     seconds: float = 0.0
     cache_hits: int = 0
+    estimated_calls: int = 0
 
     @property
     def total_tokens(self) -> int:

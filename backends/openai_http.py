@@ -1,0 +1,345 @@
+"""The `openai` backend: any OpenAI-compatible server (vLLM, llama.cpp, SGLang, hosted APIs).
+
+Chat requests go to /chat/completions; raw continuations go to /completions:
+a `prompt`, or messages that end with an assistant turn, rendered here with
+the model's chat template so the reply goes on from that turn's text. `n`
+samples are asked for in one call; a server that refuses `n` (an error, or
+fewer choices than asked) gets parallel single calls instead, and is
+remembered as such. Token counts come from the server's `usage`; when a
+server leaves them out they are estimated with the model's tokenizer and the
+call is counted in `Usage.estimated_calls`. Where the requests go, and what
+happens when a server fails, is `EndpointPool`'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import time
+from typing import Any
+
+from orchestra.backend import (
+    CONTINUATION,
+    LOGPROBS,
+    BackendInfo,
+    BackendUnavailable,
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+)
+from orchestra.backends.endpoint_pool import EndpointPool, RemoteError
+from orchestra.recipe import ModelSpec
+from orchestra.usage import Usage
+
+#: How servers word "the prompt does not fit" (OpenAI, vLLM, llama.cpp, SGLang, TGI).
+_CONTEXT_ERROR = re.compile(
+    r"context[ _](length|window)|maximum context|context_length_exceeded|n_ctx|"
+    r"too many tokens|prompt is too long|input is too long|exceeds? the (model|max)",
+    re.IGNORECASE,
+)
+
+
+class ContextLengthExceeded(ValueError):
+    """The prompt plus `max_tokens` does not fit the served model's context."""
+
+
+class OpenAIBackend:
+    """A model behind one or more OpenAI-compatible HTTP endpoints."""
+
+    capabilities = frozenset({LOGPROBS, CONTINUATION})
+
+    def __init__(self, spec: ModelSpec):
+        options = spec.openai
+        if options is None:  # ModelSpec's validation makes this unreachable from a recipe
+            raise ValueError("backend 'openai' needs an `openai:` block with `endpoints`")
+        self.spec = spec
+        self.options = options
+        api_key = None
+        if options.api_key_env:
+            api_key = os.environ.get(options.api_key_env)
+            if not api_key:
+                raise BackendUnavailable(
+                    f"model {spec.model!r}: environment variable {options.api_key_env} "
+                    "(its `api_key_env`) is not set"
+                )
+        self.pool = EndpointPool(
+            options.endpoints,
+            api_key=api_key,
+            max_concurrency=options.max_concurrency,
+            timeout=options.timeout,
+            retries=options.retries,
+            backoff=options.backoff,
+            max_backoff=options.max_backoff,
+        )
+        self.tokenizer = _load_tokenizer(options.tokenizer, spec.model)
+        #: Whether the server honours `n` (None until a call with n > 1 has told).
+        self.accepts_n: bool | None = None
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            name=f"openai:{self.spec.model}",
+            parameters=self.options.parameters,
+            context_length=self.options.context_length,
+        )
+
+    @property
+    def busy_seconds(self) -> float:
+        return self.pool.busy_seconds
+
+    # ----- token counts ------------------------------------------------------------------
+
+    def _templated(self) -> bool:
+        return self.tokenizer is not None and bool(getattr(self.tokenizer, "chat_template", None))
+
+    @staticmethod
+    def _continues(request: GenerationRequest) -> bool:
+        """Messages that end with an assistant turn ask for that turn to be continued."""
+        return bool(request.messages) and request.messages[-1].role == "assistant"  # type: ignore[index]
+
+    def _uses_chat(self, request: GenerationRequest) -> bool:
+        return request.messages is not None and not self._continues(request)
+
+    def _text(self, request: GenerationRequest) -> str:
+        if request.prompt is not None:
+            return request.prompt
+        messages = [m.model_dump() for m in request.messages or ()]
+        if self._templated():
+            continues = self._continues(request)
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=not continues, continue_final_message=continues
+            )
+        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+    def _continuation_prompt(self, request: GenerationRequest) -> str:
+        """A chat endpoint would open a new turn after an assistant message; to go on from
+        its text instead, the conversation is rendered here and sent as a raw prompt."""
+        if not self._templated():
+            raise ValueError(
+                f"model {self.spec.model!r}: continuing an assistant turn needs the model's chat template; "
+                "name a tokenizer in its `openai:` block (`tokenizer: ...`)"
+            )
+        return self._text(request)
+
+    def _count(self, text: str) -> int:
+        if self.tokenizer is not None:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return math.ceil(len(text) / 4)  # the usual rule of thumb for English BPE vocabularies
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """An estimate (the server renders and tokenizes); the server's own count, when it
+        reports one, replaces it in the usage of the call."""
+        return self._count(self._text(request))
+
+    # ----- calls -------------------------------------------------------------------------
+
+    def _body(self, request: GenerationRequest, n: int, offset: int) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+        }
+        if n > 1:
+            body["n"] = n
+        if request.top_k > 0:  # not in OpenAI's API; vLLM, llama.cpp and SGLang read it
+            body["top_k"] = request.top_k
+        if request.stop:
+            body["stop"] = list(request.stop)
+        seed = request.sample_seed(offset)
+        if seed is not None:
+            body["seed"] = seed
+        wants_logprobs = request.logprobs and self.options.logprobs
+        top = _top_wanted(request) if self.options.logprobs else 0
+        if self._uses_chat(request):
+            body["messages"] = [m.model_dump() for m in request.messages or ()]
+            if wants_logprobs or top:  # top_logprobs=0 still matters: llama.cpp sends none without it
+                body["logprobs"], body["top_logprobs"] = True, top
+            return "/chat/completions", body
+        body["prompt"] = request.prompt if request.prompt is not None else self._continuation_prompt(request)
+        if wants_logprobs or top:
+            body["logprobs"] = max(1, top)
+        return "/completions", body
+
+    async def _call(self, request: GenerationRequest, n: int, offset: int) -> dict[str, Any]:
+        path, body = self._body(request, n, offset)
+        try:
+            return await self.pool.post(path, body, expect="choices")
+        except RemoteError as err:
+            if err.code == "context_length_exceeded" or _CONTEXT_ERROR.search(err.message):
+                raise ContextLengthExceeded(
+                    f"model {self.spec.model!r}: the prompt (about {self.count_prompt_tokens(request)} tokens) "
+                    f"and max_tokens={request.max_tokens} do not fit the server's context length "
+                    f"({err.url} said: {err.message})"
+                ) from None
+            raise
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        limit = self.options.context_length
+        if limit is not None:
+            prompt_tokens = self.count_prompt_tokens(request)
+            if prompt_tokens >= limit:
+                raise ContextLengthExceeded(
+                    f"prompt is about {prompt_tokens} tokens; model {self.spec.model!r} has context length {limit}"
+                )
+        started = time.monotonic()
+        answers: list[dict[str, Any]] = []
+        if request.n == 1 or self.accepts_n is not False:
+            try:
+                answers.append(await self._call(request, request.n, 0))
+            except RemoteError as err:
+                if request.n == 1 or err.status not in (400, 422):
+                    raise
+                self.accepts_n = False  # retried below as single calls; a real error shows up there too
+        got = sum(len(a["choices"]) for a in answers)
+        if request.n > 1 and answers:
+            self.accepts_n = got >= request.n
+        if got < request.n:
+            answers += await asyncio.gather(*(self._call(request, 1, k) for k in range(got, request.n)))
+        return self._result(request, answers, time.monotonic() - started)
+
+    def _result(self, request: GenerationRequest, answers: list[dict[str, Any]], seconds: float) -> GenerationResult:
+        completions: list[Completion] = []
+        prompt_tokens: int | None = None
+        prompt_total = cached = completion_total = 0
+        estimated = False
+        for answer in answers:
+            usage = answer.get("usage") or {}
+            reported_prompt = _count_field(usage, "prompt_tokens")
+            reported_completion = _count_field(usage, "completion_tokens")
+            if reported_prompt is None or reported_completion is None:
+                estimated = True
+            if reported_prompt is None:
+                reported_prompt = self.count_prompt_tokens(request)
+            prompt_tokens = reported_prompt if prompt_tokens is None else prompt_tokens
+            prompt_total += reported_prompt
+            cached += _count_field(usage.get("prompt_tokens_details") or {}, "cached_tokens") or 0
+            choices = sorted(answer["choices"], key=lambda c: c.get("index", 0))
+            own = []
+            for choice in choices:
+                completion, counted = self._completion(choice, request)
+                if len(choices) == 1 and reported_completion is not None:
+                    counted = reported_completion
+                elif counted is None:  # n choices, no logprobs to count them by
+                    counted, estimated = self._count(completion.text), True
+                own.append(completion.model_copy(update={"completion_tokens": counted}))
+            completion_total += (
+                reported_completion if reported_completion is not None else sum(c.completion_tokens for c in own)
+            )
+            completions += own
+        usage = Usage(
+            calls=len(answers),
+            prompt_tokens=prompt_total,
+            cached_prompt_tokens=cached,
+            completion_tokens=completion_total,
+            flops=2.0 * (self.options.parameters or 0) * (prompt_total + completion_total),
+            seconds=seconds,
+            estimated_calls=len(answers) if estimated else 0,
+        )
+        return GenerationResult(
+            completions=tuple(completions[: request.n]), prompt_tokens=prompt_tokens or 0, usage=usage
+        )
+
+    def _completion(self, choice: dict[str, Any], request: GenerationRequest) -> tuple[Completion, int | None]:
+        """A choice as a Completion, and its token count when its logprobs tell it."""
+        chat = self._uses_chat(request)
+        if chat:
+            text = (choice.get("message") or {}).get("content") or ""
+        else:
+            text = choice.get("text") or ""
+        logprobs = _logprobs(choice.get("logprobs"))
+        extra: dict[str, Any] = {}
+        top = _top_wanted(request)
+        if top and "top_logprobs" in Completion.model_fields:
+            extra["top_logprobs"] = _top_logprob_maps(choice.get("logprobs"), top)
+        completion = Completion(
+            text=text,
+            completion_tokens=0,
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            logprobs=logprobs if request.logprobs else None,
+            **extra,
+        )
+        return completion, (len(logprobs) if logprobs is not None else None)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+def _count_field(block: dict[str, Any], name: str) -> int | None:
+    value = block.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _top_wanted(request: GenerationRequest) -> int:
+    """Most likely tokens asked for per position (`GenerationRequest.top_logprobs`, where this
+    version of the core has the field)."""
+    return int(getattr(request, "top_logprobs", 0) or 0)
+
+
+def _top_logprob_maps(block: Any, k: int) -> tuple[dict[str, float], ...] | None:
+    """Per position, token text -> log-probability of the `k` most likely tokens, from a chat
+    (`content[i].top_logprobs`) or legacy (`top_logprobs[i]`) block; tokens with the same
+    text are merged (probabilities added)."""
+    if not isinstance(block, dict):
+        return None
+    if isinstance(block.get("content"), list):
+        positions = [
+            [(e.get("token"), e.get("logprob")) for e in item.get("top_logprobs") or [] if isinstance(e, dict)]
+            for item in block["content"] if isinstance(item, dict)
+        ]
+    elif isinstance(block.get("top_logprobs"), list):
+        positions = [list((entry or {}).items()) for entry in block["top_logprobs"]]
+    else:
+        return None
+    maps = []
+    for entries in positions:
+        ranked = sorted(
+            ((t, float(v)) for t, v in entries if isinstance(t, str) and isinstance(v, (int, float))),
+            key=lambda pair: -pair[1],
+        )[:k]
+        merged: dict[str, float] = {}
+        for token, logprob in ranked:
+            if token in merged:  # log(exp(a) + exp(b)), without underflow
+                a = merged[token]
+                logprob = max(a, logprob) + math.log1p(math.exp(-abs(a - logprob)))
+            merged[token] = logprob
+        maps.append(merged)
+    return tuple(maps)
+
+
+def _logprobs(block: Any) -> tuple[float, ...] | None:
+    """Sampled-token log-probabilities from a chat (`content`) or legacy (`token_logprobs`) block."""
+    if not isinstance(block, dict):
+        return None
+    if isinstance(block.get("content"), list):
+        values = [item.get("logprob") for item in block["content"] if isinstance(item, dict)]
+    elif isinstance(block.get("token_logprobs"), list):
+        values = block["token_logprobs"]
+    else:
+        return None
+    if any(not isinstance(v, (int, float)) for v in values):
+        return None
+    return tuple(float(v) for v in values)
+
+
+def _load_tokenizer(name: str | None, model: str):
+    """The named tokenizer (an error if it cannot be loaded), else the model's own when
+    orchestra finds it on this machine, else None (token counts by rule of thumb)."""
+    from orchestra.models import ModelNotFound, load_tokenizer, resolve
+
+    if name is not None:
+        return load_tokenizer(name)
+    try:
+        source = resolve(model)
+    except ModelNotFound:
+        return None
+    try:
+        if source.gguf_file is None and not os.path.isdir(source.path):
+            from transformers import AutoTokenizer  # a hub id: only if already in the local cache
+
+            return AutoTokenizer.from_pretrained(source.path, local_files_only=True)
+        return load_tokenizer(model)
+    except (OSError, ValueError):
+        return None

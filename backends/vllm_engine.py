@@ -1,0 +1,238 @@
+"""The `vllm` backend: an in-process `vllm.LLM`, for a GPU machine.
+
+vLLM is an optional extra (`pip install 'orchestra[vllm]'`), imported only
+when a recipe picks this backend. Concurrent `generate` calls queue up and a
+worker hands everything queued to one `LLM.generate` call (vLLM schedules the
+batch itself, with continuous batching and, on by default here, prefix caching,
+so the samples of one prompt share its prefill). `n` samples of a request are
+one `SamplingParams(n=...)`; speculative decoding is `speculative_config`,
+passed through as written in the recipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestra.backend import (
+    CONTINUATION,
+    LOGPROBS,
+    BackendInfo,
+    BackendUnavailable,
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+)
+from orchestra.backend_options import VLLMOptions
+from orchestra.recipe import ModelSpec
+from orchestra.usage import Usage
+
+INSTALL_HINT = "pip install 'orchestra[vllm]'"
+
+
+@dataclass
+class _Job:
+    request: GenerationRequest
+    prompt: str
+    future: asyncio.Future
+    submitted: float = field(default_factory=time.monotonic)
+
+
+def engine_arguments(spec: ModelSpec, model_path: str) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM` from a model spec."""
+    options = spec.vllm or VLLMOptions()
+    # float32 is ModelSpec's default for the CPU engine; on a GPU, vLLM's own choice is better.
+    dtype = spec.dtype if "dtype" in spec.model_fields_set else "auto"
+    arguments: dict[str, Any] = {
+        "model": model_path,
+        "dtype": dtype,
+        "enable_prefix_caching": options.enable_prefix_caching,
+        "tensor_parallel_size": options.tensor_parallel_size,
+        "gpu_memory_utilization": options.gpu_memory_utilization,
+        "seed": options.seed,
+    }
+    if options.max_model_len is not None:
+        arguments["max_model_len"] = options.max_model_len
+    if options.speculative_config is not None:
+        arguments["speculative_config"] = dict(options.speculative_config)
+    arguments.update(options.engine_args)
+    return arguments
+
+
+def _model_path(name: str) -> str:
+    """A known alias or .gguf becomes the safetensors folder orchestra keeps; anything else
+    (a hub id, a folder) goes to vLLM as written."""
+    from orchestra.models import KNOWN_MODELS, hf_folder
+
+    if name in KNOWN_MODELS or name.endswith(".gguf"):
+        return hf_folder(name)
+    return name
+
+
+class VLLMBackend:
+    """vLLM's offline engine in this process."""
+
+    capabilities = frozenset({LOGPROBS, CONTINUATION})
+
+    def __init__(self, spec: ModelSpec):
+        try:
+            import vllm
+        except ImportError:
+            raise BackendUnavailable(
+                f"backend 'vllm' needs vLLM, which is not installed: {INSTALL_HINT} "
+                "(Linux with a CUDA GPU; on a CPU-only machine use backend 'local')"
+            ) from None
+        self.spec = spec
+        self._sampling_params = vllm.SamplingParams
+        self.arguments = engine_arguments(spec, _model_path(spec.model))
+        self.llm = vllm.LLM(**self.arguments)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.context_length = _max_model_len(self.llm)
+        self.busy_seconds = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[_Job] = []
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo(name=f"vllm:{self.spec.model}", context_length=self.context_length)
+
+    def render(self, request: GenerationRequest) -> str:
+        """The exact text the engine is fed: chat template applied, or the raw prefix.
+        Messages that end with an assistant turn are continued from that turn's text."""
+        if request.prompt is not None:
+            return request.prompt
+        messages = [m.model_dump() for m in request.messages or ()]
+        continues = bool(messages) and messages[-1]["role"] == "assistant"
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=not continues, continue_final_message=continues
+        )
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return len(self.tokenizer(self.render(request), add_special_tokens=False)["input_ids"])
+
+    def sampling_params(self, request: GenerationRequest):
+        return self._sampling_params(
+            n=request.n,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k if request.top_k > 0 else -1,
+            max_tokens=request.max_tokens,
+            stop=list(request.stop) or None,
+            seed=request.sample_seed(0),
+            # 0: only the sampled token's own log-probability; k: also the k most likely tokens
+            logprobs=_top_wanted(request) or (0 if request.logprobs else None),
+        )
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (e.g. a second `orchestra.run`)
+            self._loop, self._pending, self._wakeup = loop, [], asyncio.Event()
+            self._worker = loop.create_task(self._work())
+        job = _Job(request, self.render(request), loop.create_future())
+        self._pending.append(job)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await job.future
+
+    async def _work(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await asyncio.to_thread(self._generate_batch, batch)
+                except Exception as err:  # a failed batch fails its own calls, not the worker
+                    for job in batch:
+                        if not job.future.done():
+                            job.future.set_exception(err)
+                    continue
+                for job, result in zip(batch, results):
+                    if not job.future.done():
+                        job.future.set_result(result)
+
+    def _generate_batch(self, jobs: list[_Job]) -> list[GenerationResult]:
+        started = time.monotonic()
+        outputs = self.llm.generate(
+            [job.prompt for job in jobs],
+            [self.sampling_params(job.request) for job in jobs],
+            use_tqdm=False,
+        )
+        self.busy_seconds += time.monotonic() - started
+        now = time.monotonic()
+        return [self._result(job, output, now) for job, output in zip(jobs, outputs)]
+
+    def _result(self, job: _Job, output: Any, now: float) -> GenerationResult:
+        prompt_tokens = len(output.prompt_token_ids or ())
+        completions = []
+        top = _top_wanted(job.request)
+        for sample in output.outputs:
+            token_ids = list(sample.token_ids)
+            logprobs = None
+            if job.request.logprobs and sample.logprobs is not None:
+                logprobs = tuple(float(step[token].logprob) for step, token in zip(sample.logprobs, token_ids))
+            extra: dict[str, Any] = {}
+            if top and sample.logprobs is not None and "top_logprobs" in Completion.model_fields:
+                extra["top_logprobs"] = tuple(self._top_map(step, top) for step in sample.logprobs)
+            completions.append(
+                Completion(
+                    text=sample.text,
+                    completion_tokens=len(token_ids),
+                    finish_reason="length" if sample.finish_reason == "length" else "stop",
+                    logprobs=logprobs,
+                    **extra,
+                )
+            )
+        completion_tokens = sum(c.completion_tokens for c in completions)
+        usage = Usage(
+            calls=1,
+            prompt_tokens=prompt_tokens,
+            cached_prompt_tokens=int(getattr(output, "num_cached_tokens", 0) or 0),
+            completion_tokens=completion_tokens,
+            seconds=now - job.submitted,
+        )
+        return GenerationResult(completions=tuple(completions), prompt_tokens=prompt_tokens, usage=usage)
+
+    def _top_map(self, step: dict[int, Any], k: int) -> dict[str, float]:
+        """Token text -> log-probability of one position's k most likely tokens (vLLM adds
+        the sampled token when it ranks lower); same-text tokens merged."""
+        ranked = sorted(step.items(), key=lambda item: -float(item[1].logprob))[:k]
+        merged: dict[str, float] = {}
+        for token_id, entry in ranked:
+            text = getattr(entry, "decoded_token", None)
+            if text is None:
+                text = self.tokenizer.decode([token_id])
+            logprob = float(entry.logprob)
+            if text in merged:  # log(exp(a) + exp(b)), without underflow
+                a = merged[text]
+                logprob = max(a, logprob) + math.log1p(math.exp(-abs(a - logprob)))
+            merged[text] = logprob
+        return merged
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
+        self._loop = None
+
+
+def _top_wanted(request: GenerationRequest) -> int:
+    """`GenerationRequest.top_logprobs`, where this version of the core has the field."""
+    return int(getattr(request, "top_logprobs", 0) or 0)
+
+
+def _max_model_len(llm: Any) -> int | None:
+    """The engine's context length, where this vLLM version exposes it."""
+    for path in (("llm_engine", "model_config", "max_model_len"), ("llm_engine", "vllm_config", "model_config", "max_model_len")):
+        value: Any = llm
+        for name in path:
+            value = getattr(value, name, None)
+        if isinstance(value, int):
+            return value
+    return None

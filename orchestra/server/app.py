@@ -1,0 +1,287 @@
+"""`orchestra serve`: recipes behind an OpenAI-compatible chat API.
+
+Each served recipe is a model name. A chat request becomes a one-problem run
+of that recipe on the request's messages; the reply is the recipe's output,
+and its `usage` counts every token the recipe spent on every call (so a client
+sees what a 16-sample vote really cost). Requests run concurrently on the
+recipe's shared engine, so the local backend batches the model calls of all
+requests in flight together.
+
+Limits: the request body's size, `n` (each choice is a separate run of the
+recipe), and the tokens a request may make the recipe spend — the client's
+`max_tokens` (or `max_completion_tokens`) caps the completion tokens of all
+the recipe's calls together, and the server's own cap bounds what a client may
+ask. A recipe's `per_problem` budget applies to each choice, its `per_run`
+budget to everything the server spends while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from orchestra.budget import Limits
+from orchestra.cache import GenerationCache
+from orchestra.engine import Engine
+from orchestra.problem import Problem
+from orchestra.recipe import Recipe
+from orchestra.results import ProblemResult
+from orchestra.server.openai_schema import ChatRequest, OpenAIError, parse_chat_request
+from orchestra.usage import Usage
+
+
+class ServeSettings(BaseModel):
+    """What a server accepts and how much it lets one request spend."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_key: str | None = Field(default=None, description="Bearer token clients must send; None: no auth.")
+    max_request_bytes: int = Field(default=1_000_000, ge=1)
+    max_n: int = Field(default=4, ge=1, description="Most choices (recipe runs) per request.")
+    max_tokens_per_request: int | None = Field(
+        default=None, ge=1, description="Most completion tokens one choice may make the recipe spend."
+    )
+    concurrency: int = Field(default=64, ge=1, description="Recipe runs in flight at once (more wait).")
+    keepalive_seconds: float = Field(default=10.0, gt=0, description="SSE comment interval while a stream waits.")
+
+
+class ServedRecipe:
+    """One recipe as a model: its engine, and how a chat request becomes a run of it."""
+
+    def __init__(self, recipe: Recipe, cache: GenerationCache | None):
+        self.recipe = recipe
+        self.engine = Engine(recipe, cache=cache)  # loads the recipe's models now, not at the first request
+        self.created = int(time.time())
+
+    def problems(self, request: ChatRequest) -> list[Problem]:
+        """One problem per choice. With a seed, ids (and so every node's seed) follow from the
+        messages and the seed: the same request gives the same answer, and replays from the
+        cache when one is on. Without, each request samples afresh."""
+        messages = tuple(m.to_message() for m in request.messages)
+        if request.seed is not None:
+            blob = json.dumps([[m.role, m.content] for m in messages]) + f"/{request.seed}"
+            stem = "req-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+        else:
+            stem = "req-" + uuid.uuid4().hex[:16]
+        return [Problem(id=f"{stem}-{i}", messages=messages) for i in range(request.n)]
+
+
+def _usage_block(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens},
+    }
+
+
+def _pieces(text: str) -> list[str]:
+    """Word-sized stream deltas that concatenate back to exactly `text`."""
+    return [piece for piece in re.findall(r"\S*\s*", text) if piece]
+
+
+class _Service:
+    def __init__(self, recipes: list[Recipe], settings: ServeSettings, cache: GenerationCache | None):
+        names = [r.name for r in recipes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"two served recipes share the name {', '.join(duplicates)}; rename one")
+        if not recipes:
+            raise ValueError("serve at least one recipe")
+        self.settings = settings
+        self.served = {r.name: ServedRecipe(r, cache) for r in recipes}
+        self.gate = asyncio.Semaphore(settings.concurrency)  # bound to a loop at first use (Python >= 3.10)
+
+    # ----- checks -------------------------------------------------------------------------
+
+    def authorize(self, request: Request) -> None:
+        key = self.settings.api_key
+        if key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+            raise OpenAIError(401, "Incorrect or missing API key (send Authorization: Bearer KEY)", code="invalid_api_key")
+
+    async def read_json(self, request: Request) -> Any:
+        limit = self.settings.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise OpenAIError(413, f"request body is {declared} bytes; this server accepts at most {limit}")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise OpenAIError(413, f"request body exceeds this server's limit of {limit} bytes")
+        try:
+            return json.loads(raw)
+        except ValueError as err:
+            raise OpenAIError(400, f"the request body is not valid JSON: {err}") from None
+
+    def check(self, chat: ChatRequest) -> tuple[ServedRecipe, Limits | None]:
+        served = self.served.get(chat.model)
+        if served is None:
+            raise OpenAIError(
+                404,
+                f"The model {chat.model!r} does not exist here; served recipes: {', '.join(sorted(self.served))}",
+                param="model",
+                code="model_not_found",
+            )
+        if chat.n > self.settings.max_n:
+            raise OpenAIError(400, f"n={chat.n} exceeds this server's limit of {self.settings.max_n}", param="n")
+        cap, ceiling = chat.token_cap, self.settings.max_tokens_per_request
+        if cap is not None and ceiling is not None and cap > ceiling:
+            param = "max_completion_tokens" if chat.max_completion_tokens else "max_tokens"
+            raise OpenAIError(400, f"{param}={cap} exceeds this server's limit of {ceiling} tokens per request", param=param)
+        cap = cap or ceiling
+        return served, (Limits(completion_tokens=cap) if cap is not None else None)
+
+    # ----- running ------------------------------------------------------------------------
+
+    async def run(self, served: ServedRecipe, chat: ChatRequest, limits: Limits | None) -> list[ProblemResult]:
+        async def one(problem: Problem) -> ProblemResult:
+            async with self.gate:
+                return await served.engine.run_problem(problem, limits)
+
+        results = await asyncio.gather(*(one(p) for p in served.problems(chat)))
+        failed = [r for r in results if r.status == "error"]
+        if failed:
+            raise OpenAIError(500, f"the recipe failed: {failed[0].error}", type="server_error")
+        return list(results)
+
+    @staticmethod
+    def choice_fields(result: ProblemResult) -> tuple[str, str]:
+        """(text, finish_reason): a run its budget cut short finished for "length"."""
+        return result.text or "", "stop" if result.status == "ok" else "length"
+
+    def reply(self, served: ServedRecipe, results: list[ProblemResult], reply_id: str) -> dict[str, Any]:
+        usage = sum((r.usage for r in results), Usage())
+        choices = []
+        for index, result in enumerate(results):
+            text, reason = self.choice_fields(result)
+            choices.append(
+                {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": reason, "logprobs": None}
+            )
+        return {
+            "id": reply_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": served.recipe.name,
+            "choices": choices,
+            "usage": _usage_block(usage),
+            "orchestra": {
+                "answers": [r.answer for r in results],
+                "statuses": [r.status for r in results],
+                "usage": usage.model_dump(),
+            },
+        }
+
+    async def stream(
+        self, served: ServedRecipe, chat: ChatRequest, limits: Limits | None, reply_id: str
+    ) -> AsyncIterator[str]:
+        """SSE: comments keep the connection alive while the recipe runs, then the final
+        answer of each choice arrives as word-sized deltas, then (if asked) the usage."""
+        created = int(time.time())
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> str:
+            chunk = {"id": reply_id, "object": "chat.completion.chunk", "created": created,
+                     "model": served.recipe.name, "choices": choices, **extra}
+            return f"data: {json.dumps(chunk)}\n\n"
+
+        task = asyncio.ensure_future(self.run(served, chat, limits))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.settings.keepalive_seconds)
+                if done:
+                    break
+                yield ": running\n\n"
+            try:
+                results = task.result()
+            except OpenAIError as err:
+                yield f"data: {json.dumps(err.body())}\n\n"
+                return
+            for index, result in enumerate(results):
+                text, reason = self.choice_fields(result)
+                yield event([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+                for piece in _pieces(text):
+                    yield event([{"index": index, "delta": {"content": piece}, "finish_reason": None}])
+                yield event([{"index": index, "delta": {}, "finish_reason": reason}])
+            if chat.stream_options is not None and chat.stream_options.include_usage:
+                yield event([], usage=_usage_block(sum((r.usage for r in results), Usage())))
+            yield "data: [DONE]\n\n"
+        finally:
+            if not task.done():  # the client went away: stop spending tokens on it
+                task.cancel()
+
+
+def create_app(
+    recipes: list[Recipe], settings: ServeSettings | None = None, cache: GenerationCache | None = None
+) -> Starlette:
+    """An ASGI app serving `recipes` (each under its name); run it with uvicorn."""
+    service = _Service(recipes, settings or ServeSettings(), cache)
+
+    async def chat_completions(request: Request) -> Response:
+        service.authorize(request)
+        chat = parse_chat_request(await service.read_json(request))
+        served, limits = service.check(chat)
+        reply_id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        if chat.stream:
+            return StreamingResponse(
+                service.stream(served, chat, limits, reply_id),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        results = await service.run(served, chat, limits)
+        return JSONResponse(service.reply(served, results, reply_id))
+
+    def model_card(served: ServedRecipe) -> dict[str, Any]:
+        return {"id": served.recipe.name, "object": "model", "created": served.created, "owned_by": "orchestra"}
+
+    async def list_models(request: Request) -> Response:
+        service.authorize(request)
+        return JSONResponse({"object": "list", "data": [model_card(s) for s in service.served.values()]})
+
+    async def get_model(request: Request) -> Response:
+        service.authorize(request)
+        name = request.path_params["name"]
+        if name not in service.served:
+            raise OpenAIError(404, f"The model {name!r} does not exist here", param="model", code="model_not_found")
+        return JSONResponse(model_card(service.served[name]))
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "models": sorted(service.served)})
+
+    async def openai_error(request: Request, err: Exception) -> Response:
+        assert isinstance(err, OpenAIError)
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+    async def http_error(request: Request, err: Exception) -> Response:
+        assert isinstance(err, HTTPException)
+        shaped = OpenAIError(err.status_code, f"{request.method} {request.url.path}: {err.detail}")
+        return JSONResponse(shaped.body(), status_code=err.status_code)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{name:path}", get_model, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        exception_handlers={OpenAIError: openai_error, HTTPException: http_error},
+    )
+    app.state.service = service
+    return app

@@ -1,0 +1,119 @@
+"""The `openai` backend against a real peer: llama.cpp's OpenAI server (llama-cpp-python)
+serving the default model's GGUF on loopback, started by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import orchestra
+from orchestra import engine
+from orchestra.backend import GenerationRequest
+from orchestra.models import resolve
+from orchestra.problem import Message
+from orchestra.recipe import DEFAULT_MODEL, ModelSpec, Recipe
+from orchestra.server.background import free_port
+
+pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server] (in the `test` extra)")
+pytestmark = pytest.mark.model
+
+TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    """`python -m llama_cpp.server` on a free loopback port, serving the default model's GGUF.
+
+    One thread: on a 2-core machine that also runs the tests (and maybe other jobs),
+    llama.cpp's spinning thread pool at 2 threads measured 10-100x slower than at 1."""
+    source = resolve(DEFAULT_MODEL)
+    gguf = Path(source.path) / (source.gguf_file or "")
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+             "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "2048", "--verbose", "False",
+             "--model_alias", DEFAULT_MODEL],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"llama.cpp server exited with {process.returncode}: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(url + "/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama.cpp server did not start in 120 s: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(autouse=True)
+def fresh_backends():
+    engine._BACKENDS.clear()
+    yield
+    engine._BACKENDS.clear()
+
+
+def test_a_recipe_runs_end_to_end_against_llama_cpp(llama_server, tmp_path):
+    recipe = Recipe.model_validate(
+        {
+            "name": "remote-vote",
+            "models": {"m": {"backend": "openai", "model": DEFAULT_MODEL, "openai": {"endpoints": [llama_server]}}},
+            "nodes": [
+                {"id": "samples", "technique": "sample", "params": {"n": 2, "temperature": 0.7, "max_tokens": 12}},
+                {"id": "pick", "technique": "best_of_n", "inputs": ["samples"], "params": {"scorer": "mean_logprob"}},
+            ],
+        }
+    )
+    result = orchestra.run(recipe, TASK, limit=2, out=tmp_path / "run", cache=tmp_path / "cache.sqlite")
+    assert [r.status for r in result.results] == ["ok", "ok"], [r.error for r in result.results]
+    usage = result.summary.usage
+    assert usage.estimated_calls == 0  # llama.cpp reports usage
+    assert usage.completion_tokens > 0 and usage.prompt_tokens > 20 * 2
+    [backend] = engine._BACKENDS.values()
+    assert backend.accepts_n is False  # llama.cpp answers one choice whatever n is: single calls filled in
+    assert backend.tokenizer is not None  # the default model's own tokenizer estimates before each call
+    for r in result.results:
+        assert r.usage_by_node["samples"].calls == 1 and r.output_candidates == 1
+
+    again = orchestra.run(recipe, TASK, limit=2, cache=tmp_path / "cache.sqlite")
+    assert again.summary.usage.cache_hits == 4 and [r.text for r in again.results] == [r.text for r in result.results]
+
+
+def test_greedy_through_the_backend_matches_a_direct_call(llama_server):
+    spec = ModelSpec(backend="openai", model=DEFAULT_MODEL, openai={"endpoints": [llama_server]})
+    backend = engine.get_backend(spec)
+    question = (Message(role="user", content="What is 4 + 5?"),)
+    request = GenerationRequest(messages=question, max_tokens=10, temperature=0.0, logprobs=True)
+    result = asyncio.run(backend.generate(request))
+    direct = httpx.post(
+        llama_server + "/chat/completions",
+        json={"model": DEFAULT_MODEL, "messages": [m.model_dump() for m in question], "max_tokens": 10, "temperature": 0.0},
+        timeout=120,
+    ).json()
+    [completion] = result.completions
+    assert completion.text == direct["choices"][0]["message"]["content"]
+    assert result.prompt_tokens == direct["usage"]["prompt_tokens"]
+    assert completion.completion_tokens == direct["usage"]["completion_tokens"]
+    assert completion.logprobs is not None and len(completion.logprobs) == completion.completion_tokens
+    # the pre-call estimate with the local tokenizer is close to what the server counted
+    assert abs(backend.count_prompt_tokens(request) - result.prompt_tokens) <= 3

@@ -1,0 +1,94 @@
+"""`orchestra serve` as a user runs it — the CLI in its own process, the real default model —
+driven by the official `openai` client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from orchestra.server.background import free_port
+
+pytestmark = pytest.mark.model
+
+RECIPE = """\
+name: tiny-vote
+models:
+  small: {model: smollm2-135m-instruct}
+nodes:
+  - {id: samples, technique: sample, params: {n: 2, temperature: 0.7, max_tokens: 16}}
+  - {id: vote, technique: majority_vote, inputs: [samples]}
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    recipe = folder / "tiny-vote.yaml"
+    recipe.write_text(RECIPE)
+    port = free_port()
+    env = {**os.environ, "TINY_KEY": "sk-local-1"}
+    log = (folder / "serve.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestra.cli", "serve", str(recipe), "--port", str(port),
+         "--api-key-env", "TINY_KEY", "--max-n", "2", "--cache", str(folder / "cache.sqlite")],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"orchestra serve exited with {process.returncode}: {Path(log.name).read_text()[-2000:]}")
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("orchestra serve did not start in 180 s")
+            time.sleep(0.3)
+        yield base + "/v1", Path(log.name)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_real_model_chat_stream_and_concurrency(served):
+    url, log = served
+    client = openai.OpenAI(base_url=url, api_key="sk-local-1", max_retries=0)
+    question = [{"role": "user", "content": "What is 3 + 4? Answer with a number."}]
+    reply = client.chat.completions.create(model="tiny-vote", messages=question, seed=1)
+    [choice] = reply.choices
+    assert choice.message.content.strip() and choice.finish_reason == "stop"
+    # two samples of at most 16 tokens, one shared prompt (counted once per call)
+    assert 2 <= reply.usage.completion_tokens <= 2 * 16 and reply.usage.prompt_tokens > 10
+    assert reply.model_extra["orchestra"]["usage"]["cache_hits"] == 0
+
+    # The same seeded request again, streamed: replayed from the server's cache, same answer, same usage.
+    stream = client.chat.completions.create(
+        model="tiny-vote", messages=question, seed=1, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == choice.message.content
+    assert chunks[-1].usage.total_tokens == reply.usage.total_tokens
+
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(
+            lambda i: client.chat.completions.create(
+                model="tiny-vote", messages=[{"role": "user", "content": f"What is {i} + 2?"}]), range(3)))
+    assert all(r.choices[0].message.content for r in replies)
+
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url, api_key="nope", max_retries=0).models.list()
+    with pytest.raises(openai.BadRequestError, match="n=3 exceeds"):
+        client.chat.completions.create(model="tiny-vote", messages=question, n=3)
+    assert "sk-local-1" not in log.read_text()
