@@ -40,6 +40,9 @@ class GenerationRequest(BaseModel):
     seed: int | None = None
     first_index: int = Field(default=0, ge=0)
     logprobs: bool = False
+    #: Also return, per generated token, the final-layer hidden state that predicted it
+    #: (backends with the HIDDEN_STATES capability), e.g. for probes and value heads.
+    hidden_states: bool = False
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerationRequest:
@@ -49,7 +52,7 @@ class GenerationRequest(BaseModel):
 
     def sampling_key(self) -> dict:
         """The fields that change what a sample is (everything but n and first_index)."""
-        return self.model_dump(exclude={"n", "first_index", "messages", "prompt", "logprobs"})
+        return self.model_dump(exclude={"n", "first_index", "messages", "prompt", "logprobs", "hidden_states"})
 
 
 class Completion(BaseModel):
@@ -61,6 +64,11 @@ class Completion(BaseModel):
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     logprobs: tuple[float, ...] | None = None
+    #: The generated token ids, where the backend has them: prompt ids + these continue the
+    #: sample token-exactly (step-wise search), even where the text would re-tokenize differently.
+    token_ids: tuple[int, ...] | None = None
+    #: One final-layer hidden state per generated token, when the request asked for them.
+    hidden_states: tuple[tuple[float, ...], ...] | None = None
 
 
 class GenerationResult(BaseModel):
