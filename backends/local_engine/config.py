@@ -20,6 +20,9 @@ class EngineConfig:
     cache_finished: bool = True
     #: On a GPU, replay decode steps as CUDA graphs (static shapes); ignored on CPU.
     cuda_graphs: bool = True
+    #: Run decode at bucketed static shapes on any device (the CUDA-graph path without
+    #: capture): how that path is checked on machines without a GPU.
+    static_shapes: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:

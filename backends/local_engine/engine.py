@@ -406,9 +406,9 @@ def _settle(future: Future, result: object = None, error: BaseException | None =
 
 
 def _make_runner(model, config: EngineConfig):
-    device = next(model.parameters()).device
-    if device.type == "cuda" and config.cuda_graphs:
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    if (on_gpu and config.cuda_graphs) or config.static_shapes:
         from orchestra.backends.local_engine.cuda_graph_runner import CudaGraphRunner
 
-        return CudaGraphRunner(model, config)
+        return CudaGraphRunner(model, config, use_graphs=on_gpu and config.cuda_graphs)
     return LlamaRunner(model)

@@ -73,7 +73,11 @@ class KVPool:
         return -(-length // self.length_step) * self.length_step
 
     def reserve(self, slots: int, length: int) -> None:
-        """Make room for `slots` rows of `length` tokens, keeping the contents."""
+        """Make room for `slots` rows of `length` tokens, keeping the contents of those.
+
+        Rows and positions past the request may be dropped (the pool shrinks to fit
+        its limit): the caller asks for what its live sequences occupy.
+        """
         if slots <= self.slots and length <= self.length:
             return
         if not self.fits(slots, length):
@@ -94,7 +98,8 @@ class KVPool:
             dtype=self.dtype,
             device=self.device,
         )
-        grown[:, :, : self.slots, :, : self.length] = self.storage
+        keep_slots, keep_length = min(self.slots, new_slots), min(self.length, new_length)
+        grown[:, :, :keep_slots, :, :keep_length] = self.storage[:, :, :keep_slots, :, :keep_length]
         self.storage = grown
 
     def release(self) -> None:
