@@ -356,6 +356,11 @@ class InferenceEngine:
 
     def _emit(self, sequences: list[Sequence], logits: torch.Tensor, hidden: torch.Tensor | None) -> None:
         """Pick each sequence's next token; retire the ones that finished."""
+        early = [i for i, s in enumerate(sequences) if len(s.tokens) < s.params.min_tokens]
+        if early:
+            eos = torch.tensor(sorted(self.stops.eos_ids), device=logits.device)
+            rows = torch.tensor(early, device=logits.device)
+            logits[rows[:, None], eos[None, :]] = float("-inf")
         chosen, logprobs = choose_tokens(logits, [s.params for s in sequences], [s.stream for s in sequences])
         self.stats.generated_tokens += len(sequences)
         finished: list[tuple[Sequence, Finish]] = []

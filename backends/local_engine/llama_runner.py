@@ -163,46 +163,52 @@ class LlamaRunner:
     def prefill(self, pool: KVPool, rows: list[PrefillRow], want_hidden: bool = False):
         """KV for each row's tokens into its slot; logits (and hidden) at each row's last token.
 
-        Rows are right-padded to one length; only real tokens write KV.
+        The rows' tokens are packed into one sequence for the projections and MLPs
+        (which dominate prefill on a CPU), so a short prompt batched with a long one
+        costs no padding there; only attention — each row against its own slot —
+        runs on a padded [rows, longest] layout.
         """
         device = self.device
         count = len(rows)
-        width = max(len(r.tokens) for r in rows)
-        ids = torch.zeros((count, width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row.tokens)] = torch.tensor(row.tokens)
+        lengths = torch.tensor([len(r.tokens) for r in rows])
+        width = int(lengths.max())
+        total = int(lengths.sum())
+        row_of = torch.repeat_interleave(torch.arange(count), lengths)
+        first_of_row = torch.cumsum(lengths, 0) - lengths
+        offset = torch.arange(total) - first_of_row[row_of]
         starts = torch.tensor([r.start for r in rows])
-        positions = starts[:, None] + torch.arange(width)[None, :]
+        positions = starts[row_of] + offset
         highest = int(positions.max())
-        keys_width = max(r.start + len(r.tokens) for r in rows)
-        ids, positions = ids.to(device), positions.to(device)
+        keys_width = int((starts + lengths).max())
+        ids = torch.tensor([t for r in rows for t in r.tokens], device=device)
+        row_of, offset, positions = row_of.to(device), offset.to(device), positions.to(device)
         slots = torch.tensor([r.slot for r in rows], device=device)
-        real = torch.arange(width)[None, :] < torch.tensor([len(r.tokens) for r in rows])[:, None]
-        real = real.to(device)
-        write_slots = slots[:, None].expand(count, width)[real]
-        write_positions = positions[real]
+        write_slots = slots[row_of]
         first = rows[0].slot
         contiguous = [r.slot for r in rows] == list(range(first, first + count))
-        visible = torch.arange(keys_width, device=device)[None, None, :] <= positions[:, :, None]
-        mask = visible[:, None]  # [rows, 1, queries, keys]
-        cos, sin = self.rotary_for(positions, highest)
-        h = self.embed(ids)
+        query_positions = starts.to(device)[:, None] + torch.arange(width, device=device)[None, :]
+        mask = (torch.arange(keys_width, device=device)[None, None, :] <= query_positions[:, :, None])[:, None]
+        cos, sin = self.rotary_for(positions[None, :], highest)
+        h = self.embed(ids[None, :])  # [1, total, hidden]
         for index, layer in enumerate(self.layers):
             q, k, v = self._attention_inputs(layer, layer.input_norm(h), cos, sin)
             keys, values = pool.keys(index), pool.values(index)
-            keys[write_slots, :, write_positions] = k.transpose(1, 2)[real]
-            values[write_slots, :, write_positions] = v.transpose(1, 2)[real]
+            keys[write_slots, :, positions] = k[0].transpose(0, 1)
+            values[write_slots, :, positions] = v[0].transpose(0, 1)
             if contiguous:
                 seen_k, seen_v = keys[first : first + count, :, :keys_width], values[first : first + count, :, :keys_width]
             else:
                 seen_k, seen_v = keys[slots, :, :keys_width], values[slots, :, :keys_width]
+            padded = q.new_zeros((count, width, self.heads, self.head_dim))
+            padded[row_of, offset] = q[0].transpose(0, 1)
             out = F.scaled_dot_product_attention(
-                q, seen_k, seen_v, attn_mask=mask, scale=self.scaling, enable_gqa=self.group > 1
+                padded.transpose(1, 2), seen_k, seen_v, attn_mask=mask, scale=self.scaling,
+                enable_gqa=self.group > 1,
             )
-            out = out.transpose(1, 2).reshape(count, width, self.heads * self.head_dim)
-            h = self._mlp(layer, h + F.linear(out, layer.o))
-        last = torch.tensor([len(r.tokens) - 1 for r in rows], device=device)
-        return self._finish(h[torch.arange(count, device=device), last], want_hidden)
+            packed = out.transpose(1, 2)[row_of, offset].reshape(1, total, self.heads * self.head_dim)
+            h = self._mlp(layer, h + F.linear(packed, layer.o))
+        last = (torch.cumsum(lengths, 0) - 1).to(device)
+        return self._finish(h[0, last], want_hidden)
 
     def decode(self, pool: KVPool, tokens: torch.Tensor, positions: torch.Tensor, want_hidden: bool = False):
         """One token for each of slots 0..B-1 at its own position; logits [B, vocab].
