@@ -89,3 +89,22 @@ def test_pool_grows_keeping_contents_and_refuses_past_its_limit():
     assert pool.fits(4, 32) and not pool.fits(5, 32)
     with pytest.raises(KVPoolFull, match="limit"):
         pool.reserve(5, 32)
+
+
+def test_auto_precision_is_measured_once_per_machine(monkeypatch, tmp_path):
+    from orchestra.backends.local_engine import precision
+
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))
+    calls = []
+
+    def fake_measure(model):
+        calls.append(model)
+        return {"float32": 2.0, "bfloat16": 1.0}
+
+    monkeypatch.setattr(precision, "measure", fake_measure)
+    assert precision.fastest_cpu_dtype("some-model", object()) == "bfloat16"
+    assert precision.fastest_cpu_dtype("some-model", object()) == "bfloat16"
+    assert len(calls) == 1  # the verdict was remembered
+    assert "some-model" in (tmp_path / "precision.json").read_text()
+    precision.fastest_cpu_dtype("another-model", object())
+    assert len(calls) == 2

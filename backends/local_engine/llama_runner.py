@@ -135,20 +135,25 @@ class LlamaRunner:
     # ----- the layer stack ---------------------------------------------------------------
 
     def _attention_inputs(self, layer: _Layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """q [rows, heads, n, d], k and v [rows, kv_heads, n, d] for hidden states x [rows, n, hidden]."""
+        """q [rows, heads, n, d], k and v [rows, kv_heads, n, d] for hidden states x [rows, n, hidden].
+
+        q and k get their rotary embedding in one pass (they are adjacent in the fused
+        projection's output): the same elementwise arithmetic, half the operator calls.
+        """
         rows, n, _ = x.shape
-        qkv = F.linear(x, layer.qkv, layer.qkv_bias)
-        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        q = qkv[..., :q_size].view(rows, n, self.heads, self.head_dim)
-        k = qkv[..., q_size : q_size + kv_size].view(rows, n, self.kv_heads, self.head_dim)
-        v = qkv[..., q_size + kv_size :].view(rows, n, self.kv_heads, self.head_dim)
-        if layer.q_norm is not None:
-            q, k = layer.q_norm(q), layer.k_norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        return q, k, v
+        heads = F.linear(x, layer.qkv, layer.qkv_bias).view(rows, n, self.heads + 2 * self.kv_heads, self.head_dim)
+        rotated = self.heads + self.kv_heads
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
+        if layer.q_norm is None:
+            qk = heads[:, :, :rotated]
+            qk = qk * cos + _rotate_half(qk) * sin
+            q, k = qk[:, :, : self.heads], qk[:, :, self.heads :]
+        else:
+            q, k = layer.q_norm(heads[:, :, : self.heads]), layer.k_norm(heads[:, :, self.heads : rotated])
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+        v = heads[:, :, rotated:]
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def _mlp(self, layer: _Layer, h: torch.Tensor) -> torch.Tensor:
         x = layer.post_norm(h)
