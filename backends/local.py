@@ -95,6 +95,11 @@ class LocalBackend:
         )
 
     @property
+    def model_key(self) -> str:
+        """The generation cache's name for this model: the spec's, with the dtype `auto` chose."""
+        return f"{self.spec.backend}:{self.spec.model}:{self.dtype}"
+
+    @property
     def busy_seconds(self) -> float:
         """Wall time the engine spent computing (for the run's time-outside-models share)."""
         return self.engine.stats.busy_seconds
@@ -148,7 +153,7 @@ class LocalBackend:
 
     def clear_prefix_cache(self) -> None:
         """Forget cached KV (e.g. to measure a cold prefill)."""
-        self.engine.prefix_cache.clear()
+        self.engine.clear_prefix_cache()
 
     async def _run(self, token_ids: tuple[int, ...], request: GenerationRequest) -> GenerationResult:
         if len(token_ids) >= self.context_length:

@@ -83,7 +83,7 @@ def log(message: str) -> None:
 
 def run_engine(backend: LocalBackend, prompts: list[list[int]], n: int, tokens: int, temperature: float) -> tuple[float, int, dict]:
     engine = backend.engine
-    engine.prefix_cache.clear()
+    engine.clear_prefix_cache()
     engine.reset_stats()
     params = SamplingParams(temperature=temperature, top_p=0.95 if temperature else 1.0,
                             max_tokens=tokens, min_tokens=tokens)

@@ -183,3 +183,8 @@ def test_a_cancelled_call_leaves_the_batch(backend):
 
 def generate_result_text(result) -> str:
     return result.completions[0].text
+
+
+def test_the_generation_cache_key_names_the_dtype_in_use(backend):
+    assert backend.model_key == "local:smollm2-135m-instruct:float32"
+    assert backend.dtype == "float32" and backend.engine.runner.dtype == torch.float32

@@ -101,7 +101,7 @@ def test_logits_with_a_reused_prefix_equal_a_full_recompute(loaded):
 
 def test_n_samples_cost_one_prefill_and_a_repeat_costs_one_token(loaded, engine):
     _, tokenizer = loaded
-    engine.prefix_cache.clear()
+    engine.clear_prefix_cache()
     ids = encode(tokenizer, PROMPTS[5])
     before = engine.stats.prompt_tokens_computed
     results = engine.generate(ids, greedy(4, temperature=1.0), n=8, seed=1)

@@ -168,6 +168,10 @@ class InferenceEngine:
             self._thread = None
         self._closing = False
 
+    def clear_prefix_cache(self) -> None:
+        """Forget all cached KV (safe from any thread)."""
+        self.prefix_cache.clear()
+
     def reset_stats(self) -> None:
         self.stats = EngineStats()
 
@@ -196,6 +200,8 @@ class InferenceEngine:
                     self.step()
             except Exception as error:  # a failed step fails its own sequences, not the engine
                 self._fail_all(error)
+            if self.scheduler.idle:
+                self.pool.release()  # hand the batch's KV memory back between bursts
 
     def _fail_all(self, error: BaseException) -> None:
         with self._wake:
@@ -293,16 +299,17 @@ class InferenceEngine:
         self._emit(order, logits, hidden)
 
     def _prefill_chunks(self, rows: list[PrefillRow]) -> list[list[PrefillRow]]:
-        """Rows grouped by length so that each forward's padded size stays under the budget."""
-        rows = sorted(rows, key=lambda r: len(r.tokens))
+        """Rows grouped so that each forward computes at most `prefill_tokens` tokens (rows are
+        packed, so a chunk costs its total length) — one long prompt never runs alone."""
         chunks: list[list[PrefillRow]] = []
         current: list[PrefillRow] = []
-        for row in rows:
-            width = max(len(row.tokens), *(len(r.tokens) for r in current)) if current else len(row.tokens)
-            if current and width * (len(current) + 1) > self.config.prefill_tokens:
+        size = 0
+        for row in sorted(rows, key=lambda r: len(r.tokens)):
+            if current and size + len(row.tokens) > self.config.prefill_tokens:
                 chunks.append(current)
-                current = []
+                current, size = [], 0
             current.append(row)
+            size += len(row.tokens)
         if current:
             chunks.append(current)
         return chunks

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,9 +57,15 @@ class PrefixCache:
         self.lookups = 0
         self.hit_tokens = 0
         self.evicted_bytes = 0
+        # The engine thread matches and inserts; other threads may clear.
+        self._lock = threading.RLock()
 
     def match(self, tokens: Sequence[int], limit: int | None = None) -> PrefixMatch:
         """Longest stored prefix of `tokens` (at most `limit` tokens); marks it recently used."""
+        with self._lock:
+            return self._match(tokens, limit)
+
+    def _match(self, tokens: Sequence[int], limit: int | None) -> PrefixMatch:
         limit = len(tokens) if limit is None else min(limit, len(tokens))
         node, depth, blocks = self.root, 0, []
         now = next(self._clock)
@@ -82,6 +89,10 @@ class PrefixCache:
 
         Returns how many tokens were new. Evicts old entries if over the limit.
         """
+        with self._lock:
+            return self._insert(tokens, read_kv)
+
+    def _insert(self, tokens: Sequence[int], read_kv: Callable[[int, int], torch.Tensor]) -> int:
         if self.byte_limit <= 0 or not tokens:
             return 0
         tokens = tuple(tokens)
@@ -144,8 +155,9 @@ class PrefixCache:
             yield node
 
     def clear(self) -> None:
-        self.root = _Node((), None, None)
-        self.nbytes = 0
+        with self._lock:
+            self.root = _Node((), None, None)
+            self.nbytes = 0
 
     @property
     def stored_tokens(self) -> int:
