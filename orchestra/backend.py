@@ -54,6 +54,9 @@ class GenerationRequest(BaseModel):
     #: and top-p), as `Completion.top_logprobs`. How a verifier reads P("Yes") at a
     #: verdict position without sampling it. 0: none.
     top_logprobs: int = Field(default=0, ge=0, le=20)
+    #: Also return, per generated token, the final-layer hidden state that predicted it
+    #: (backends with the HIDDEN_STATES capability), e.g. for probes and value heads.
+    hidden_states: bool = False
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerationRequest:
@@ -75,9 +78,11 @@ class GenerationRequest(BaseModel):
 
         `top_logprobs` is part of the key only when asked for, so cached samples stored
         with them are found by requests that need them, and keys of other requests
-        stay what they were before the field existed.
+        stay what they were before the field existed. Hidden states are never cached.
         """
-        key = self.model_dump(exclude={"n", "first_index", "messages", "prompt", "logprobs", "top_logprobs"})
+        key = self.model_dump(
+            exclude={"n", "first_index", "messages", "prompt", "logprobs", "top_logprobs", "hidden_states"}
+        )
         if self.top_logprobs:
             key["top_logprobs"] = self.top_logprobs
         return key
@@ -96,6 +101,11 @@ class Completion(BaseModel):
     #: `top_logprobs` most likely tokens (tokens decoding to the same text are merged,
     #: so a map may hold fewer). None unless the request asked for them.
     top_logprobs: tuple[dict[str, float], ...] | None = None
+    #: The generated token ids, where the backend has them: prompt ids + these continue the
+    #: sample token-exactly (step-wise search), even where the text would re-tokenize differently.
+    token_ids: tuple[int, ...] | None = None
+    #: One final-layer hidden state per generated token, when the request asked for them.
+    hidden_states: tuple[tuple[float, ...], ...] | None = None
 
 
 class GenerationResult(BaseModel):

@@ -101,7 +101,10 @@ class ModelHandle:
         key = request_key(self.model_key, rendered, request)
         found = self.cache.lookup(key, request.first_index, request.n)
         usable = {
-            i: c for i, (c, _) in found.items() if not wants_logprobs or c.logprobs is not None
+            i: c
+            for i, (c, _) in found.items()
+            if (not wants_logprobs or c.logprobs is not None)
+            and (not request.hidden_states or c.hidden_states is not None)
         }
         missing = [i for i in range(request.first_index, request.first_index + request.n) if i not in usable]
         usage = Usage()

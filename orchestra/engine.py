@@ -192,7 +192,15 @@ class Engine:
         inputs = [c for source in node.inputs for c in pools[source]]
         seed = node_seed(self.recipe.seed, problem.id, node_id)
         handles = {
-            alias: ModelHandle(alias, spec.key(), self.backends[alias], ledger, node_id, self.cache)
+            # A backend may name its model more exactly than the spec (e.g. the dtype "auto" chose).
+            alias: ModelHandle(
+                alias,
+                getattr(self.backends[alias], "model_key", None) or spec.key(),
+                self.backends[alias],
+                ledger,
+                node_id,
+                self.cache,
+            )
             for alias, spec in self.recipe.models.items()
         }
         ctx = Context(

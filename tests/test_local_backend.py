@@ -88,6 +88,7 @@ def test_stop_strings_and_max_tokens(backend):
 
 
 def test_logprobs_and_usage_are_exact(backend):
+    backend.clear_prefix_cache()  # a cold prompt: earlier tests cached this one
     request = ask(PROMPTS[0], n=3, temperature=0.8, max_tokens=20, seed=1, logprobs=True)
     result = generate(backend, request)[0]
     assert result.prompt_tokens == backend.count_prompt_tokens(request)
@@ -99,9 +100,15 @@ def test_logprobs_and_usage_are_exact(backend):
     assert usage.completion_tokens == sum(c.completion_tokens for c in result.completions)
     # n samples share one prefill: the prompt is computed once
     assert usage.flops == 2.0 * backend.parameters * (result.prompt_tokens + usage.completion_tokens)
+    assert usage.cached_prompt_tokens == 0
+    # asked again, the prompt's KV comes from the prefix cache: only its last token is computed
+    again = generate(backend, request.model_copy(update={"seed": 2}))[0].usage
+    assert again.cached_prompt_tokens == result.prompt_tokens - 1
+    assert again.flops == 2.0 * backend.parameters * (1 + again.completion_tokens)
 
 
 def test_identical_prompts_in_one_batch_share_the_prefill(backend):
+    backend.clear_prefix_cache()
     a, b = generate(backend, ask(PROMPTS[0], max_tokens=4), ask(PROMPTS[0], max_tokens=4, temperature=1.0, seed=2))
     assert a.usage.cached_prompt_tokens + b.usage.cached_prompt_tokens == a.prompt_tokens
 
@@ -117,3 +124,67 @@ def test_overlong_prompt_is_refused_clearly(backend):
     huge = "word " * (backend.context_length + 10)
     with pytest.raises(ValueError, match="context length"):
         generate(backend, GenerationRequest(prompt=huge, max_tokens=2))
+
+
+def test_completions_carry_token_ids_that_fork_continues_exactly(backend):
+    request = ask(PROMPTS[4], max_tokens=20, stop=("zzzz",))
+    whole = generate(backend, request)[0].completions[0]
+    step = generate(backend, request.model_copy(update={"max_tokens": 6}))[0].completions[0]
+    assert step.token_ids == whole.token_ids[:6]
+    async def fork():
+        return await backend.fork(request, step, n=2, max_tokens=14)
+    forked = asyncio.run(fork())
+    assert forked.prompt_tokens == backend.count_prompt_tokens(request) + 6
+    assert forked.usage.cached_prompt_tokens == forked.prompt_tokens - 1  # the step's KV was cached
+    for completion in forked.completions:
+        assert step.token_ids + completion.token_ids == whole.token_ids
+        assert step.text + completion.text == whole.text
+    async def resume():
+        prefix = [*backend.encode(request), *whole.token_ids[:3]]
+        return await backend.continue_tokens(prefix, request.model_copy(update={"max_tokens": 17}))
+    resumed = asyncio.run(resume()).completions[0]
+    assert whole.token_ids[:3] + resumed.token_ids == whole.token_ids
+
+
+def test_text_continuation_reuses_the_cached_prefix(backend):
+    chat = ask(PROMPTS[3], max_tokens=8)
+    first = generate(backend, chat)[0].completions[0]
+    partial = backend.render(chat) + first.text[: len(first.text) // 2]
+    result = generate(backend, GenerationRequest(prompt=partial, max_tokens=4))[0]
+    # re-tokenising the partial answer may differ at the seam; everything before it is reused
+    assert result.usage.cached_prompt_tokens >= backend.count_prompt_tokens(chat)
+
+
+def test_hidden_states_on_request(backend):
+    result = generate(backend, ask(PROMPTS[1], max_tokens=3, hidden_states=True))[0].completions[0]
+    assert result.hidden_states is not None and len(result.hidden_states) == result.completion_tokens
+    assert all(len(row) == backend.model.config.hidden_size for row in result.hidden_states)
+    assert generate(backend, ask(PROMPTS[1], max_tokens=3))[0].completions[0].hidden_states is None
+
+
+def test_a_cancelled_call_leaves_the_batch(backend):
+    async def go():
+        task = asyncio.ensure_future(backend.generate(ask(PROMPTS[2], max_tokens=200, n=4, seed=5, temperature=1.0)))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await backend.generate(ask(PROMPTS[0], max_tokens=2))
+
+    assert generate_result_text(asyncio.run(go()))
+    for _ in range(200):  # the cancelled rows go at the engine's next step
+        if not backend.engine.scheduler.running:
+            break
+        import time
+
+        time.sleep(0.05)
+    assert not backend.engine.scheduler.running
+
+
+def generate_result_text(result) -> str:
+    return result.completions[0].text
+
+
+def test_the_generation_cache_key_names_the_dtype_in_use(backend):
+    assert backend.model_key == "local:smollm2-135m-instruct:float32"
+    assert backend.dtype == "float32" and backend.engine.runner.dtype == torch.float32

@@ -1,0 +1,117 @@
+"""Static-shape decode for GPUs, replayed as CUDA graphs.
+
+Batch-1 decode of a ~100M-parameter model on a GPU is bound by kernel launch
+overhead, not by arithmetic: a step is ~400 small kernels, each a few
+microseconds of work and a few of launching. A CUDA graph records the whole
+step once and replays it with one launch. Graphs need static shapes and fixed
+addresses, so:
+
+- the KV pool is allocated once at its full size (`pool_shape`) and never moves;
+- the batch is padded up to a bucket (1, 2, 4, 8, ... rows) — padding rows
+  write into free slots past the running batch, which nobody reads;
+- attention spans a bucketed width (256, 512, 1024, ... positions) with a mask
+  built on the device from the positions, so no value is read on the host.
+
+One graph is captured per (batch bucket, width bucket) on first use, all
+sharing one memory pool. The prefill stays eager: its shapes vary per call and
+it runs once per prompt, not once per token.
+
+`use_graphs=False` runs the same static-shape step eagerly, which is how the
+padding and bucketing are tested on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from orchestra.backends.local_engine.config import EngineConfig
+from orchestra.backends.local_engine.kv_pool import KVPool
+from orchestra.backends.local_engine.llama_runner import LlamaRunner
+
+_WIDTH_STEP = 256
+
+
+class CudaGraphRunner(LlamaRunner):
+    """`LlamaRunner` whose decode steps run at bucketed static shapes (as CUDA graphs on a GPU)."""
+
+    def __init__(self, model: torch.nn.Module, config: EngineConfig, use_graphs: bool | None = None):
+        super().__init__(model)
+        self.use_graphs = self.device.type == "cuda" if use_graphs is None else use_graphs
+        element = self.embed.weight.element_size()
+        bytes_per_token = self.num_layers * 2 * self.kv_heads * self.head_dim * element
+        slots = config.max_batch_size
+        length = min(self.max_positions, config.kv_cache_bytes // (bytes_per_token * slots))
+        length = max(_WIDTH_STEP, length // _WIDTH_STEP * _WIDTH_STEP)
+        #: The fixed KV pool shape the engine must allocate (graphs capture its address).
+        self.pool_shape = (slots, length)
+        self._extend_rotary(length)
+        self._graphs: dict[tuple[int, int], _CapturedStep] = {}
+        self._memory = torch.cuda.graph_pool_handle() if self.use_graphs else None
+
+    def buckets(self, rows: int, width: int) -> tuple[int, int]:
+        """The static (batch, attention width) a step of `rows` rows up to position `width` runs at."""
+        batch = 1
+        while batch < rows:
+            batch *= 2
+        batch = min(batch, self.pool_shape[0])
+        span = _WIDTH_STEP
+        while span < width:
+            span *= 2
+        return batch, min(span, self.pool_shape[1])
+
+    def decode(self, pool: KVPool, tokens: torch.Tensor, positions: torch.Tensor, want_hidden: bool = False):
+        count = tokens.shape[0]
+        highest = int(positions.max())  # one host read per step, to pick the bucket
+        batch, width = self.buckets(count, highest + 1)
+        if batch < count or width <= highest or batch > pool.slots or width > pool.length:
+            return super().decode(pool, tokens, positions, want_hidden)
+        key = (batch, width)
+        step = self._graphs.get(key)
+        if step is None:
+            step = _CapturedStep(self, pool, batch, width)
+            if self.use_graphs:
+                step.capture(self._memory)
+            self._graphs[key] = step
+        logits, hidden = step.run(tokens, positions)
+        return logits[:count], (hidden[:count] if want_hidden else None)
+
+
+class _CapturedStep:
+    """Static input/output buffers for one (batch, width) bucket, and its graph."""
+
+    def __init__(self, runner: CudaGraphRunner, pool: KVPool, batch: int, width: int):
+        self.runner, self.pool, self.batch, self.width = runner, pool, batch, width
+        device = runner.device
+        self.tokens = torch.zeros(batch, dtype=torch.long, device=device)
+        # Padding rows write position 0 of slots past the running batch: free rows, never read.
+        self.positions = torch.zeros(batch, dtype=torch.long, device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.logits: torch.Tensor | None = None
+        self.hidden: torch.Tensor | None = None
+
+    def _forward(self):
+        cos = self.runner._cos[self.positions[:, None]]
+        sin = self.runner._sin[self.positions[:, None]]
+        return self.runner.decode_over(self.pool, self.tokens, self.positions, self.width, cos, sin, True)
+
+    def capture(self, memory) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up: lazy initialisation must not happen during capture
+                self._forward()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=memory):
+            self.logits, self.hidden = self._forward()
+
+    def run(self, tokens: torch.Tensor, positions: torch.Tensor):
+        count = tokens.shape[0]
+        self.tokens.zero_()
+        self.positions.zero_()
+        self.tokens[:count] = tokens
+        self.positions[:count] = positions
+        if self.graph is None:
+            return self._forward()
+        self.graph.replay()
+        return self.logits, self.hidden

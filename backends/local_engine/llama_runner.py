@@ -1,0 +1,279 @@
+"""The forward pass: a Hugging Face Llama-family model's weights, run over the KV pool.
+
+Orchestra calls the model's pieces itself — embedding, each decoder layer's
+norms, projections, rotary embedding and MLP, the final norm and LM head —
+instead of the model's `forward`, because the cache layout, the attention
+mask of a batch whose rows have different lengths, and which positions need
+logits are the engine's business. The arithmetic is the model's own (same
+rotary tables, same RMSNorm, same projections), so greedy decoding matches
+`generate` in float32.
+
+Two changes of form, not of value: the q/k/v projections of each layer are
+concatenated into one matrix and gate/up into another (fewer, larger matrix
+products), and the model's own Linear modules are re-pointed at slices of
+those matrices, so the weights are held once and the HF model stays usable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from orchestra.backends.local_engine.kv_pool import KVPool
+
+#: Model types whose decoder layers have the Llama structure this runner drives.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+class UnsupportedModel(ValueError):
+    """The local engine cannot drive this architecture."""
+
+
+@dataclass(frozen=True)
+class PrefillRow:
+    """Compute KV for `tokens` at positions start, start+1, ... of `slot`."""
+
+    slot: int
+    start: int
+    tokens: tuple[int, ...]
+
+
+@dataclass
+class _Layer:
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    o: torch.Tensor
+    gate_up: torch.Tensor
+    down: torch.Tensor
+    input_norm: torch.nn.Module
+    post_norm: torch.nn.Module
+    q_norm: torch.nn.Module | None
+    k_norm: torch.nn.Module | None
+
+
+class LlamaRunner:
+    """Prefill and decode steps over a `KVPool`, one slot per sequence."""
+
+    def __init__(self, model: torch.nn.Module):
+        config = model.config
+        if config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise UnsupportedModel(
+                f"the local engine drives {', '.join(SUPPORTED_MODEL_TYPES)} models; "
+                f"this one is {config.model_type!r}"
+            )
+        rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+        if rope.get("rope_type", "default") in ("dynamic", "longrope"):
+            raise UnsupportedModel(f"rotary type {rope['rope_type']!r} depends on sequence length; not supported")
+        if getattr(config, "use_sliding_window", False) or (
+            config.model_type == "mistral" and getattr(config, "sliding_window", None)
+        ):
+            raise UnsupportedModel("sliding-window attention is not supported by the local engine")
+        if getattr(config, "hidden_act", "silu") != "silu":
+            raise UnsupportedModel(f"activation {config.hidden_act!r} is not supported (silu only)")
+        self.model = model
+        inner = model.model
+        self.embed = inner.embed_tokens
+        self.norm = inner.norm
+        self.lm_head = model.lm_head
+        self.rotary = inner.rotary_emb
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.group = self.heads // self.kv_heads
+        self.scaling = self.head_dim**-0.5
+        self.hidden_size = config.hidden_size
+        self.num_layers = config.num_hidden_layers
+        self.max_positions = getattr(config, "max_position_embeddings", None) or 1 << 20
+        self.layers = [self._fuse(layer) for layer in inner.layers]
+        self._cos = self._sin = None
+        self._extend_rotary(min(self.max_positions, 4096))
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype
+
+    def _fuse(self, layer) -> _Layer:
+        attn, mlp = layer.self_attn, layer.mlp
+        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+        qkv = _concatenate_into(projections, "weight")
+        bias = _concatenate_into(projections, "bias") if attn.q_proj.bias is not None else None
+        if mlp.gate_proj.bias is not None or attn.o_proj.bias is not None:
+            raise UnsupportedModel("biases on the MLP or output projection are not supported")
+        gate_up = _concatenate_into((mlp.gate_proj, mlp.up_proj), "weight")
+        return _Layer(
+            qkv=qkv,
+            qkv_bias=bias,
+            o=attn.o_proj.weight,
+            gate_up=gate_up,
+            down=mlp.down_proj.weight,
+            input_norm=layer.input_layernorm,
+            post_norm=layer.post_attention_layernorm,
+            q_norm=getattr(attn, "q_norm", None),
+            k_norm=getattr(attn, "k_norm", None),
+        )
+
+    def _extend_rotary(self, positions: int) -> None:
+        """cos/sin tables for positions [0, positions), computed by the model's own rotary module."""
+        positions = min(max(positions, 1), self.max_positions)
+        probe = torch.zeros(1, dtype=self.dtype, device=self.device)
+        ids = torch.arange(positions, device=self.device)[None, :]
+        with torch.inference_mode():
+            cos, sin = self.rotary(probe, ids)
+        self._cos, self._sin = cos[0], sin[0]
+
+    def rotary_for(self, positions: torch.Tensor, highest: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cos is None or highest >= self._cos.shape[0]:
+            self._extend_rotary(max(highest + 1, 2 * (0 if self._cos is None else self._cos.shape[0])))
+        return self._cos[positions], self._sin[positions]
+
+    # ----- the layer stack ---------------------------------------------------------------
+
+    def _attention_inputs(self, layer: _Layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """q [rows, heads, n, d], k and v [rows, kv_heads, n, d] for hidden states x [rows, n, hidden].
+
+        q and k get their rotary embedding in one pass (they are adjacent in the fused
+        projection's output): the same elementwise arithmetic, half the operator calls.
+        """
+        rows, n, _ = x.shape
+        heads = F.linear(x, layer.qkv, layer.qkv_bias).view(rows, n, self.heads + 2 * self.kv_heads, self.head_dim)
+        rotated = self.heads + self.kv_heads
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
+        if layer.q_norm is None:
+            qk = heads[:, :, :rotated]
+            qk = qk * cos + _rotate_half(qk) * sin
+            q, k = qk[:, :, : self.heads], qk[:, :, self.heads :]
+        else:
+            q, k = layer.q_norm(heads[:, :, : self.heads]), layer.k_norm(heads[:, :, self.heads : rotated])
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+        v = heads[:, :, rotated:]
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def _mlp(self, layer: _Layer, h: torch.Tensor) -> torch.Tensor:
+        x = layer.post_norm(h)
+        gate, up = F.linear(x, layer.gate_up).chunk(2, dim=-1)
+        return h + F.linear(F.silu(gate) * up, layer.down)
+
+    def _finish(self, h: torch.Tensor, want_hidden: bool):
+        h = self.norm(h)
+        logits = F.linear(h, self.lm_head.weight, self.lm_head.bias).float()
+        return logits, (h if want_hidden else None)
+
+    def prefill(self, pool: KVPool, rows: list[PrefillRow], want_hidden: bool = False):
+        """KV for each row's tokens into its slot; logits (and hidden) at each row's last token.
+
+        The rows' tokens are packed into one sequence for the projections and MLPs
+        (which dominate prefill on a CPU), so a short prompt batched with a long one
+        costs no padding there; only attention — each row against its own slot —
+        runs on a padded [rows, longest] layout.
+        """
+        device = self.device
+        count = len(rows)
+        lengths = torch.tensor([len(r.tokens) for r in rows])
+        width = int(lengths.max())
+        total = int(lengths.sum())
+        row_of = torch.repeat_interleave(torch.arange(count), lengths)
+        first_of_row = torch.cumsum(lengths, 0) - lengths
+        offset = torch.arange(total) - first_of_row[row_of]
+        starts = torch.tensor([r.start for r in rows])
+        positions = starts[row_of] + offset
+        highest = int(positions.max())
+        keys_width = int((starts + lengths).max())
+        ids = torch.tensor([t for r in rows for t in r.tokens], device=device)
+        row_of, offset, positions = row_of.to(device), offset.to(device), positions.to(device)
+        slots = torch.tensor([r.slot for r in rows], device=device)
+        write_slots = slots[row_of]
+        first = rows[0].slot
+        contiguous = [r.slot for r in rows] == list(range(first, first + count))
+        query_positions = starts.to(device)[:, None] + torch.arange(width, device=device)[None, :]
+        mask = (torch.arange(keys_width, device=device)[None, None, :] <= query_positions[:, :, None])[:, None]
+        cos, sin = self.rotary_for(positions[None, :], highest)
+        h = self.embed(ids[None, :])  # [1, total, hidden]
+        for index, layer in enumerate(self.layers):
+            q, k, v = self._attention_inputs(layer, layer.input_norm(h), cos, sin)
+            keys, values = pool.keys(index), pool.values(index)
+            keys[write_slots, :, positions] = k[0].transpose(0, 1)
+            values[write_slots, :, positions] = v[0].transpose(0, 1)
+            if contiguous:
+                seen_k, seen_v = keys[first : first + count, :, :keys_width], values[first : first + count, :, :keys_width]
+            else:
+                seen_k, seen_v = keys[slots, :, :keys_width], values[slots, :, :keys_width]
+            padded = q.new_zeros((count, width, self.heads, self.head_dim))
+            padded[row_of, offset] = q[0].transpose(0, 1)
+            out = F.scaled_dot_product_attention(
+                padded.transpose(1, 2), seen_k, seen_v, attn_mask=mask, scale=self.scaling,
+                enable_gqa=self.group > 1,
+            )
+            packed = out.transpose(1, 2)[row_of, offset].reshape(1, total, self.heads * self.head_dim)
+            h = self._mlp(layer, h + F.linear(packed, layer.o))
+        last = (torch.cumsum(lengths, 0) - 1).to(device)
+        return self._finish(h[0, last], want_hidden)
+
+    def decode(self, pool: KVPool, tokens: torch.Tensor, positions: torch.Tensor, want_hidden: bool = False):
+        """One token for each of slots 0..B-1 at its own position; logits [B, vocab].
+
+        `tokens` and `positions` are [B] tensors on the model's device; `positions[b]`
+        is where slot b's new KV goes (its current KV length).
+        """
+        highest = int(positions.max())
+        cos, sin = self.rotary_for(positions[:, None], highest)
+        return self.decode_over(pool, tokens, positions, highest + 1, cos, sin, want_hidden)
+
+    def decode_over(
+        self,
+        pool: KVPool,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        keys_width: int,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        want_hidden: bool,
+    ):
+        """The decode step with attention over the first `keys_width` positions of each slot.
+
+        Nothing here reads a tensor's value on the host, so with a fixed `keys_width` the
+        step has static shapes and can be captured as a CUDA graph.
+        """
+        count = tokens.shape[0]
+        rows = torch.arange(count, device=tokens.device)
+        mask = (torch.arange(keys_width, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
+        h = self.embed(tokens[:, None])
+        for index, layer in enumerate(self.layers):
+            q, k, v = self._attention_inputs(layer, layer.input_norm(h), cos, sin)
+            keys, values = pool.keys(index), pool.values(index)
+            keys[rows, :, positions] = k[:, :, 0]
+            values[rows, :, positions] = v[:, :, 0]
+            # One query per row: fold the query heads that share a KV head into that head's
+            # "query length", so attention reads each KV head once instead of repeating it.
+            grouped = q.reshape(count, self.kv_heads, self.group, self.head_dim)
+            out = F.scaled_dot_product_attention(
+                grouped,
+                keys[:count, :, :keys_width],
+                values[:count, :, :keys_width],
+                attn_mask=mask,
+                scale=self.scaling,
+            )
+            h = self._mlp(layer, h + F.linear(out.reshape(count, 1, self.heads * self.head_dim), layer.o))
+        return self._finish(h[:, 0], want_hidden)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _concatenate_into(modules, name: str) -> torch.Tensor:
+    """Concatenate the modules' `name` parameters and re-point each at its slice (held once)."""
+    joined = torch.cat([getattr(m, name).data for m in modules], dim=0).contiguous()
+    offset = 0
+    for m in modules:
+        size = getattr(m, name).shape[0]
+        getattr(m, name).data = joined[offset : offset + size]
+        offset += size
+    return joined

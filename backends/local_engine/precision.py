@@ -1,0 +1,99 @@
+"""Which precision a model decodes fastest in on this CPU — measured, not guessed.
+
+bfloat16 halves the bytes read per token, which is what decode is bound by,
+but only pays off where the CPU multiplies bf16 natively (AVX512-BF16, AMX);
+elsewhere the conversions make it slower than float32. So `dtype: auto` on a
+CPU times a few decode steps of the model in both precisions, at batch 1 and
+batch 16 (the two regimes the engine runs in), and keeps the faster. The
+verdict is remembered per (model, CPU, torch version, thread count) under
+orchestra's home, so it costs a few seconds once per machine. GPUs use
+bfloat16 without asking.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from orchestra.backends.local_engine.kv_pool import KVPool
+from orchestra.backends.local_engine.llama_runner import LlamaRunner, PrefillRow
+from orchestra.paths import home
+
+CANDIDATES = ("float32", "bfloat16")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _verdicts_file() -> Path:
+    return home() / "precision.json"
+
+
+def machine_key(model_name: str) -> str:
+    return f"{model_name}|{_cpu_name()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+
+
+def time_decode(model: torch.nn.Module, batch: int, context: int = 64, steps: int = 6) -> float:
+    """Seconds per decode step of `batch` rows at `context` tokens, after one warm-up step."""
+    runner = LlamaRunner(model)
+    pool = KVPool(
+        layers=runner.num_layers,
+        kv_heads=runner.kv_heads,
+        head_dim=runner.head_dim,
+        dtype=runner.dtype,
+        device=runner.device,
+        byte_limit=1 << 40,
+    )
+    pool.reserve(batch, context + steps + 2)
+    with torch.inference_mode():
+        prompt = tuple(range(10, 10 + context))
+        runner.prefill(pool, [PrefillRow(slot, 0, prompt) for slot in range(batch)])
+        tokens = torch.full((batch,), 11, dtype=torch.long)
+        positions = torch.full((batch,), context, dtype=torch.long)
+        runner.decode(pool, tokens, positions)
+        began = time.perf_counter()
+        for step in range(steps):
+            runner.decode(pool, tokens, positions + 1 + step)
+        return (time.perf_counter() - began) / steps
+
+
+def measure(model: torch.nn.Module) -> dict[str, float]:
+    """Score per candidate precision: product of step times at batch 1 and 16 (lower is faster)."""
+    scores = {}
+    for name in CANDIDATES:
+        copy_ = copy.deepcopy(model).to(getattr(torch, name))
+        scores[name] = time_decode(copy_, 1) * time_decode(copy_, 16)
+        del copy_
+    return scores
+
+
+def fastest_cpu_dtype(model_name: str, model: torch.nn.Module) -> str:
+    """The remembered verdict for this machine, measured now if there is none."""
+    key = machine_key(model_name)
+    path = _verdicts_file()
+    try:
+        verdicts = json.loads(path.read_text())
+    except (OSError, ValueError):
+        verdicts = {}
+    if key in verdicts:
+        return verdicts[key]["dtype"]
+    scores = measure(model)
+    choice = min(scores, key=scores.get)
+    verdicts[key] = {"dtype": choice, "scores": scores}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(verdicts, indent=2))
+    staging.replace(path)
+    return choice

@@ -1,0 +1,73 @@
+"""One sequence being generated: its tokens, its random stream, where its KV lives."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+
+from orchestra.backends.local_engine.sampling import SamplingParams
+
+_ids = itertools.count()
+
+
+@dataclass(frozen=True)
+class FinishedSequence:
+    """What a sequence produced; `token_ids` can be fed back to continue or fork it."""
+
+    prompt_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    text: str
+    finish_reason: str  # "stop" or "length"
+    logprobs: tuple[float, ...] | None
+    #: Per position, the `top_logprobs` most likely (token id, raw log-probability) pairs, if asked for.
+    top_logprobs: tuple[tuple[tuple[int, float], ...], ...] | None
+    #: Final-layer hidden state that predicted each token (`[len(token_ids), hidden]`), if asked for.
+    hidden_states: torch.Tensor | None
+    #: Prompt tokens whose KV this sequence computed itself (the rest came from the prefix cache or a sibling).
+    computed_prompt_tokens: int
+
+    @property
+    def context(self) -> tuple[int, ...]:
+        return self.prompt_ids + self.token_ids
+
+
+@dataclass(eq=False)
+class Sequence:
+    """Mutable state, owned by the engine thread."""
+
+    prompt_ids: tuple[int, ...]
+    params: SamplingParams
+    stream: random.Random
+    limit: int  # most completion tokens (max_tokens capped by the context length)
+    future: Future = field(default_factory=Future)
+    id: int = field(default_factory=lambda: next(_ids))
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top: list[tuple[tuple[int, float], ...]] = field(default_factory=list)
+    hidden: list[torch.Tensor] = field(default_factory=list)
+    slot: int = -1
+    kv_length: int = 0  # positions of `context` whose KV sits in the slot
+    computed_prompt_tokens: int = 0
+    prefilled: bool = False
+    admitted_at: int = 0  # engine step that last admitted it (preemption takes the newest)
+    cancelled: bool = False
+
+    @property
+    def context(self) -> list[int]:
+        return [*self.prompt_ids, *self.tokens]
+
+    def finished(self, reason: str, text: str) -> FinishedSequence:
+        return FinishedSequence(
+            prompt_ids=self.prompt_ids,
+            token_ids=tuple(self.tokens),
+            text=text,
+            finish_reason=reason,
+            logprobs=tuple(self.logprobs) if self.params.logprobs else None,
+            top_logprobs=tuple(self.top) if self.params.top_logprobs else None,
+            hidden_states=torch.stack(self.hidden) if self.params.hidden_states and self.hidden else None,
+            computed_prompt_tokens=self.computed_prompt_tokens,
+        )

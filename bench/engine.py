@@ -1,0 +1,414 @@
+"""Benchmark the local inference engine against Hugging Face `generate` and llama.cpp's server.
+
+Every comparison runs side by side in one process and one run, on the default
+model, so the ratios hold even on a busy machine whose absolute speed drifts:
+
+1. best-of-N (default 16 samples x 128 new tokens, one prompt):
+   the engine, HF `generate` one sample at a time, HF `generate` batched
+   (`num_return_sequences`), and llama.cpp's OpenAI server (same GGUF file, same
+   thread count) sent N concurrent requests;
+2. M concurrent requests with different prompts (default 32), same contenders;
+3. batch-1 decode: tokens/s of the engine and of HF, against the memory-bandwidth
+   limit (weight bytes read per token / measured read bandwidth), and the
+   engine's own overhead (share of a decode step spent outside the forward pass);
+4. on a GPU: the engine's batch-1 and best-of-N decode with and without CUDA graphs.
+
+Every contender generates exactly the same number of tokens (EOS is suppressed
+until the limit: `min_tokens` / `min_new_tokens`), so tokens/s compare like
+with like. Run:
+
+    .venv/bin/python bench/engine.py                  # the full comparison (several minutes)
+    .venv/bin/python bench/engine.py --quick          # fewer tokens, HF one-at-a-time timed on a subset
+
+The table is printed and written (markdown + JSON) under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from orchestra.backends.local import LocalBackend
+from orchestra.backends.local_engine import SamplingParams
+from orchestra.backends.local_engine.precision import _cpu_name
+from orchestra.models import resolve
+from orchestra.recipe import ModelSpec
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BEST_OF_PROMPT = (
+    "A farmer has 17 sheep. All but 9 run away. Then he buys twice as many as he has left. "
+    "How many sheep does he have now? Think step by step."
+)
+
+
+@dataclass
+class Row:
+    scenario: str
+    contender: str
+    seconds: float
+    tokens: int
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def chat_ids(tokenizer, question: str) -> list[int]:
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ----- contenders ---------------------------------------------------------------------------
+
+
+def run_engine(backend: LocalBackend, prompts: list[list[int]], n: int, tokens: int, temperature: float) -> tuple[float, int, dict]:
+    engine = backend.engine
+    engine.clear_prefix_cache()
+    engine.reset_stats()
+    params = SamplingParams(temperature=temperature, top_p=0.95 if temperature else 1.0,
+                            max_tokens=tokens, min_tokens=tokens)
+    began = time.perf_counter()
+    futures = [f for ids in prompts for f in engine.submit(ids, params, n=n, seed=0)]
+    results = [f.result() for f in futures]
+    seconds = time.perf_counter() - began
+    stats = engine.stats
+    extra = {
+        "prompt_tokens_computed": stats.prompt_tokens_computed,
+        "prompt_tokens_reused": stats.prompt_tokens_reused,
+        "decode_steps": stats.decode_steps,
+        "mean_batch": round(stats.decoded_rows / max(1, stats.decode_steps), 1),
+        "overhead_share": round(stats.overhead_share, 4),
+    }
+    return seconds, sum(len(r.token_ids) for r in results), extra
+
+
+def run_hf_serial(model, prompts: list[list[int]], n: int, tokens: int, temperature: float, limit: int | None):
+    """One `generate` call per sample; with `limit`, time that many and scale to all (they run in sequence)."""
+    jobs = [ids for ids in prompts for _ in range(n)]
+    timed = jobs if limit is None else jobs[:limit]
+    began = time.perf_counter()
+    produced = 0
+    with torch.inference_mode():
+        for ids in timed:
+            out = model.generate(torch.tensor([ids]), **_hf_settings(tokens, temperature))
+            produced += out.shape[1] - len(ids)
+    seconds = time.perf_counter() - began
+    scale = len(jobs) / len(timed)
+    note = "" if scale == 1 else f"timed {len(timed)} of {len(jobs)} calls, scaled"
+    return seconds * scale, round(produced * scale), note
+
+
+def run_hf_batched(model, tokenizer, prompts: list[list[int]], n: int, tokens: int, temperature: float):
+    """One `generate` call: the prompts left-padded into one batch, `n` return sequences each."""
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    began = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=n,
+                             pad_token_id=pad, **_hf_settings(tokens, temperature))
+    seconds = time.perf_counter() - began
+    return seconds, (out.shape[1] - width) * out.shape[0]
+
+
+def _hf_settings(tokens: int, temperature: float) -> dict:
+    settings = {"max_new_tokens": tokens, "min_new_tokens": tokens}
+    if temperature > 0:
+        settings.update(do_sample=True, temperature=temperature, top_p=0.95, top_k=0)
+    else:
+        settings.update(do_sample=False)
+    return settings
+
+
+class LlamaCppServer:
+    """llama-cpp-python's OpenAI-compatible server in a subprocess, on a free local port."""
+
+    def __init__(self, gguf: Path, threads: int, context: int = 4096):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        command = [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+            "--port", str(self.port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+            "--n_ctx", str(context), "--verbose", "False",
+        ]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited: {self.process.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError("llama.cpp server did not start")
+
+    def run(self, prompts: list[str], n: int, tokens: int, temperature: float) -> tuple[float, int]:
+        import httpx
+
+        async def one(client, prompt: str, seed: int) -> int:
+            body = {"prompt": prompt, "max_tokens": tokens, "min_tokens": tokens, "temperature": temperature,
+                    "top_p": 0.95 if temperature else 1.0, "top_k": 0, "seed": seed}
+            response = await client.post(f"{self.url}/v1/completions", json=body)
+            response.raise_for_status()
+            return response.json()["usage"]["completion_tokens"]
+
+        async def everything() -> list[int]:
+            async with httpx.AsyncClient(timeout=None) as client:
+                return await asyncio.gather(*(one(client, p, i) for p in prompts for i in range(n)))
+
+        began = time.perf_counter()
+        counts = asyncio.run(everything())
+        return time.perf_counter() - began, sum(counts)
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def read_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
+    """Bytes/s the CPU (all torch threads) reads from memory: a reduction over a large array."""
+    data = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32)
+    data.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - began)
+    return data.numel() * 4 / best
+
+
+# ----- scenarios ------------------------------------------------------------------------------
+
+
+def compare(
+    scenario: str,
+    backend: LocalBackend,
+    server: LlamaCppServer | None,
+    prompts: list[list[int]],
+    n: int,
+    tokens: int,
+    temperature: float,
+    serial_limit: int | None,
+) -> list[Row]:
+    tokenizer = backend.tokenizer
+    rows = []
+    log(f"{scenario}: engine")
+    seconds, produced, extra = run_engine(backend, prompts, n, tokens, temperature)
+    rows.append(Row(scenario, f"orchestra engine ({backend.dtype})", seconds, produced, extra=extra))
+    log(f"{scenario}: HF generate, one sample at a time")
+    seconds, produced, note = run_hf_serial(backend.model, prompts, n, tokens, temperature, serial_limit)
+    rows.append(Row(scenario, "HF generate, one at a time", seconds, produced, note))
+    log(f"{scenario}: HF generate, batched")
+    seconds, produced = run_hf_batched(backend.model, tokenizer, prompts, n, tokens, temperature)
+    rows.append(Row(scenario, "HF generate, batched", seconds, produced))
+    if server is not None:
+        log(f"{scenario}: llama.cpp server")
+        texts = [tokenizer.decode(ids) for ids in prompts]
+        seconds, produced = server.run(texts, n, tokens, temperature)
+        rows.append(Row(scenario, f"llama.cpp server ({len(prompts) * n} requests)", seconds, produced))
+    return rows
+
+
+def batch_one(backend: LocalBackend, prompt: list[int], tokens: int, bandwidth: float) -> tuple[list[Row], dict]:
+    engine = backend.engine
+    engine.reset_stats()
+    params = SamplingParams(max_tokens=tokens, min_tokens=tokens)
+    engine.generate(prompt, params)
+    stats = engine.stats
+    step = stats.decode_seconds / stats.decode_steps
+    forward = stats.decode_forward_seconds / stats.decode_steps
+    weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
+    limit = bandwidth / weight_bytes
+    began = time.perf_counter()
+    with torch.inference_mode():
+        backend.model.generate(torch.tensor([prompt]), **_hf_settings(tokens, 0.0))
+    hf_seconds = time.perf_counter() - began
+    rows = [
+        Row("batch-1 decode", f"orchestra engine ({backend.dtype})", stats.decode_seconds, stats.decode_steps,
+            f"forward only: {1 / forward:.1f} tok/s"),
+        Row("batch-1 decode", "HF generate", hf_seconds, tokens, "includes its prefill"),
+        Row("batch-1 decode", "memory-bandwidth limit", weight_bytes / bandwidth, 1,
+            f"{weight_bytes / 2**20:.0f} MiB weights/token at {bandwidth / 2**30:.1f} GiB/s"),
+    ]
+    facts = {
+        "step_ms": round(step * 1e3, 2),
+        "forward_ms": round(forward * 1e3, 2),
+        "engine_overhead_share": round(1 - forward / step, 4),
+        "bandwidth_limit_tokens_per_s": round(limit, 1),
+        "share_of_limit": round((1 / step) / limit, 3),
+        "weight_bytes": weight_bytes,
+        "bandwidth_bytes_per_s": bandwidth,
+    }
+    return rows, facts
+
+
+def gpu_graphs(spec: ModelSpec, prompt: list[int], n: int, tokens: int) -> list[Row]:
+    from orchestra.backends.local_engine import EngineConfig
+
+    rows = []
+    for graphs in (False, True):
+        backend = LocalBackend(spec, EngineConfig(max_batch_size=max(n, 1), cuda_graphs=graphs))
+        label = "with CUDA graphs" if graphs else "without CUDA graphs"
+        engine = backend.engine
+        engine.generate(prompt, SamplingParams(max_tokens=8))  # warm-up (and graph capture)
+        engine.generate(prompt, SamplingParams(temperature=0.7, max_tokens=8), n=n, seed=1)
+        for width in (1, n):
+            engine.reset_stats()
+            began = time.perf_counter()
+            engine.generate(prompt, SamplingParams(temperature=0.7, max_tokens=tokens, min_tokens=tokens), n=width, seed=0)
+            seconds = time.perf_counter() - began
+            rows.append(Row(f"GPU, {width} sample(s)", f"engine bf16 {label}", seconds, width * tokens,
+                            f"overhead share {engine.stats.overhead_share:.1%}"))
+        engine.close()
+    return rows
+
+
+# ----- report -----------------------------------------------------------------------------------
+
+
+def render(rows: list[Row], facts: dict, header: dict) -> str:
+    lines = ["# orchestra engine benchmark", ""]
+    lines += [f"- {k}: {v}" for k, v in header.items()]
+    lines.append("")
+    for scenario in dict.fromkeys(r.scenario for r in rows):
+        group = [r for r in rows if r.scenario == scenario]
+        engine = group[0]
+        lines += [f"## {scenario}", "", "| contender | seconds | tokens | tok/s | engine speed-up | note |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for row in group:
+            ratio = engine.tokens_per_second / row.tokens_per_second if row.tokens_per_second else float("nan")
+            extra = "; ".join(f"{k}={v}" for k, v in row.extra.items())
+            note = "; ".join(x for x in (row.note, extra) if x)
+            lines.append(f"| {row.contender} | {row.seconds:.2f} | {row.tokens} | {row.tokens_per_second:.1f} "
+                         f"| {ratio:.2f}x | {note} |")
+        lines.append("")
+    if facts:
+        lines += ["## batch-1 facts", ""] + [f"- {k}: {v}" for k, v in facts.items()] + [""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=16, help="n of the best-of-n scenario")
+    parser.add_argument("--tokens", type=int, default=128, help="new tokens per sample")
+    parser.add_argument("--concurrent", type=int, default=32, help="requests in the different-prompts scenario")
+    parser.add_argument("--dtype", default="auto", help="engine dtype: auto (measured), float32, bfloat16")
+    parser.add_argument("--serial-limit", type=int, default=None,
+                        help="time only this many HF one-at-a-time calls per scenario and scale (they run in sequence)")
+    parser.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp's server")
+    parser.add_argument("--quick", action="store_true", help="32 tokens, 8 concurrent prompts, serial limit 4")
+    parser.add_argument("--out", type=Path, default=None, help="markdown report path (default bench/results/engine-TIME.md)")
+    args = parser.parse_args()
+    if args.quick:
+        args.tokens, args.concurrent, args.serial_limit = 32, 8, args.serial_limit or 4
+
+    threads = torch.get_num_threads()
+    spec = ModelSpec(dtype=args.dtype, max_batch_size=max(64, args.samples, args.concurrent))
+    log(f"loading the engine ({args.dtype})")
+    backend = LocalBackend(spec)
+    tokenizer = backend.tokenizer
+    from orchestra.tasks import load_task
+
+    questions = [p.messages[-1].content for p in load_task("reasoning_gym:basic_arithmetic").problems(limit=args.concurrent)]
+    best_of = [chat_ids(tokenizer, BEST_OF_PROMPT)]
+    different = [chat_ids(tokenizer, q) for q in questions]
+
+    server = None
+    note = ""
+    if not args.no_llama_cpp:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            note = "llama.cpp skipped: llama-cpp-python[server] is not installed"
+            log(note)
+        else:
+            source = resolve(spec.model)
+            server = LlamaCppServer(Path(source.path) / source.gguf_file, threads)
+            server.wait_ready()
+    header = {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python", *sys.argv]),
+        "model": spec.model,
+        "engine dtype": backend.dtype,
+        "HF dtype": backend.dtype + " (the same model object)",
+        "device": str(backend.device),
+        "cpu": _cpu_name(),
+        "threads (torch and llama.cpp)": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load average at start": os.getloadavg()[0] if hasattr(os, "getloadavg") else "n/a",
+    }
+    if note:
+        header["note"] = note
+    rows: list[Row] = []
+    facts: dict = {}
+    try:
+        log("warm-up")
+        backend.engine.generate(best_of[0], SamplingParams(max_tokens=4), n=2)
+        if server is not None:
+            server.run([tokenizer.decode(best_of[0])], 1, 4, 0.0)
+        rows += compare(f"best-of-{args.samples}, {args.tokens} new tokens", backend, server, best_of,
+                        args.samples, args.tokens, 0.7, args.serial_limit)
+        rows += compare(f"{args.concurrent} concurrent requests, different prompts, {args.tokens} new tokens",
+                        backend, server, different, 1, args.tokens, 0.0, args.serial_limit)
+        log("batch-1 decode")
+        bandwidth = read_bandwidth()
+        one_rows, facts = batch_one(backend, best_of[0], args.tokens, bandwidth)
+        rows += one_rows
+        if server is not None:
+            seconds, produced = server.run([tokenizer.decode(best_of[0])], 1, args.tokens, 0.0)
+            rows.append(Row("batch-1 decode", "llama.cpp server (Q4_1 GGUF)", seconds, produced, "includes its prefill"))
+        if torch.cuda.is_available():
+            log("GPU: with and without CUDA graphs")
+            rows += gpu_graphs(ModelSpec(dtype="bfloat16", device="cuda"), best_of[0], args.samples, args.tokens)
+        else:
+            header["GPU"] = "none here: the CUDA-graph comparison did not run"
+    finally:
+        if server is not None:
+            server.close()
+        backend.engine.close()
+    report = render(rows, facts, header)
+    print(report)
+    out = args.out or RESULTS / f"engine-{datetime.now().strftime('%Y%m%d-%H%M%S')}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"header": header, "facts": facts, "rows": [asdict(r) | {"tokens_per_second": r.tokens_per_second} for r in rows]},
+        indent=2, default=str))
+    log(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
