@@ -324,6 +324,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16, help="n of the best-of-n scenario")
     parser.add_argument("--tokens", type=int, default=128, help="new tokens per sample")
     parser.add_argument("--concurrent", type=int, default=32, help="requests in the different-prompts scenario")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch and llama.cpp alike (default: torch's default); "
+                             "on a machine shared with other jobs, 1 avoids OpenMP threads waiting on each other")
     parser.add_argument("--dtype", default="auto", help="engine dtype: auto (measured), float32, bfloat16")
     parser.add_argument("--serial-limit", type=int, default=None,
                         help="time only this many HF one-at-a-time calls per scenario and scale (they run in sequence)")
@@ -334,6 +337,8 @@ def main() -> None:
     if args.quick:
         args.tokens, args.concurrent, args.serial_limit = 32, 8, args.serial_limit or 4
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     spec = ModelSpec(dtype=args.dtype, max_batch_size=max(64, args.samples, args.concurrent))
     log(f"loading the engine ({args.dtype})")
@@ -368,7 +373,7 @@ def main() -> None:
         "threads (torch and llama.cpp)": threads,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "load average at start": os.getloadavg()[0] if hasattr(os, "getloadavg") else "n/a",
+        "load average at start (1 min)": round(os.getloadavg()[0], 1),
     }
     if note:
         header["note"] = note
@@ -399,6 +404,7 @@ def main() -> None:
         if server is not None:
             server.close()
         backend.engine.close()
+    header["load average at end (1 min)"] = round(os.getloadavg()[0], 1)
     report = render(rows, facts, header)
     print(report)
     out = args.out or RESULTS / f"engine-{datetime.now().strftime('%Y%m%d-%H%M%S')}.md"

@@ -1,16 +1,16 @@
 """How much `orchestra serve` sustains, next to the same work run in-process.
 
     .venv/bin/python bench/serve_throughput.py                       # recipes/quickstart.yaml, 32 clients
-    .venv/bin/python bench/serve_throughput.py --recipe recipes/greedy.yaml --requests 64
+    .venv/bin/python bench/serve_throughput.py --recipe recipes/greedy.yaml --rounds 2
 
-Both sides run the recipe on the same problems (the task's test prompts) with no
-generation cache: first in this process with `orchestra.arun(concurrency=C)`,
-then through `orchestra serve` (a subprocess, as a user starts it) with C
-concurrent clients (the official `openai` client, one thread each), each sending
-its share of the requests one after another. Tokens are the usage the server
-reports (every token the recipe spent). Prints requests/s, tokens/s and the
-ratio served/in-process; both are measured in this one run, since a shared
-machine's speed drifts between runs.
+Both sides run the recipe on the same problems (the task's test prompts, one
+per client per round) with no generation cache: in this process with
+`orchestra.arun(concurrency=clients)`, and through `orchestra serve` (a
+subprocess, as a user starts it, model loaded once) with that many concurrent
+clients (the official `openai` client, one thread each). Rounds alternate
+A B B A, so a shared machine's drifting load hits both sides alike. Tokens are
+the usage the server reports (every token the recipe spent). Prints
+requests/s, tokens/s and the ratio served / in-process, all from this one run.
 """
 
 from __future__ import annotations
@@ -45,17 +45,19 @@ def in_process(recipe_path: Path, problems, concurrency: int) -> tuple[float, in
     return seconds, usage.total_tokens, usage.completion_tokens
 
 
-def served(recipe_path: Path, problems, clients: int) -> tuple[float, int, int, float]:
-    """(seconds, total tokens, completion tokens, mean request latency) through `orchestra serve`."""
-    port = free_port()
-    log = open(os.devnull, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestra.cli", "serve", str(recipe_path), "--port", str(port),
-         "--concurrency", str(max(clients, 1) * 2), "--max-n", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+class Served:
+    """`orchestra serve RECIPE` in a subprocess, and clients for it."""
+
+    def __init__(self, recipe_path: Path, clients: int):
+        self.clients = clients
+        self.name = load_recipe(recipe_path).name
+        port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "orchestra.cli", "serve", str(recipe_path), "--port", str(port),
+             "--concurrency", str(clients * 2), "--max-n", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 300
         while True:
             try:
@@ -63,49 +65,69 @@ def served(recipe_path: Path, problems, clients: int) -> tuple[float, int, int, 
                     break
             except httpx.TransportError:
                 pass
-            if process.poll() is not None or time.monotonic() > deadline:
+            if self.process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("orchestra serve did not start")
             time.sleep(0.3)
-        name = load_recipe(recipe_path).name
-        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=3600)
-        shares = [problems[i::clients] for i in range(clients)]
+        self.client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=7200)
+
+    def run(self, problems) -> tuple[float, int, int, float]:
+        """(seconds, total tokens, completion tokens, mean request latency)."""
+        shares = [problems[i::self.clients] for i in range(self.clients)]
 
         def one_client(share) -> list[tuple[float, int, int]]:
             done = []
             for problem in share:
                 sent = time.monotonic()
-                reply = client.chat.completions.create(
-                    model=name, messages=[m.model_dump() for m in problem.messages]
+                reply = self.client.chat.completions.create(
+                    model=self.name, messages=[m.model_dump() for m in problem.messages]
                 )
                 done.append((time.monotonic() - sent, reply.usage.total_tokens, reply.usage.completion_tokens))
             return done
 
         started = time.monotonic()
-        with ThreadPoolExecutor(clients) as pool:
+        with ThreadPoolExecutor(self.clients) as pool:
             rows = [row for rows in pool.map(one_client, shares) for row in rows]
         seconds = time.monotonic() - started
         return seconds, sum(r[1] for r in rows), sum(r[2] for r in rows), sum(r[0] for r in rows) / len(rows)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes/quickstart.yaml")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=1, help="Rounds per side (A B B A ...), `clients` requests each.")
     args = parser.parse_args()
 
-    problems = load_task(TASK).problems("test", args.requests)
-    print(f"{args.recipe.name}: {len(problems)} requests, {args.clients} concurrent clients, task {TASK}")
-    local_s, local_tokens, local_completion = in_process(args.recipe, problems, args.clients)
-    serve_s, serve_tokens, serve_completion, latency = served(args.recipe, problems, args.clients)
-    n = len(problems)
+    problems = load_task(TASK).problems("test", args.clients * 2 * args.rounds)
+    print(f"{args.recipe.name}: {args.clients} concurrent clients, {args.rounds} round(s) of {args.clients} "
+          f"requests per side, task {TASK}", flush=True)
+    served = Served(args.recipe, args.clients)
+    totals = {"in-process": [0.0, 0, 0], "served": [0.0, 0, 0]}
+    latencies = []
+    try:
+        for index in range(2 * args.rounds):
+            side = ("in-process", "served", "served", "in-process")[index % 4]
+            batch = problems[index * args.clients:(index + 1) * args.clients]
+            if side == "served":
+                seconds, tokens, completion, latency = served.run(batch)
+                latencies.append(latency)
+            else:
+                seconds, tokens, completion = in_process(args.recipe, batch, args.clients)
+            for i, value in enumerate((seconds, tokens, completion)):
+                totals[side][i] += value
+            print(f"round {index + 1}: {side:<10} {seconds:8.1f} s  {tokens / seconds:7.1f} tok/s", flush=True)
+    finally:
+        served.close()
+    n = args.clients * args.rounds
     print(f"{'':<12}{'seconds':>9}{'req/s':>9}{'tok/s':>9}{'compl tok/s':>13}")
-    print(f"{'in-process':<12}{local_s:>9.1f}{n / local_s:>9.3f}{local_tokens / local_s:>9.1f}{local_completion / local_s:>13.1f}")
-    print(f"{'served':<12}{serve_s:>9.1f}{n / serve_s:>9.3f}{serve_tokens / serve_s:>9.1f}{serve_completion / serve_s:>13.1f}")
-    print(f"served / in-process throughput: {local_s / serve_s:.3f}   mean request latency served: {latency:.1f} s")
+    for side, (seconds, tokens, completion) in totals.items():
+        print(f"{side:<12}{seconds:>9.1f}{n / seconds:>9.3f}{tokens / seconds:>9.1f}{completion / seconds:>13.1f}")
+    ratio = totals["in-process"][0] / totals["served"][0]
+    print(f"served / in-process throughput: {ratio:.3f}   mean request latency served: {sum(latencies) / len(latencies):.1f} s")
 
 
 if __name__ == "__main__":

@@ -51,10 +51,12 @@ AGREEMENT = "unit_tests_agreement"
 _STUB_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.DOTALL)
 _DEF = re.compile(r"^def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
 
+# The function first and the request last, nearest to where the model starts writing: with the
+# request first, the default model mostly rewrites the function instead of testing it.
 _INSTRUCTION = (
-    "Write unit tests for this Python function. Reply with assert statements only, one per line, "
-    "in a single ```python code block. Each assert calls `{name}` with concrete arguments and "
-    "compares the result with the value the docstring says it must return.\n\n```python\n{stub}\n```"
+    "```python\n{stub}\n```\n\nWrite five assert statements that test `{name}`: each calls it with "
+    "concrete arguments and compares the result with what the docstring says it must return. "
+    "Reply with the asserts only, in a ```python code block."
 )
 _EXAMPLE_STUB = '''def count_vowels(word: str) -> int:
     """Return how many of the letters a, e, i, o, u the lowercase word contains.
@@ -66,6 +68,7 @@ assert count_vowels("hello") == 2
 assert count_vowels("sky") == 0
 assert count_vowels("aeiou") == 5
 assert count_vowels("") == 0
+assert count_vowels("banana") == 3
 ```'''
 
 

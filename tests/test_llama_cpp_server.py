@@ -117,3 +117,18 @@ def test_greedy_through_the_backend_matches_a_direct_call(llama_server):
     assert completion.logprobs is not None and len(completion.logprobs) == completion.completion_tokens
     # the pre-call estimate with the local tokenizer is close to what the server counted
     assert abs(backend.count_prompt_tokens(request) - result.prompt_tokens) <= 3
+
+
+def test_an_assistant_turn_is_continued_on_llama_cpp(llama_server):
+    spec = ModelSpec(backend="openai", model=DEFAULT_MODEL, openai={"endpoints": [llama_server]})
+    backend = engine.get_backend(spec)
+    conversation = (Message(role="user", content="What is 4 + 5?"), Message(role="assistant", content="4 + 5 ="))
+    request = GenerationRequest(messages=conversation, max_tokens=4, temperature=0.0)
+    result = asyncio.run(backend.generate(request))
+    rendered = backend.tokenizer.apply_chat_template(
+        [m.model_dump() for m in conversation], tokenize=False, add_generation_prompt=False, continue_final_message=True
+    )
+    assert rendered.endswith("4 + 5 =")  # the assistant's turn is left open
+    direct = httpx.post(llama_server + "/completions", json={"model": DEFAULT_MODEL, "prompt": rendered,
+                                                            "max_tokens": 4, "temperature": 0.0}, timeout=120).json()
+    assert result.completions[0].text == direct["choices"][0]["text"]

@@ -258,7 +258,7 @@ class ScriptedCoder(FakeBackend):
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         prompt = self.render(request)
-        script = TESTS if "Write unit tests" in prompt else CODE
+        script = TESTS if "assert statements that test" in prompt else CODE
         completions = tuple(
             Completion(text=script[(request.first_index + i) % len(script)], completion_tokens=10, finish_reason="stop")
             for i in range(request.n)
@@ -316,7 +316,7 @@ def test_generate_then_evaluate_picks_a_program_that_passes(tmp_path: Path, code
     assert ranked[2]["scores"]["unit_tests_agreement"] == pytest.approx(1 * 1 / (6 * 4))
     assert all(c["node"] == "code" for c in ranked)  # only code candidates come out
     assert trace["best"]["usage"]["calls"] == 0  # executing tests costs no model calls
-    test_prompt = next(p for p in FakeBackend.log.calls if "Write unit tests" in p)
+    test_prompt = next(p for p in FakeBackend.log.calls if "assert statements that test" in p)
     assert "count_vowels" in test_prompt and ADD_STUB.strip() in test_prompt  # the one-shot example, then the stub
 
 
