@@ -7,7 +7,6 @@ are known exactly; tests/test_serve_model.py serves the real default model.
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import openai
@@ -102,7 +101,6 @@ def test_requests_run_concurrently_on_one_shared_backend(client):
     def ask(i: int) -> None:
         replies.append(client.chat.completions.create(model="one", messages=[{"role": "user", "content": f"Compute {i} + 1 ="}]))
 
-    started = time.monotonic()
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
@@ -110,7 +108,6 @@ def test_requests_run_concurrently_on_one_shared_backend(client):
         t.join()
     assert len(replies) == 8 and FakeBackend.log.instances == 1  # both recipes name one model: one backend
     assert FakeBackend.log.max_in_flight >= 4  # calls of different requests were in the backend together
-    assert time.monotonic() - started < 8 * 0.3
 
 
 @pytest.mark.parametrize(
