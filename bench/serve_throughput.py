@@ -106,6 +106,10 @@ def main() -> None:
     print(f"{args.recipe.name}: {args.clients} concurrent clients, {args.rounds} round(s) of {args.clients} "
           f"requests per side, task {TASK}", flush=True)
     served = Served(args.recipe, args.clients)
+    # Untimed warm-up of both sides: model loading and first-call costs are not throughput.
+    warm = load_task(TASK).problems("dev", 1)
+    in_process(args.recipe, warm, 1)
+    served.run(warm)
     totals = {"in-process": [0.0, 0, 0], "served": [0.0, 0, 0]}
     latencies = []
     try:
