@@ -49,8 +49,11 @@ from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult, RunResult
 from orchestra.tasks import Split, Task
 
-#: The technique whose `n` a scaling curve varies.
-SAMPLE_TECHNIQUE = "sample"
+#: Techniques whose `n` a scaling curve varies. A technique belongs here when each of its calls
+#: asks for exactly n samples from index 0, so a smaller n replays a prefix of the pool and
+#: "requested minus cache_hits" counts what it really generated. Techniques that stop early
+#: (their n is a cap, not a count) do not.
+SCALED_TECHNIQUES = ("sample",)
 #: Random k-subsets per problem that majority@k averages over (all of them when there are fewer).
 DEFAULT_SUBSETS = 1000
 
@@ -78,12 +81,12 @@ def parse_sample_counts(text: str) -> list[int]:
 
 def sample_nodes(recipe: Recipe) -> list[str]:
     """Ids of the recipe's `sample` nodes: the ones whose n a curve varies."""
-    found = [node.id for node in recipe.nodes if node.technique == SAMPLE_TECHNIQUE]
+    found = [node.id for node in recipe.nodes if node.technique in SCALED_TECHNIQUES]
     if not found:
         techniques = ", ".join(f"{node.id} ({node.technique})" for node in recipe.nodes)
+        wanted = " or ".join(repr(name) for name in SCALED_TECHNIQUES)
         raise ScaleError(
-            f"recipe {recipe.name!r} has no {SAMPLE_TECHNIQUE!r} node with a sample count n to scale "
-            f"(its nodes: {techniques})"
+            f"recipe {recipe.name!r} has no {wanted} node with a sample count n to scale (its nodes: {techniques})"
         )
     return found
 
@@ -190,8 +193,8 @@ class ScaleObserver:
 def sample_usage(result: RunResult, nodes: Sequence[str], n: int) -> tuple[int, int]:
     """(generated, replayed) samples of the sample nodes over a run's problems.
 
-    A sample node makes one call per problem asking for n samples; the node's
-    `cache_hits` count those replayed, so the rest were generated.
+    Each call of a scaled node asks for n samples (see SCALED_TECHNIQUES); the
+    node's `cache_hits` count those replayed, so the rest were generated.
     """
     generated = replayed = 0
     for problem in result.results:
