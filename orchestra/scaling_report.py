@@ -134,10 +134,12 @@ def plot_curves(result: ScaleResult, path: str | Path) -> Path:
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("share of problems")
-    axes[0].legend(loc="lower right", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    # Below the axes, not inside: low curves (HumanEval) and high ones (easy sums) would both hide behind it.
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
     title = f"{result.recipe} on {result.task} ({result.split}, {result.problems} problems)"
     figure.suptitle(_wrap(title, 110), fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
