@@ -21,6 +21,9 @@ test costs only itself:
    dropped: messages often name variables that do not exist), must compile,
    must call the function under test when its name is known, must not be a
    constant, and is kept once.
+
+`docstring_examples` reads the examples a function's own docstring gives
+(the problem statement's public examples) into asserts of the same form.
 """
 
 from __future__ import annotations
