@@ -93,6 +93,7 @@ def run_engine(backend: LocalBackend, prompts: list[list[int]], n: int, tokens: 
     seconds = time.perf_counter() - began
     stats = engine.stats
     extra = {
+        "prefill_s": round(stats.forward_seconds - stats.decode_forward_seconds, 2),
         "prompt_tokens_computed": stats.prompt_tokens_computed,
         "prompt_tokens_reused": stats.prompt_tokens_reused,
         "decode_steps": stats.decode_steps,
@@ -241,36 +242,36 @@ def compare(
     return rows
 
 
-def batch_one(backend: LocalBackend, prompt: list[int], tokens: int, bandwidth: float) -> tuple[list[Row], dict]:
-    engine = backend.engine
-    engine.reset_stats()
-    params = SamplingParams(max_tokens=tokens, min_tokens=tokens)
-    engine.generate(prompt, params)
-    stats = engine.stats
-    step = stats.decode_seconds / stats.decode_steps
-    forward = stats.decode_forward_seconds / stats.decode_steps
-    weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
-    limit = bandwidth / weight_bytes
+def batch_one(backends: list[LocalBackend], prompt: list[int], tokens: int, bandwidth: float) -> tuple[list[Row], dict]:
+    """Greedy decode of one sequence, per engine precision, against weight bytes / bandwidth."""
+    rows: list[Row] = []
+    facts: dict = {"bandwidth_bytes_per_s": round(bandwidth)}
+    for backend in backends:
+        engine = backend.engine
+        engine.reset_stats()
+        engine.generate(prompt, SamplingParams(max_tokens=tokens, min_tokens=tokens))
+        stats = engine.stats
+        step = stats.decode_seconds / stats.decode_steps
+        forward = stats.decode_forward_seconds / stats.decode_steps
+        weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
+        limit = bandwidth / weight_bytes
+        rows.append(Row("batch-1 decode", f"orchestra engine ({backend.dtype})", stats.decode_seconds,
+                        stats.decode_steps, f"{(1 / step) / limit:.0%} of its bandwidth limit; forward only {1 / forward:.1f} tok/s"))
+        rows.append(Row("batch-1 decode", f"memory-bandwidth limit ({backend.dtype})", weight_bytes / bandwidth, 1,
+                        f"{weight_bytes / 2**20:.0f} MiB of weights per token at {bandwidth / 2**30:.1f} GiB/s"))
+        facts[backend.dtype] = {
+            "step_ms": round(step * 1e3, 2),
+            "forward_ms": round(forward * 1e3, 2),
+            "engine_overhead_share": round(1 - forward / step, 4),
+            "bandwidth_limit_tokens_per_s": round(limit, 1),
+            "share_of_limit": round((1 / step) / limit, 3),
+            "weight_bytes": weight_bytes,
+        }
     began = time.perf_counter()
     with torch.inference_mode():
-        backend.model.generate(torch.tensor([prompt]), **_hf_settings(tokens, 0.0))
-    hf_seconds = time.perf_counter() - began
-    rows = [
-        Row("batch-1 decode", f"orchestra engine ({backend.dtype})", stats.decode_seconds, stats.decode_steps,
-            f"forward only: {1 / forward:.1f} tok/s"),
-        Row("batch-1 decode", "HF generate", hf_seconds, tokens, "includes its prefill"),
-        Row("batch-1 decode", "memory-bandwidth limit", weight_bytes / bandwidth, 1,
-            f"{weight_bytes / 2**20:.0f} MiB weights/token at {bandwidth / 2**30:.1f} GiB/s"),
-    ]
-    facts = {
-        "step_ms": round(step * 1e3, 2),
-        "forward_ms": round(forward * 1e3, 2),
-        "engine_overhead_share": round(1 - forward / step, 4),
-        "bandwidth_limit_tokens_per_s": round(limit, 1),
-        "share_of_limit": round((1 / step) / limit, 3),
-        "weight_bytes": weight_bytes,
-        "bandwidth_bytes_per_s": bandwidth,
-    }
+        backends[0].model.generate(torch.tensor([prompt]), **_hf_settings(tokens, 0.0))
+    rows.append(Row("batch-1 decode", f"HF generate ({backends[0].dtype})", time.perf_counter() - began, tokens,
+                    "includes its prefill"))
     return rows, facts
 
 
@@ -390,7 +391,11 @@ def main() -> None:
                         backend, server, different, 1, args.tokens, 0.0, args.serial_limit)
         log("batch-1 decode")
         bandwidth = read_bandwidth()
-        one_rows, facts = batch_one(backend, best_of[0], args.tokens, bandwidth)
+        other = "float32" if backend.dtype == "bfloat16" else "bfloat16"
+        log(f"batch-1 decode: loading a {other} engine beside the {backend.dtype} one")
+        second = LocalBackend(ModelSpec(dtype=other, device=spec.device))
+        one_rows, facts = batch_one([backend, second], best_of[0], args.tokens, bandwidth)
+        second.engine.close()
         rows += one_rows
         if server is not None:
             seconds, produced = server.run([tokenizer.decode(best_of[0])], 1, args.tokens, 0.0)

@@ -68,11 +68,8 @@ class CudaGraphRunner(LlamaRunner):
         key = (batch, width)
         step = self._graphs.get(key)
         if step is None:
-            step = _CapturedStep(self, pool, batch, width)
-            if self.use_graphs:
-                step.capture(self._memory)
-            self._graphs[key] = step
-        logits, hidden = step.run(tokens, positions)
+            step = self._graphs[key] = _CapturedStep(self, pool, batch, width)
+        logits, hidden = step.run(tokens, positions, self._memory if self.use_graphs else None)
         return logits[:count], (hidden[:count] if want_hidden else None)
 
 
@@ -95,6 +92,8 @@ class _CapturedStep:
         return self.runner.decode_over(self.pool, self.tokens, self.positions, self.width, cos, sin, True)
 
     def capture(self, memory) -> None:
+        """Record the step. The warm-up runs execute it for real on the inputs already in
+        place, which is harmless: they write the same KV the replay writes."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -105,12 +104,19 @@ class _CapturedStep:
         with torch.cuda.graph(self.graph, pool=memory):
             self.logits, self.hidden = self._forward()
 
-    def run(self, tokens: torch.Tensor, positions: torch.Tensor):
+    def run(self, tokens: torch.Tensor, positions: torch.Tensor, memory=None):
+        """The step for these rows; captured on first use when `memory` (a graph pool) is given.
+
+        The inputs go into the static buffers before any capture: a warm-up on stale
+        buffers would write KV at stale positions of live slots.
+        """
         count = tokens.shape[0]
         self.tokens.zero_()
         self.positions.zero_()
         self.tokens[:count] = tokens
         self.positions[:count] = positions
+        if self.graph is None and memory is not None:
+            self.capture(memory)
         if self.graph is None:
             return self._forward()
         self.graph.replay()

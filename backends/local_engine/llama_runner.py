@@ -8,10 +8,15 @@ logits are the engine's business. The arithmetic is the model's own (same
 rotary tables, same RMSNorm, same projections), so greedy decoding matches
 `generate` in float32.
 
-Two changes of form, not of value: the q/k/v projections of each layer are
+Changes of form, not of value: the q/k/v projections of each layer are
 concatenated into one matrix and gate/up into another (fewer, larger matrix
 products), and the model's own Linear modules are re-pointed at slices of
 those matrices, so the weights are held once and the HF model stays usable.
+In float32 on a CPU the matrices are also stored column-major (each weight's
+transpose is contiguous): the BLAS then runs a one-row product `x @ W.T` as a
+streaming pass over memory, measured 2.4x faster at batch 1 on this project's
+CPU and no slower at batch 16. Values and shapes are unchanged; HF's own
+forward reads the same storage, so it stays comparable token for token.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ class _Layer:
 class LlamaRunner:
     """Prefill and decode steps over a `KVPool`, one slot per sequence."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, column_major: bool | None = None):
         config = model.config
         if config.model_type not in SUPPORTED_MODEL_TYPES:
             raise UnsupportedModel(
@@ -86,7 +91,13 @@ class LlamaRunner:
         self.hidden_size = config.hidden_size
         self.num_layers = config.num_hidden_layers
         self.max_positions = getattr(config, "max_position_embeddings", None) or 1 << 20
+        weight = self.embed.weight
+        if column_major is None:
+            column_major = weight.device.type == "cpu" and weight.dtype == torch.float32
+        self.column_major = column_major
         self.layers = [self._fuse(layer) for layer in inner.layers]
+        if column_major:
+            _relayout(self.lm_head, "weight")  # tied to the embedding in many models: relaid once
         self._cos = self._sin = None
         self._extend_rotary(min(self.max_positions, 4096))
 
@@ -101,11 +112,14 @@ class LlamaRunner:
     def _fuse(self, layer) -> _Layer:
         attn, mlp = layer.self_attn, layer.mlp
         projections = (attn.q_proj, attn.k_proj, attn.v_proj)
-        qkv = _concatenate_into(projections, "weight")
+        qkv = _concatenate_into(projections, "weight", self.column_major)
         bias = _concatenate_into(projections, "bias") if attn.q_proj.bias is not None else None
         if mlp.gate_proj.bias is not None or attn.o_proj.bias is not None:
             raise UnsupportedModel("biases on the MLP or output projection are not supported")
-        gate_up = _concatenate_into((mlp.gate_proj, mlp.up_proj), "weight")
+        gate_up = _concatenate_into((mlp.gate_proj, mlp.up_proj), "weight", self.column_major)
+        if self.column_major:
+            _relayout(attn.o_proj, "weight")
+            _relayout(mlp.down_proj, "weight")
         return _Layer(
             qkv=qkv,
             qkv_bias=bias,
@@ -268,12 +282,20 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _concatenate_into(modules, name: str) -> torch.Tensor:
+def _concatenate_into(modules, name: str, column_major: bool = False) -> torch.Tensor:
     """Concatenate the modules' `name` parameters and re-point each at its slice (held once)."""
-    joined = torch.cat([getattr(m, name).data for m in modules], dim=0).contiguous()
+    joined = torch.cat([getattr(m, name).data for m in modules], dim=0)
+    joined = joined.t().contiguous().t() if column_major else joined.contiguous()
     offset = 0
     for m in modules:
         size = getattr(m, name).shape[0]
         getattr(m, name).data = joined[offset : offset + size]
         offset += size
     return joined
+
+
+def _relayout(module, name: str) -> None:
+    """Store a [out, in] weight column-major (its transpose contiguous), same values."""
+    weight = getattr(module, name)
+    if weight.dim() == 2 and weight.stride(0) != 1:
+        weight.data = weight.data.t().contiguous().t()
