@@ -1,0 +1,132 @@
+"""Process reward models (PRMs): rate each step of a partial solution.
+
+Step-wise search (particle filtering, beam search, DVTS, MCTS, best-first) grows
+answers step by step and needs a score for every partial answer, not only for
+finished ones. A PRM returns one score per step, in [0, 1], higher meaning "this
+prefix is more likely to end in a correct answer"; `aggregate` turns those into
+the one number a search ranks or weights by.
+
+A PRM is an async function registered by name with `@process_reward_model`.
+It receives the node's `Context` (problem, models, budget: every model call a
+PRM makes goes through `ctx.model(...)` and is metered like the generator's),
+the spec the recipe wrote, and the steps so far. Steps carry what generation
+already produced (token log-probabilities, the last token's hidden state) so
+PRMs that read the generator itself cost no extra model call.
+
+Built-in PRMs live in `orchestra.techniques`; third-party ones register through
+the `orchestra.process_rewards` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from orchestra.errors import unknown_name
+
+if TYPE_CHECKING:
+    from orchestra.context import Context
+
+#: How per-step scores become one: the last step's, the worst step's, their product,
+#: their mean, or `model`: the PRM scores the whole prefix as a single step.
+Aggregation = Literal["last", "min", "prod", "mean", "model"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a partial solution, with what its generation already told us."""
+
+    text: str
+    #: The generator's log-probability of each token of the step, when known.
+    logprobs: tuple[float, ...] | None = None
+    #: The generator's final-layer hidden state at the step's last token, when known.
+    hidden_state: tuple[float, ...] | None = None
+
+
+class PRMSpec(BaseModel):
+    """How a recipe names a PRM: `prm: {name: llm, model: judge, aggregate: min}`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    aggregate: Aggregation = "last"
+    #: Model alias the PRM runs on (LLM-as-PRM, probe); default: the node's model.
+    model: str | None = None
+    #: PRM-specific settings, e.g. `{path: probe.safetensors}` for the trained probe.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        get_process_reward_model(name)
+        return name
+
+
+PRMFn = Callable[["Context", PRMSpec, Sequence[Step]], Awaitable[list[float]]]
+
+
+@dataclass(frozen=True)
+class ProcessRewardModel:
+    name: str
+    fn: PRMFn
+    #: Backend capabilities the PRM's model must have (e.g. `logprobs`, `hidden_states`).
+    requires: frozenset[str]
+
+
+_PRMS: dict[str, ProcessRewardModel] = {}
+_loaded = False
+
+
+def process_reward_model(name: str, *, requires: tuple[str, ...] = ()):
+    """Register an async `(ctx, spec, steps) -> [score per step]` as a PRM."""
+
+    def register(fn: PRMFn) -> PRMFn:
+        _PRMS[name] = ProcessRewardModel(name, fn, frozenset(requires))
+        return fn
+
+    return register
+
+
+def process_reward_models() -> dict[str, ProcessRewardModel]:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        importlib.import_module("orchestra.techniques")
+        for ep in entry_points(group="orchestra.process_rewards"):
+            ep.load()
+    return dict(_PRMS)
+
+
+def get_process_reward_model(name: str) -> ProcessRewardModel:
+    known = process_reward_models()
+    if name in known:
+        return known[name]
+    raise ValueError(unknown_name("process reward model", name, known))
+
+
+def aggregate(scores: Sequence[float], how: Aggregation) -> float:
+    """One number from per-step scores (`model` expects the single whole-prefix score)."""
+    if not scores:
+        raise ValueError("no step scores to aggregate")
+    if how in ("last", "model"):
+        return scores[-1]
+    if how == "min":
+        return min(scores)
+    if how == "prod":
+        return math.prod(scores)
+    return sum(scores) / len(scores)
+
+
+async def score_steps(ctx: Context, spec: PRMSpec, steps: Sequence[Step]) -> float:
+    """Score a partial solution with the PRM `spec` names, aggregated as it says."""
+    prm = get_process_reward_model(spec.name)
+    if spec.aggregate == "model":
+        whole = Step(text="".join(step.text for step in steps))
+        return aggregate(await prm.fn(ctx, spec, [whole]), "model")
+    return aggregate(await prm.fn(ctx, spec, steps), spec.aggregate)
