@@ -123,6 +123,25 @@ def aggregate(scores: Sequence[float], how: Aggregation) -> float:
     return sum(scores) / len(scores)
 
 
+def split_steps(text: str, delimiter: str = "\n\n") -> list[Step]:
+    """Cut a solution into steps at `delimiter`, each step keeping its delimiter.
+
+    Step generation stops at the same delimiter, so a solution grown step by step
+    and one split afterwards (reward training labels whole rollouts) agree.
+    """
+    if not delimiter:
+        raise ValueError("the step delimiter must not be empty")
+    pieces = [piece + delimiter for piece in text.split(delimiter)]
+    pieces[-1] = pieces[-1][: -len(delimiter)]
+    steps: list[str] = []
+    for piece in pieces:
+        if steps and not piece.strip():
+            steps[-1] += piece  # blank runs belong to the step before: "".join(steps) == text
+        elif piece:
+            steps.append(piece)
+    return [Step(text=s) for s in steps] or [Step(text=text)]
+
+
 async def score_steps(ctx: Context, spec: PRMSpec, steps: Sequence[Step]) -> float:
     """Score a partial solution with the PRM `spec` names, aggregated as it says."""
     prm = get_process_reward_model(spec.name)
