@@ -29,8 +29,17 @@ class AnswerFormat(BaseModel):
     pattern: str | None = None  # for `regex`: group 1 (or the whole match) is the answer
 
 
+_QUOTES = "'\"`\u2019\u201d"
+
+
 def _after_marker(text: str, marker: str) -> str | None:
-    index = text.lower().rfind(marker.lower())
+    """What follows the last *used* marker. A marker right before a closing quote is only
+    mentioned ("write 'Answer: ' followed by the final answer", a small model echoing its
+    instructions), so it does not count."""
+    lowered, wanted = text.lower(), marker.lower()
+    index = lowered.rfind(wanted)
+    while index >= 0 and text[index + len(marker):].lstrip(" ")[:1] in tuple(_QUOTES):
+        index = lowered.rfind(wanted, 0, index)
     if index < 0:
         return None
     rest = text[index + len(marker):].strip()

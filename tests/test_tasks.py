@@ -34,6 +34,10 @@ from orchestra.tasks import SPLITS, HumanEvalTask, JsonlTask, ReasoningGymTask, 
         ("Here:\n```python\ndef f():\n    return 1\n```\nDone", AnswerFormat(strategy="code"), "def f():\n    return 1\n"),
         ("def f(): pass", AnswerFormat(strategy="code"), "def f(): pass"),
         ("  whole text \n", AnswerFormat(strategy="full"), "whole text"),
+        # a marker only mentioned (an echo of the instructions) is not an answer
+        ("3 + 4 = 7. I write 'Answer: ' followed by the final answer.", AnswerFormat(), "7"),
+        ("Answer: 7\nThen write 'Answer: ' followed by the final answer.", AnswerFormat(), "7"),
+        ('Write "Answer:" then the number.', AnswerFormat(strategy="marker"), None),
     ],
 )
 def test_extract_answer(text: str, fmt: AnswerFormat, expected: str | None) -> None:
