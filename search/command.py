@@ -148,7 +148,7 @@ def search(
     console.print(f"search wall time: {searched:.1f} s; {replay_summary(study).describe()}")
     reached = trials_to_best(study)
     if reached is not None:
-        console.print(f"trials to reach the best dev accuracy: {reached}")
+        console.print(f"trials to reach the best dev accuracy: {reached[0]} ({reached[1]} distinct configurations evaluated)")
     console.print(f"trials: {write_trials_csv(study, folder / 'trials.csv')}")
     console.print(f"plot: {plot_pareto(study, objective, folder / 'pareto.png')}")
     if settings.storage.startswith("sqlite:///"):

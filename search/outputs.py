@@ -166,12 +166,16 @@ def replay_summary(study: optuna.Study) -> ReplaySummary:
     )
 
 
-def trials_to_best(study: optuna.Study) -> int | None:
-    """1-based count of trials run until the first one reaching the best dev accuracy seen."""
+def trials_to_best(study: optuna.Study) -> tuple[int, int] | None:
+    """(trials, evaluations) run until the first trial reaching the best dev accuracy seen.
+
+    Evaluations leave out trials that repeated an earlier trial's parameters: those
+    reuse its measurement and cost nothing, the way Archon counts evaluations.
+    """
     trials = sorted(measured_trials(study), key=lambda t: t.number)
     if not trials:
         return None
     top = max(t.user_attrs["accuracy"] for t in trials)
-    finished = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)), key=lambda t: t.number)
     first = next(t.number for t in trials if t.user_attrs["accuracy"] == top)
-    return 1 + sum(t.number < first for t in finished)
+    finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)) if t.number <= first]
+    return len(finished), sum("duplicate_of" not in t.user_attrs for t in finished)

@@ -18,12 +18,13 @@ import json
 import logging
 import os
 import socket
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field
@@ -91,33 +92,47 @@ def storage_url(storage: str | None, out: Path) -> str:
 
 def open_storage(url: str, heartbeat_seconds: int) -> RDBStorage:
     # grace: a trial is declared dead after two missed heartbeats plus slack.
-    return RDBStorage(
-        url,
-        heartbeat_interval=heartbeat_seconds,
-        grace_period=2 * heartbeat_seconds + 1,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
-        engine_kwargs={"pool_pre_ping": True},
-    )
+    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna, and have been since 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=2 * heartbeat_seconds + 1,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+            engine_kwargs={"pool_pre_ping": True},
+        )
+    if url.startswith("sqlite"):
+        _fast_sqlite(storage.engine)
+    return storage
+
+
+def _fast_sqlite(engine) -> None:
+    """WAL and relaxed fsync: optuna commits every attribute it stores, and on a default
+    SQLite file each commit waits for the disk (~10 ms here), longer than a replayed trial runs.
+    WAL also lets several local workers read while one writes."""
+    from sqlalchemy import event
+
+    def on_connect(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened before the listener reconnect with it
 
 
 def make_sampler(settings: SearchSettings, worker: int = 0) -> optuna.samplers.BaseSampler:
     seed = settings.seed + 1000 * worker
-    objective = settings.objective
-    constraints = _constraint if objective.budget is not None else None
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if settings.sampler == "nsga2":
         population = max(4, min(50, settings.trials // 4))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed, constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     startup = max(4, min(10, settings.trials // 4))
-    return optuna.samplers.TPESampler(
-        n_startup_trials=startup, multivariate=True, group=True, seed=seed,
-        constraints_func=constraints, warn_independent_sampling=False,
-    )
-
-
-def _constraint(trial: FrozenTrial) -> list[float]:
-    return [trial.user_attrs.get("violation", 0.0)]
+    with warnings.catch_warnings():  # multivariate/group TPE: "experimental" since optuna 2.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(n_startup_trials=startup, multivariate=True, group=True, seed=seed)
 
 
 def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
@@ -180,6 +195,8 @@ def run_worker(
         if twin is not None:  # TPE re-suggests known points in small spaces: reuse, do not rerun
             for key in ("accuracy", "cost", "problems", "violation", "feasible"):
                 trial.set_user_attr(key, twin.user_attrs.get(key))
+            if settings.objective.budget is not None:
+                trial.set_constraint("budget", twin.user_attrs.get("violation", 0.0))
             trial.set_user_attr("duplicate_of", twin.number)
             trial.set_user_attr("samples_generated", 0)
             trial.set_user_attr("samples_replayed", 0)
@@ -211,6 +228,8 @@ def run_worker(
 
 
 def _record(trial: optuna.Trial, objective: Objective, measured: Evaluation) -> None:
+    if objective.budget is not None:  # TPE and NSGA-II read it: <= 0 is feasible
+        trial.set_constraint("budget", objective.violation(measured.cost))
     trial.set_user_attr("accuracy", measured.accuracy)
     trial.set_user_attr("cost", measured.cost)
     trial.set_user_attr("problems", measured.problems)
