@@ -201,3 +201,22 @@ def test_cli_search_errors(tmp_path: Path, fake_backend) -> None:
     good.write_text(yaml.safe_dump(fake_space()))
     assert CliRunner().invoke(cli.app, ["search", str(good), "--cost", "watts"]).exit_code == 2
     assert CliRunner().invoke(cli.app, ["search", str(good), "--sampler", "nsga2"]).exit_code == 2
+
+
+def test_engine_knobs_are_searched_for_wall_time_without_replay(tmp_path: Path, fake_backend) -> None:
+    task = write_split_sums(tmp_path / "sums.jsonl", dev=3)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(fake_space(knobs={"models.m.max_batch_size": {"choices": [2, 8]}})))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.app, ["search", str(space), "--task", task, "--trials", "4", "--dev-limit", "3",
+                                          "--first-rung", "0", "--cost", "seconds", "--pareto", "--out", str(out),
+                                          "--cache", str(tmp_path / "c.sqlite")])
+    assert result.exit_code == 0, result.output
+    assert "replay is off" in result.output
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert {r["models.m.max_batch_size"] for r in rows} <= {"2", "8"} and all(r["models.m.max_batch_size"] for r in rows)
+    ran = [r for r in rows if not r["duplicate_of"]]
+    assert all(r["samples_generated"] == "" and r["samples_replayed"] == "0" for r in ran)
+    assert not (tmp_path / "c.sqlite").exists()
+    best = load_recipe(out / "best.yaml")
+    assert best.models["m"].max_batch_size in (2, 8)
