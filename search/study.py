@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import socket
 import warnings
@@ -137,6 +136,7 @@ def make_sampler(settings: SearchSettings, worker: int = 0) -> optuna.samplers.B
 
 def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
     """Create the study or join it; refuse to join one that searches something else."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(settings.storage, settings.heartbeat_seconds)
     pruner = (
         optuna.pruners.SuccessiveHalvingPruner(
@@ -176,8 +176,6 @@ def run_worker(
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> optuna.Study:
     """Run trials until the study holds `settings.trials` finished ones (shared by all workers)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna").setLevel(logging.WARNING)
     study = open_study(settings, worker)
     task = load_task(settings.task)
     problems = task.problems("dev", settings.dev_limit)

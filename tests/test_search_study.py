@@ -220,3 +220,30 @@ def test_engine_knobs_are_searched_for_wall_time_without_replay(tmp_path: Path, 
     assert not (tmp_path / "c.sqlite").exists()
     best = load_recipe(out / "best.yaml")
     assert best.models["m"].max_batch_size in (2, 8)
+
+
+def test_cli_workers_processes_share_the_study(tmp_path: Path, fake_backend, monkeypatch) -> None:
+    # Spawned workers are fresh interpreters: they find the fake backend the way a
+    # third-party backend is found, through an entry point on sys.path (spawn passes sys.path on).
+    plugin = tmp_path / "plugin"
+    info = plugin / "orchestra_fake_backend-0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: orchestra-fake-backend\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text("[orchestra.backends]\nfake = slow_fake:SlowFake\n")
+    # slow enough that both workers, started together, are still busy when the other arrives
+    (plugin / "slow_fake.py").write_text("from fake_backend import FakeBackend\n\n\nclass SlowFake(FakeBackend):\n    delay = 0.5\n")
+    monkeypatch.syspath_prepend(str(plugin))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    task = write_split_sums(tmp_path / "sums.jsonl", dev=3)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(fake_space()))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.app, ["search", str(space), "--task", task, "--trials", "6", "--dev-limit", "3",
+                                          "--first-rung", "0", "--workers", "2", "--out", str(out),
+                                          "--cache", str(tmp_path / "c.sqlite")])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="fake_space", storage=f"sqlite:///{out / 'study.db'}")
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert 6 <= len(finished) <= 7
+    assert len({t.user_attrs["worker"] for t in finished}) == 2
+    assert (out / "best.yaml").exists()
