@@ -157,7 +157,6 @@ def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
     stored = study.user_attrs.get("search")
     if stored is None:
         study.set_user_attr("search", identity)
-        study.set_user_attr("trials", settings.trials)
     elif stored != identity:
         raise SearchError(
             f"study {settings.study_name!r} in {settings.storage} was made by a different search "
