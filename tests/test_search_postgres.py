@@ -77,9 +77,10 @@ def _settings(tmp_path: Path, url: str, name: str, trials: int) -> Path:
     return path
 
 
-def _worker(settings: Path, index: int, delay: float) -> subprocess.Popen:
+def _worker(settings: Path, index: int, delay: float, barrier: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, str(TESTS / "search_worker.py"), str(settings), str(index), str(delay)],
+    extra = [str(barrier)] if barrier else []
+    return subprocess.Popen([sys.executable, str(TESTS / "search_worker.py"), str(settings), str(index), str(delay), *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -89,7 +90,14 @@ def _study(url: str, name: str) -> optuna.Study:
 
 def test_two_workers_share_one_study(tmp_path: Path, postgres_url: str) -> None:
     settings = _settings(tmp_path, postgres_url, "shared", trials=8)
-    workers = [_worker(settings, i, delay=0.05) for i in range(2)]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    workers = [_worker(settings, i, delay=0.2, barrier=barrier) for i in range(2)]
+    deadline = time.monotonic() + 240
+    while not all((barrier / f"ready-{i}").exists() for i in range(2)) and time.monotonic() < deadline:
+        assert all(w.poll() is None for w in workers), [w.communicate()[0] for w in workers]
+        time.sleep(0.1)
+    (barrier / "go").touch()
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     study = _study(postgres_url, "shared")

@@ -231,7 +231,7 @@ def test_cli_workers_processes_share_the_study(tmp_path: Path, fake_backend, mon
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: orchestra-fake-backend\nVersion: 0.0\n")
     (info / "entry_points.txt").write_text("[orchestra.backends]\nfake = slow_fake:SlowFake\n")
     # slow enough that both workers, started together, are still busy when the other arrives
-    (plugin / "slow_fake.py").write_text("from fake_backend import FakeBackend\n\n\nclass SlowFake(FakeBackend):\n    delay = 0.5\n")
+    (plugin / "slow_fake.py").write_text("from fake_backend import FakeBackend\n\n\nclass SlowFake(FakeBackend):\n    delay = 1.0\n")
     monkeypatch.syspath_prepend(str(plugin))
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     task = write_split_sums(tmp_path / "sums.jsonl", dev=3)
