@@ -132,6 +132,9 @@ class ReplaySummary:
         return self.fresh_seconds_per_problem / self.replayed_seconds_per_problem
 
     def describe(self) -> str:
+        if self.fresh_trials and not self.replayed_trials and not self.samples_generated and not self.samples_replayed:
+            return (f"no replay (no cache): every trial generated its samples, "
+                    f"{self.fresh_seconds_per_problem:.2f} s/problem ({self.fresh_trials} trials)")
         total = self.samples_generated + self.samples_replayed
         share = f"{self.samples_replayed / total:.0%}" if total else "-"
         line = f"samples: {self.samples_generated} generated, {self.samples_replayed} replayed ({share} replayed)"

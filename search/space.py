@@ -160,6 +160,23 @@ class SearchSpace(BaseModel):
             }
         )
 
+    def describe(self, params: dict[str, Any]) -> str:
+        """A trial's recipe in one line, from its parameters: `gen:sample(n=8 temperature=0.5) > select:judge`."""
+        steps: list[tuple[str, str]] = []
+        parts = []
+        for index, layer in enumerate(self.layers):
+            allowed = self.allowed(tuple(steps), index)
+            label = next((v for k, v in params.items() if k == layer.id or k.startswith(f"{layer.id}[")), allowed[0])
+            if label == SKIP:
+                continue
+            option = next(o for o in layer.options if o.name == label)
+            prefix = f"{layer.id}.{label}."
+            searched = " ".join(f"{k.removeprefix(prefix)}={v}" for k, v in params.items() if k.startswith(prefix))
+            parts.append(f"{layer.id}:{label}" + (f"({searched})" if searched else ""))
+            steps.append((label, option.technique))
+        knobs = " ".join(f"{path.split('.', 1)[1]}={params[path]}" for path in self.knobs if path in params)
+        return " > ".join(parts) + (f" [{knobs}]" if knobs else "")
+
     def allowed(self, steps: tuple[tuple[str, str], ...], index: int) -> list[str]:
         """Labels layer `index` may take after `steps` such that the recipe can still be completed."""
         return _allowed(self, steps, index)

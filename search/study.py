@@ -187,7 +187,7 @@ def run_worker(
         recipe = settings.space.suggest(trial)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("recipe", recipe.to_yaml())
-        trial.set_user_attr("structure", " > ".join(f"{n.id}:{n.technique}" for n in recipe.nodes))
+        trial.set_user_attr("structure", settings.space.describe(trial.params))
         twin = _finished_twin(study, trial)
         if twin is not None:  # TPE re-suggests known points in small spaces: reuse, do not rerun
             for key in ("accuracy", "cost", "problems", "violation", "feasible"):

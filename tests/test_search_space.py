@@ -150,3 +150,13 @@ def test_objective_modes() -> None:
     assert Objective(cost="seconds").replays is False and single.replays is True
     with pytest.raises(ValueError):
         Objective(budget=0)
+
+
+def test_describe_names_labels_searched_values_and_knobs(fake_backend) -> None:
+    space = space_from_dict(fake_space(knobs={"models.m.max_batch_size": {"choices": [4, 16]}}))
+    params = {"gen.sample.n": 4, "gen.sample.temperature": 0.5, "check": "verify",
+              "select": "verified_vote", "models.m.max_batch_size": 16}
+    assert space.describe(params) == "gen:sample(n=4 temperature=0.5) > check:verify > select:verified_vote [m.max_batch_size=16]"
+    assert space.describe({"gen.sample.n": 1, "gen.sample.temperature": 0.8, "check": "none",
+                           "select[majority_vote|certainty|rank|fuse]": "rank", "select.rank.top_k": 2}) == \
+        "gen:sample(n=1 temperature=0.8) > select:rank(top_k=2)"
