@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from orchestra.cache import GenerationCache
 from orchestra.paths import default_cache_path
@@ -137,7 +139,6 @@ def make_sampler(settings: SearchSettings, worker: int = 0) -> optuna.samplers.B
 def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
     """Create the study or join it; refuse to join one that searches something else."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(settings.storage, settings.heartbeat_seconds)
     pruner = (
         optuna.pruners.SuccessiveHalvingPruner(
             min_resource=settings.first_rung, reduction_factor=settings.halving_factor, min_early_stopping_rate=0
@@ -145,14 +146,22 @@ def open_study(settings: SearchSettings, worker: int = 0) -> optuna.Study:
         if settings.pruning
         else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(
-        study_name=settings.study_name,
-        storage=storage,
-        directions=settings.objective.directions,
-        sampler=make_sampler(settings, worker),
-        pruner=pruner,
-        load_if_exists=True,
-    )
+    for attempt in range(5):
+        try:
+            study = optuna.create_study(
+                study_name=settings.study_name,
+                storage=open_storage(settings.storage, settings.heartbeat_seconds),
+                directions=settings.objective.directions,
+                sampler=make_sampler(settings, worker),
+                pruner=pruner,
+                load_if_exists=True,
+            )
+            break
+        except (SQLAlchemyError, optuna.exceptions.DuplicatedStudyError):
+            # Workers starting together race to create the tables and the study; the loser retries.
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
     identity = json.dumps(settings.identity(), sort_keys=True)
     stored = study.user_attrs.get("search")
     if stored is None:
