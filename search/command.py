@@ -64,7 +64,7 @@ def search(
     from orchestra.search.holdout import holdout
     from orchestra.search.objectives import COST_NAMES, Objective
     from orchestra.search.outputs import (
-        best_recipe, best_trial, pareto_front, plot_pareto, replay_summary, trials_to_best, write_best,
+        best_recipe, best_trial, plot_pareto, replay_summary, trials_to_best, write_best,
         write_trials_csv,
     )
     from orchestra.search.space import SpaceError, load_space
@@ -144,7 +144,7 @@ def search(
     searched = time.monotonic() - started
 
     best = best_trial(study, objective)
-    console.print(_trials_table(study, objective, pareto_front, best))
+    console.print(_trials_table(study, objective, best))
     console.print(f"search wall time: {searched:.1f} s; {replay_summary(study).describe()}")
     reached = trials_to_best(study)
     if reached is not None:
@@ -173,8 +173,9 @@ def search(
         console.print(table)
 
 
-def _trials_table(study, objective, pareto_front, best) -> Table:
-    from orchestra.search.outputs import measured_trials
+def _trials_table(study, objective, best) -> Table:
+    """The Pareto front of the complete trials, cheapest first; the winner starred."""
+    from orchestra.search.outputs import measured_trials, pareto_front
 
     trials = measured_trials(study)
     front = {t.number for t in pareto_front(trials)}
