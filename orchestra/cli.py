@@ -279,6 +279,16 @@ def serve(
     uvicorn.run(application, host=host, port=port, log_level="warning", lifespan="off")
 
 
+def _register_search() -> None:
+    """`orchestra search` lives in orchestra.search.command; optuna is imported only when it runs."""
+    from orchestra.search.command import search
+
+    app.command("search")(search)
+
+
+_register_search()
+
+
 @app.command()
 def schema() -> None:
     """Print the recipe JSON Schema (point your editor's YAML support at it)."""

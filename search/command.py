@@ -1,0 +1,190 @@
+"""`orchestra search SPACE --task T --budget B --trials N`: the search command line."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+DEFAULT_TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _worker_process(settings_json: str, worker: int) -> None:
+    """Entry point of a `--workers` process (spawned: a fresh interpreter, its own model copy)."""
+    from orchestra.search.study import SearchSettings, run_worker
+
+    run_worker(SearchSettings.model_validate_json(settings_json), worker)
+
+
+def search(
+    space: Annotated[Path, typer.Argument(help="Search space YAML (see recipes/spaces/).")],
+    task: Annotated[str, typer.Option("--task", "-t", help="Task spec; the search runs on its dev split, the final check on test.")] = DEFAULT_TASK,
+    budget: Annotated[Optional[float], typer.Option(help="Most mean cost per problem (in --cost units) the winner may spend.")] = None,
+    cost: Annotated[str, typer.Option(help="Cost measure: completion_tokens, total_tokens, prompt_tokens, flops, calls or seconds (wall time; turns replay off).")] = "completion_tokens",
+    pareto: Annotated[bool, typer.Option("--pareto", help="Optimize accuracy and cost together (Pareto front) instead of accuracy alone.")] = False,
+    trials: Annotated[int, typer.Option(help="Finished trials the study should hold (shared by all workers).")] = 20,
+    dev_limit: Annotated[int, typer.Option(help="Dev problems a trial that is never pruned runs.")] = 20,
+    first_rung: Annotated[int, typer.Option(help="Dev problems of the first successive-halving rung (0: no pruning).")] = 5,
+    halving_factor: Annotated[int, typer.Option(help="Successive halving: rungs grow, and survivors shrink, by this factor.")] = 2,
+    sampler: Annotated[str, typer.Option(help="tpe (Bayesian, constraint-aware), random, or nsga2 (with --pareto).")] = "tpe",
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    storage: Annotated[Optional[str], typer.Option(help="optuna storage: a SQLite path, sqlite:///..., or postgresql://user@host:port/db. Default: OUT/study.db.")] = None,
+    study_name: Annotated[Optional[str], typer.Option(help="Study to create or join (default: the space's name).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (others may join from elsewhere with the same --storage).")] = 1,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default runs/search-SPACE). Reuse one to resume.")] = None,
+    test_limit: Annotated[int, typer.Option(help="Test problems for the final check of the winner (0: skip).")] = 0,
+    compare: Annotated[Optional[list[Path]], typer.Option(help="Hand-written recipe to run beside the winner on the test split (repeatable).")] = None,
+    cache: Annotated[Optional[Path], typer.Option(help="Generation cache (SQLite) trials replay from. Default: ~/.cache/orchestra/generations.sqlite.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="No replay: every trial generates its samples afresh.")] = False,
+    concurrency: Annotated[int, typer.Option(help="Problems in flight at once.")] = 32,
+) -> None:
+    """Search a space of recipes for the most accurate one under a compute budget (optuna)."""
+    from orchestra.cache import GenerationCache
+    from orchestra.engine import get_backend
+    from orchestra.paths import default_cache_path
+    from orchestra.recipe import load_recipe
+    from orchestra.tasks import load_task
+    from orchestra.search.holdout import holdout
+    from orchestra.search.objectives import COST_NAMES, Objective
+    from orchestra.search.outputs import (
+        best_recipe, best_trial, plot_pareto, replay_summary, trials_to_best, write_best,
+        write_trials_csv,
+    )
+    from orchestra.search.space import SpaceError, load_space
+    from orchestra.search.study import SearchError, SearchSettings, finished_trials, open_study, run_worker, storage_url
+
+    if cost not in COST_NAMES:
+        raise _fail(f"--cost must be one of {', '.join(COST_NAMES)}")
+    if sampler not in ("tpe", "random", "nsga2"):
+        raise _fail("--sampler must be tpe, random or nsga2")
+    if sampler == "nsga2" and not pareto:
+        raise _fail("--sampler nsga2 is multi-objective: add --pareto")
+    try:
+        space_obj = load_space(space)
+        compared = [load_recipe(path) for path in compare or []]
+        task_obj = load_task(task)
+    except (SpaceError, FileNotFoundError, ValueError) as err:
+        raise _fail(str(err)) from None
+    objective = Objective(cost=cost, budget=budget, pareto=pareto)  # type: ignore[arg-type]
+    folder = out or Path("runs") / f"search-{space_obj.name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    replay = objective.replays and not no_cache
+    if not objective.replays and not no_cache:
+        console.print("cost is wall time: replay is off (a replayed trial would look free)")
+    settings = SearchSettings(
+        space=space_obj, task=task, objective=objective, trials=trials, dev_limit=dev_limit,
+        first_rung=first_rung or None, halving_factor=halving_factor, sampler=sampler, seed=seed,  # type: ignore[arg-type]
+        storage=storage_url(storage, folder), study_name=study_name or space_obj.name,
+        cache=str(cache or default_cache_path()), replay=replay, concurrency=concurrency,
+    )
+    try:
+        study = open_study(settings)
+    except SearchError as err:
+        raise _fail(str(err)) from None
+    already = finished_trials(study)
+    console.print(
+        f"searching {len(space_obj.structures())} layer structures of {space_obj.name} for {objective.describe()} "
+        f"on {task} (dev, up to {dev_limit} problems); {settings.sampler} sampler; study {settings.study_name} in {settings.storage}"
+        + (f"; resuming: {already} trials already finished" if already else "")
+    )
+    if workers == 1:  # spawned workers load their own copy
+        try:
+            with console.status("loading models..."):
+                for spec in space_obj.models.values():
+                    get_backend(spec)
+        except Exception as err:  # ModelNotFound, BackendUnavailable
+            raise _fail(str(err)) from None
+    started = time.monotonic()
+    with Progress(
+        TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("best dev acc {task.fields[best]}"), TimeElapsedColumn(), console=console,
+    ) as progress:
+        bar = progress.add_task("trials", total=trials, completed=min(already, trials), best="-")
+
+        def refresh(current) -> None:
+            best = best_trial(current, objective)
+            progress.update(bar, completed=min(finished_trials(current), trials),
+                            best=f"{best.user_attrs['accuracy']:.0%} (trial {best.number})" if best else "-")
+
+        try:
+            if workers == 1:
+                study = run_worker(settings, 0, on_trial=lambda s, _t: refresh(s))
+            else:
+                context = multiprocessing.get_context("spawn")
+                processes = [context.Process(target=_worker_process, args=(settings.model_dump_json(), i)) for i in range(workers)]
+                for p in processes:
+                    p.start()
+                while any(p.is_alive() for p in processes):
+                    time.sleep(2)
+                    refresh(study)
+                failed = [p.exitcode for p in processes if p.exitcode]
+                if failed:
+                    errors.print(f"[yellow]{len(failed)} worker(s) exited with an error (codes {failed}); rerun to finish the study[/]")
+            refresh(study)
+        except KeyboardInterrupt:
+            errors.print(f"interrupted: finished trials are stored; rerun the same command (--out {folder}) to resume")
+            raise typer.Exit(code=130) from None
+    searched = time.monotonic() - started
+
+    best = best_trial(study, objective)
+    console.print(_trials_table(study, objective, best))
+    console.print(f"search wall time: {searched:.1f} s; {replay_summary(study).describe()}")
+    reached = trials_to_best(study)
+    if reached is not None:
+        console.print(f"trials to reach the best dev accuracy: {reached[0]} ({reached[1]} distinct configurations evaluated)")
+    console.print(f"trials: {write_trials_csv(study, folder / 'trials.csv')}")
+    console.print(f"plot: {plot_pareto(study, objective, folder / 'pareto.png')}")
+    if settings.storage.startswith("sqlite:///"):
+        console.print(f"study: {settings.storage.removeprefix('sqlite:///')} (optuna-dashboard {settings.storage})")
+    if best is None:
+        raise _fail("no finished trial fits the budget; raise --budget or widen the space")
+    console.print(f"best recipe: {write_best(best, folder / 'best.yaml')} (trial {best.number}: dev accuracy "
+                  f"{best.user_attrs['accuracy']:.1%}, {best.user_attrs['cost']:.0f} {cost}/problem)")
+    if test_limit:
+        winner = best_recipe(best).model_copy(update={"name": f"searched ({space_obj.name})"})
+        store = GenerationCache(settings.cache) if replay and settings.cache else None
+        try:
+            rows = asyncio.run(holdout([winner, *compared], task_obj, objective, test_limit, cache=store, concurrency=concurrency))
+        finally:
+            if store is not None:
+                store.close()
+        table = Table(title=f"{task} · test · {test_limit} problems", header_style="bold")
+        for column in ("recipe", "accuracy", f"{cost}/problem", "within budget"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(row.recipe, f"{row.accuracy:.1%}", f"{row.cost:.0f}", "yes" if row.within_budget else "[red]no[/]")
+        console.print(table)
+
+
+def _trials_table(study, objective, best) -> Table:
+    """The Pareto front of the complete trials, cheapest first; the winner starred."""
+    from orchestra.search.outputs import measured_trials, pareto_front
+
+    trials = measured_trials(study)
+    front = {t.number for t in pareto_front(trials)}
+    table = Table(title="Pareto front of complete trials (dev)", header_style="bold")
+    for column in ("trial", "structure", "accuracy", objective.cost, "replayed"):
+        table.add_column(column)
+    for t in sorted((t for t in trials if t.number in front), key=lambda t: t.user_attrs["cost"]):
+        mark = " *" if best is not None and t.number == best.number else ""
+        generated = t.user_attrs.get("samples_generated")
+        table.add_row(f"{t.number}{mark}", t.user_attrs.get("structure", ""), f"{t.user_attrs['accuracy']:.1%}",
+                      f"{t.user_attrs['cost']:.0f}", "-" if generated is None else ("all" if generated == 0 else "part"))
+    return table

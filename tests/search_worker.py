@@ -1,0 +1,36 @@
+"""A search worker process on the fake model, for the multi-worker tests.
+
+Usage: python tests/search_worker.py SETTINGS.json WORKER_INDEX CALL_DELAY_SECONDS [BARRIER_DIR]
+
+With BARRIER_DIR, the worker writes BARRIER_DIR/ready-INDEX once imported and waits
+for BARRIER_DIR/go, so workers of a test start their trials together however
+long each took to start on a loaded machine.
+
+It is what a second machine running `orchestra search ... --storage postgresql://...`
+does, with the fake backend registered first (a subprocess cannot share the
+test's in-process registration).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_backend import FakeBackend  # noqa: E402
+
+from orchestra.backend import register_backend  # noqa: E402
+from orchestra.search.study import SearchSettings, run_worker  # noqa: E402
+
+if __name__ == "__main__":
+    settings_path, worker, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    register_backend("fake", FakeBackend)
+    FakeBackend.delay = delay
+    if len(sys.argv) > 4:
+        barrier = Path(sys.argv[4])
+        (barrier / f"ready-{worker}").touch()
+        while not (barrier / "go").exists():
+            time.sleep(0.05)
+    run_worker(SearchSettings.model_validate_json(Path(settings_path).read_text()), worker)

@@ -1,0 +1,249 @@
+"""Search studies on the fake model: replay, successive halving, constraints, resume, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from fake_backend import fake_backend  # noqa: F401
+from search_fixtures import fake_space, write_split_sums
+from typer.testing import CliRunner
+
+from orchestra import cli
+from orchestra.cache import GenerationCache
+from orchestra.recipe import load_recipe
+from orchestra.search.evaluate import Pruned, evaluate, rung_sizes
+from orchestra.search.objectives import Objective
+from orchestra.search.outputs import best_trial, pareto_front, replay_summary, trials_to_best
+from orchestra.search.space import space_from_dict
+from orchestra.search.study import SearchError, SearchSettings, open_study, run_worker, storage_url
+from orchestra.tasks import load_task
+
+
+def _recipe(space, **params):
+    return space.suggest(optuna.trial.FixedTrial(params))
+
+
+def _sample_calls(log) -> int:
+    return sum(c.n for c in log.calls if "Compute" in c.prompt and "Answer" not in c.prompt.split("Compute", 1)[0])
+
+
+def test_a_trial_that_differs_downstream_generates_nothing_new(tmp_path: Path, fake_backend) -> None:
+    space = space_from_dict(fake_space())
+    task = load_task(write_split_sums(tmp_path / "sums.jsonl", dev=4))
+    problems = task.problems("dev")
+    cache = GenerationCache(tmp_path / "cache.sqlite")
+    objective = Objective()
+    vote8 = _recipe(space, **{"gen.sample.n": 8, "gen.sample.temperature": 0.5, "check": "none",
+                              "select[majority_vote|certainty|rank|fuse]": "majority_vote"})
+    first = asyncio.run(evaluate(vote8, task, problems, objective, cache=cache))
+    assert first.samples_generated == 8 * 4 and first.samples_replayed == 0 and first.accuracy == 1.0
+    calls = len(fake_backend.log.calls)
+    # same generation layer, different selector: every sample replayed, not one generated
+    certainty4 = _recipe(space, **{"gen.sample.n": 4, "gen.sample.temperature": 0.5, "check": "none",
+                                   "select[majority_vote|certainty|rank|fuse]": "certainty"})
+    second = asyncio.run(evaluate(certainty4, task, problems, objective, cache=cache))
+    assert second.samples_generated == 0 and second.samples_replayed == 4 * 4
+    assert len(fake_backend.log.calls) == calls
+    # logical cost does not depend on replay: n=4 costs half the completion tokens of n=8's pool
+    assert 0 < second.cost < first.cost
+    # a different temperature is a different pool
+    other = _recipe(space, **{"gen.sample.n": 4, "gen.sample.temperature": 0.8, "check": "none",
+                              "select[majority_vote|certainty|rank|fuse]": "majority_vote"})
+    third = asyncio.run(evaluate(other, task, problems, objective, cache=cache))
+    assert third.samples_generated == 16
+    cache.close()
+
+
+def test_rungs_and_pruning_stop_weak_recipes_early(tmp_path: Path, fake_backend) -> None:
+    assert rung_sizes(20, 5, 2) == [5, 10, 20]
+    assert rung_sizes(12, 5, 3) == [5, 12]
+    assert rung_sizes(4, 5, 2) == [4] and rung_sizes(7, None, 2) == [7]
+    with pytest.raises(ValueError):
+        rung_sizes(0, 5, 2)
+
+    class Judge:
+        def __init__(self):
+            self.reports = []
+
+        def report(self, value, step):
+            self.reports.append((step, value))
+
+        def should_prune(self):
+            return self.reports[-1][1] < 0.5
+
+    space = space_from_dict(fake_space())
+    task = load_task(write_split_sums(tmp_path / "sums.jsonl", dev=8))
+    weak = _recipe(space, **{"gen.sample.n": 1, "gen.sample.temperature": 0.5, "check": "none",
+                             "select[majority_vote|certainty|rank|fuse]": "majority_vote"})
+    judge = Judge()
+    with pytest.raises(Pruned) as stop:
+        asyncio.run(evaluate(weak, task, task.problems("dev"), Objective(), rungs=[2, 4, 8], trial=judge))
+    assert judge.reports == [(2, 0.0)] and stop.value.evaluation.problems == 2
+    assert sum(c.n for c in fake_backend.log.calls) == 2  # the other 6 problems never ran
+
+
+def _settings(tmp_path: Path, task: str, **changes) -> SearchSettings:
+    values = dict(
+        space=space_from_dict(fake_space()), task=task, trials=8, dev_limit=8, first_rung=2,
+        storage=storage_url(None, tmp_path), study_name="s", cache=str(tmp_path / "cache.sqlite"), seed=1,
+        heartbeat_seconds=1,
+    )
+    values.update(changes)
+    return SearchSettings(**values)
+
+
+def test_study_prunes_keeps_feasible_best_and_accounts_replay(tmp_path: Path, fake_backend) -> None:
+    task = write_split_sums(tmp_path / "sums.jsonl", dev=8)
+    settings = _settings(tmp_path, task, trials=14, objective=Objective(budget=60))
+    study = run_worker(settings)
+    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    assert len(finished) == 14
+    pruned = [t for t in finished if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(t.user_attrs["problems"] < 8 for t in pruned if "duplicate_of" not in t.user_attrs)
+    complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    best = best_trial(study, settings.objective)
+    assert best is not None and best.user_attrs["cost"] <= 60
+    assert best.user_attrs["accuracy"] == max(t.user_attrs["accuracy"] for t in complete if t.user_attrs["cost"] <= 60)
+    over = [t for t in complete if t.user_attrs["cost"] > 60]
+    assert over and all(t.user_attrs["feasible"] is False for t in over)
+    assert all(study._storage.get_trial(t._trial_id).constraints for t in complete)
+    summary = replay_summary(study)
+    assert summary.samples_replayed > 0 and summary.replayed_trials > 0
+    trials, evaluations = trials_to_best(study)
+    assert 1 <= evaluations <= trials <= 14
+    front = pareto_front([t for t in finished if t.state == optuna.trial.TrialState.COMPLETE])
+    assert [t.user_attrs["cost"] for t in front] == sorted(t.user_attrs["cost"] for t in front)
+
+
+def test_sqlite_study_resumes_without_redoing_finished_trials(tmp_path: Path, fake_backend) -> None:
+    task = write_split_sums(tmp_path / "sums.jsonl", dev=4)
+    first = run_worker(_settings(tmp_path, task, trials=3, first_rung=None, dev_limit=4))
+    before = {t.number: t.datetime_complete for t in first.trials}
+    assert len(before) == 3
+    # a worker died mid-trial: its trial stays RUNNING with a stale heartbeat
+    study = open_study(_settings(tmp_path, task, trials=3, first_rung=None, dev_limit=4))
+    orphan = study.ask()
+    orphan.suggest_categorical("gen.sample.n", [1, 4, 8])
+    study._storage.record_heartbeat(orphan._trial_id)  # what a worker's heartbeat thread does
+    time.sleep(3.5)  # longer than the grace period of a 1 s heartbeat
+    resumed = run_worker(_settings(tmp_path, task, trials=6, first_rung=None, dev_limit=4))
+    states = {t.number: t.state for t in resumed.trials}
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    finished = [t for t in resumed.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(finished) == 6
+    assert all(resumed.trials[n].datetime_complete == stamp for n, stamp in before.items())
+    # the failed trial was retried with its parameters
+    retried = [t for t in resumed.trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retried) == 1
+
+
+def test_joining_a_study_of_another_search_is_refused(tmp_path: Path, fake_backend) -> None:
+    task = write_split_sums(tmp_path / "sums.jsonl", dev=4)
+    open_study(_settings(tmp_path, task))
+    with pytest.raises(SearchError, match="different search"):
+        open_study(_settings(tmp_path, task, objective=Objective(budget=10)))
+
+
+def test_pareto_mode_with_nsga2(tmp_path: Path, fake_backend) -> None:
+    task = write_split_sums(tmp_path / "sums.jsonl", dev=4)
+    settings = _settings(tmp_path, task, trials=6, dev_limit=4, sampler="nsga2", objective=Objective(pareto=True))
+    study = run_worker(settings)
+    assert not settings.pruning
+    assert len(study.directions) == 2 and study.best_trials
+    for t in study.best_trials:
+        assert t.values == [t.user_attrs["accuracy"], t.user_attrs["cost"]]
+
+
+def test_cli_search_writes_best_recipe_trials_plot_and_study(tmp_path: Path, fake_backend) -> None:
+    task = write_split_sums(tmp_path / "sums.jsonl", dev=6, test=4)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(fake_space()))
+    baseline = tmp_path / "greedy.yaml"
+    baseline.write_text(yaml.safe_dump({
+        "name": "greedy", "models": {"m": {"backend": "fake", "model": "fake-model"}},
+        "nodes": [{"id": "a", "technique": "sample", "params": {"n": 1, "temperature": 0, "max_tokens": 32}}]}))
+    out = tmp_path / "out"
+    args = ["search", str(space), "--task", task, "--trials", "6", "--dev-limit", "6", "--first-rung", "2",
+            "--budget", "80", "--out", str(out), "--cache", str(tmp_path / "c.sqlite"),
+            "--test-limit", "4", "--compare", str(baseline)]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    for name in ("best.yaml", "trials.csv", "pareto.png", "study.db"):
+        assert (out / name).exists(), name
+    best = load_recipe(out / "best.yaml")
+    assert best.nodes[0].technique == "sample"
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) >= 6 and {"accuracy", "cost", "samples_generated", "samples_replayed"} <= set(rows[0])
+    assert "test · 4 problems" in result.output and "greedy" in result.output
+    # the same command again resumes: nothing left to run, same outputs
+    again = CliRunner().invoke(cli.app, args)
+    assert again.exit_code == 0, again.output
+    assert "resuming: 6 trials already finished" in " ".join(again.output.split()), again.output
+    assert len(list(csv.DictReader((out / "trials.csv").open()))) == len(rows)
+    # and the best recipe runs
+    run = CliRunner().invoke(cli.app, ["run", str(out / "best.yaml"), "--task", task, "--split", "dev", "--limit", "2",
+                                       "--out", str(tmp_path / "run"), "--no-cache"])
+    assert run.exit_code == 0, run.output
+
+
+def test_cli_search_errors(tmp_path: Path, fake_backend) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(fake_space(layers=[{"id": "gen", "options": [{"technique": "smaple"}]}])))
+    result = CliRunner().invoke(cli.app, ["search", str(space), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "smaple" in result.output
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(fake_space()))
+    assert CliRunner().invoke(cli.app, ["search", str(good), "--cost", "watts"]).exit_code == 2
+    assert CliRunner().invoke(cli.app, ["search", str(good), "--sampler", "nsga2"]).exit_code == 2
+
+
+def test_engine_knobs_are_searched_for_wall_time_without_replay(tmp_path: Path, fake_backend) -> None:
+    task = write_split_sums(tmp_path / "sums.jsonl", dev=3)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(fake_space(knobs={"models.m.max_batch_size": {"choices": [2, 8]}})))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.app, ["search", str(space), "--task", task, "--trials", "4", "--dev-limit", "3",
+                                          "--first-rung", "0", "--cost", "seconds", "--pareto", "--out", str(out),
+                                          "--cache", str(tmp_path / "c.sqlite")])
+    assert result.exit_code == 0, result.output
+    assert "replay is off" in result.output
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert {r["models.m.max_batch_size"] for r in rows} <= {"2", "8"} and all(r["models.m.max_batch_size"] for r in rows)
+    ran = [r for r in rows if not r["duplicate_of"]]
+    assert all(r["samples_generated"] == "" and r["samples_replayed"] == "0" for r in ran)
+    assert not (tmp_path / "c.sqlite").exists()
+    best = load_recipe(out / "best.yaml")
+    assert best.models["m"].max_batch_size in (2, 8)
+
+
+def test_cli_workers_processes_share_the_study(tmp_path: Path, fake_backend, monkeypatch) -> None:
+    # Spawned workers are fresh interpreters: they find the fake backend the way a
+    # third-party backend is found, through an entry point on sys.path (spawn passes sys.path on).
+    plugin = tmp_path / "plugin"
+    info = plugin / "orchestra_fake_backend-0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: orchestra-fake-backend\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text("[orchestra.backends]\nfake = slow_fake:SlowFake\n")
+    # slow enough that both workers, started together, are still busy when the other arrives
+    (plugin / "slow_fake.py").write_text("from fake_backend import FakeBackend\n\n\nclass SlowFake(FakeBackend):\n    delay = 1.0\n")
+    monkeypatch.syspath_prepend(str(plugin))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    task = write_split_sums(tmp_path / "sums.jsonl", dev=3)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(fake_space()))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.app, ["search", str(space), "--task", task, "--trials", "6", "--dev-limit", "3",
+                                          "--first-rung", "0", "--workers", "2", "--out", str(out),
+                                          "--cache", str(tmp_path / "c.sqlite")])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="fake_space", storage=f"sqlite:///{out / 'study.db'}")
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert 6 <= len(finished) <= 7
+    assert len({t.user_attrs["worker"] for t in finished}) == 2
+    assert (out / "best.yaml").exists()
