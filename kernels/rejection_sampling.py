@@ -58,7 +58,13 @@ def verify_rows(
 
     target, draft: `[rows, vocab]` probabilities p and q; drafted: `[rows]` tokens drawn from q;
     uniforms: `[rows]` in [0, 1). Returns (accepted `[rows]` bool, replacement `[rows]` long).
+    On a GPU the Triton kernel does the same without building the residual tensor.
     """
+    if target.is_cuda:
+        from orchestra.kernels import triton_rejection_sampling
+
+        if triton_rejection_sampling.available():
+            return triton_rejection_sampling.verify_rows_triton(target, draft, drafted, accept_uniforms, residual_uniforms)
     rows = torch.arange(target.shape[0], device=target.device)
     p_x, q_x = target[rows, drafted], draft[rows, drafted]
     # u < p/q written as u * q < p: no division, and q(x) = 0 (never drafted) cannot blow up.
