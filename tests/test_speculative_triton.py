@@ -9,18 +9,20 @@ import importlib
 import os
 import sys
 
-import pytest
-import torch
-import torch.nn.functional as F
+# Before anything imports triton: the interpreter switch is read when triton and the kernels load.
+os.environ["TRITON_INTERPRET"] = "1"
 
-from orchestra.kernels.draft_tree import ancestor_mask, verification_mask
-from orchestra.kernels.rejection_sampling import inverse_cdf, verify_rows
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from orchestra.kernels.draft_tree import ancestor_mask, verification_mask  # noqa: E402
+from orchestra.kernels.rejection_sampling import inverse_cdf, verify_rows  # noqa: E402
 
 
 def _interpreted(module_name: str):
-    """Import a Triton kernel module with the interpreter on (triton reads the switch when a kernel is defined)."""
+    """Import a Triton kernel module with the interpreter on."""
     pytest.importorskip("triton")
-    os.environ["TRITON_INTERPRET"] = "1"
     module = sys.modules.get(module_name)
     return importlib.reload(module) if module is not None else importlib.import_module(module_name)
 
