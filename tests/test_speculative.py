@@ -51,7 +51,7 @@ PROMPTS = [
     "Describe a cat in five words.",
     "Translate 'good morning' into French.",
 ]
-NEW_TOKENS = 24
+NEW_TOKENS = 16
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,10 @@ CONFIGS = {
     "prompt_lookup": SpeculativeConfig("prompt_lookup", draft_tokens=8),
     "token_recycling": SpeculativeConfig("token_recycling"),
     "layer_skip": SpeculativeConfig("draft_model", draft="layer_skip", draft_options={"layers": 10}),
+    # The draft is a second copy of the target: checks 100% acceptance (on fewer prompts, it costs double).
     "draft_is_target": SpeculativeConfig("draft_model", draft="model", draft_options={"model": "smollm2-135m-instruct"}),
 }
+PROMPTS_CHECKED = {"draft_is_target": 6}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -114,6 +116,8 @@ def test_every_drafter_reproduces_plain_greedy_on_20_prompts(name, loaded, promp
     engine = InferenceEngine(*loaded, EngineConfig(prefix_cache_bytes=0), speculative=CONFIGS[name])
     recorder = _Recording(engine.speculative.drafter)
     engine.speculative.drafter = recorder
+    count = PROMPTS_CHECKED.get(name, len(prompts))
+    prompts, plain_greedy = prompts[:count], plain_greedy[:count]
     try:
         for ids, expected in zip(prompts, plain_greedy):  # one at a time: the batch-1 path
             got = engine.generate(ids, SamplingParams(max_tokens=NEW_TOKENS))[0]
@@ -156,9 +160,9 @@ def test_tree_forward_logits_equal_the_chain_along_each_path(loaded, prompts):
 @pytest.mark.parametrize("method", ["prompt_lookup", "token_recycling"])
 def test_seeded_sampling_with_matching_acceptance_equals_plain_sampling(method, loaded, prompts, plain):
     engine = InferenceEngine(*loaded, EngineConfig(prefix_cache_bytes=0), speculative=SpeculativeConfig(method))
-    params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=20)
+    params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=16)
     try:
-        for seed, ids in enumerate(prompts[:6]):
+        for seed, ids in enumerate(prompts[:4]):
             expected = plain.generate(ids, params, seed=seed)[0].token_ids
             assert engine.generate(ids, params, seed=seed)[0].token_ids == expected
     finally:
@@ -171,7 +175,7 @@ def test_rejection_sampling_with_the_target_as_draft_keeps_almost_everything(loa
                                acceptance="rejection", initial_draft_tokens=4, adaptive=False)
     engine = InferenceEngine(*loaded, EngineConfig(prefix_cache_bytes=0), speculative=config)
     try:
-        outputs = [engine.generate(ids, SamplingParams(temperature=1.0, max_tokens=16), seed=3)[0] for ids in prompts[:3]]
+        outputs = [engine.generate(ids, SamplingParams(temperature=1.0, max_tokens=12), seed=3)[0] for ids in prompts[:2]]
     finally:
         engine.close()
     stats = engine.speculative.stats
@@ -183,13 +187,13 @@ def test_batched_decoding_is_untouched_when_several_sequences_run(loaded, prompt
     engine = InferenceEngine(*loaded, EngineConfig(prefix_cache_bytes=0), speculative=SpeculativeConfig("prompt_lookup"))
     try:
         with engine.together():
-            futures = [engine.submit(ids, SamplingParams(max_tokens=NEW_TOKENS))[0] for ids in prompts[:4]]
+            futures = [engine.submit(ids, SamplingParams(max_tokens=NEW_TOKENS))[0] for ids in prompts[:3]]
         got = [f.result().token_ids for f in futures]
     finally:
         engine.close()
-    assert got == plain_greedy[:4]
+    assert got == plain_greedy[:3]
     # Only the last survivor (alone in the batch) may have speculated.
-    assert engine.speculative.stats.emitted_tokens <= max(len(t) for t in plain_greedy[:4])
+    assert engine.speculative.stats.emitted_tokens <= max(len(t) for t in plain_greedy[:3])
 
 
 def test_recipe_options_reach_the_engine_and_the_cache_key():
