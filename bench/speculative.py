@@ -68,8 +68,11 @@ FREE = [
 WARMUP = f"Summarize this recipe in two sentences.\n\n{RECIPE}"
 
 METHODS = {
-    "prompt_lookup": SpeculativeConfig("prompt_lookup", max_ngram=3, draft_tokens=8),
+    "prompt_lookup": SpeculativeConfig("prompt_lookup", min_ngram=2, max_ngram=4, draft_tokens=8),
+    "prompt_lookup_1gram": SpeculativeConfig("prompt_lookup", min_ngram=1, max_ngram=3, draft_tokens=8),
+    "prompt_lookup_short": SpeculativeConfig("prompt_lookup", min_ngram=2, max_ngram=4, draft_tokens=4),
     "token_recycling": SpeculativeConfig("token_recycling"),
+    "token_recycling_small": SpeculativeConfig("token_recycling", tree_widths=(2, 2, 1, 1, 1), tree_expand=1),
     "draft_layer_skip": SpeculativeConfig("draft_model", draft="layer_skip", draft_options={"layers": 20}),
     "draft_layer_skip_confident": SpeculativeConfig(
         "draft_model", draft="layer_skip", draft_options={"layers": 20}, confidence=0.5
@@ -106,8 +109,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=128, help="new tokens per prompt (greedy; EOS may end earlier)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     args = parser.parse_args()
 
+    torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     model, tokenizer = load_pretrained("smollm2-135m-instruct", "float32")
     config = EngineConfig(prefix_cache_bytes=0)  # no prompt reuse between the two sides
@@ -162,7 +167,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     meta = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "tokens": args.tokens, "date": stamp, "command": f"bench/speculative.py --tokens {args.tokens} --methods {' '.join(args.methods)}"}
+            "tokens": args.tokens, "date": stamp,
+            "command": f"bench/speculative.py --tokens {args.tokens} --threads {args.threads} --methods {' '.join(args.methods)}"}
     (RESULTS / f"speculative-{stamp}.md").write_text(f"{json.dumps(meta)}\n\n{table}\n")
     (RESULTS / f"speculative-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
 
