@@ -351,16 +351,17 @@ class InferenceEngine:
 
     def _decode(self) -> None:
         began = time.perf_counter()
-        running = self.scheduler.running
+        lone = self.scheduler.running[0] if len(self.scheduler.running) == 1 else None
         if (
             self.speculative is not None
-            and len(running) == 1
+            and lone is not None
             and not self.scheduler.waiting
-            and self.speculative.handles(running[0].params)
-            and self._speculate(running[0], began)
+            and self.speculative.handles(lone.params)
+            and self._speculate(lone, began)
         ):
             return
-        self._reserve_for_decode()
+        self._reserve_for_decode()  # may preempt: read the running list after it
+        running = self.scheduler.running
         device = self.runner.device
         tokens = torch.tensor([s.tokens[-1] for s in running], device=device)
         positions = torch.tensor([s.kv_length for s in running], device=device)
