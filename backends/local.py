@@ -42,7 +42,8 @@ from orchestra.backend import (
 )
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
 from orchestra.models import load_pretrained
-from orchestra.recipe import ModelSpec
+from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig
+from orchestra.recipe import ModelSpec, speculative_key_suffix
 from orchestra.usage import Usage
 
 
@@ -71,7 +72,8 @@ class LocalBackend:
         self.model.to(self.device)
         self.parameters = sum(p.numel() for p in self.model.parameters())
         config = engine_config or EngineConfig(max_batch_size=spec.max_batch_size)
-        self.engine = InferenceEngine(self.model, self.tokenizer, config)
+        speculative = SpeculativeConfig(**spec.speculative.model_dump()) if spec.speculative is not None else None
+        self.engine = InferenceEngine(self.model, self.tokenizer, config, speculative=speculative)
         self.context_length = self.engine.context_length
         self._encoded: dict[str, list[int]] = {}
         self._queue: list[_Submission] = []
@@ -98,7 +100,7 @@ class LocalBackend:
     @property
     def model_key(self) -> str:
         """The generation cache's name for this model: the spec's, with the dtype `auto` chose."""
-        return f"{self.spec.backend}:{self.spec.model}:{self.dtype}"
+        return f"{self.spec.backend}:{self.spec.model}:{self.dtype}{speculative_key_suffix(self.spec.speculative)}"
 
     @property
     def busy_seconds(self) -> float:

@@ -1,4 +1,5 @@
-"""Settings only one backend reads: where the servers are (`openai`), how vLLM is built (`vllm`).
+"""Settings only one backend reads: where the servers are (`openai`), how vLLM is built (`vllm`),
+how the local engine speculates (`speculative`).
 
 They live in the core beside `ModelSpec`, not in the backends, so a recipe is
 validated as a whole — a typo in an endpoint, a negative timeout — before
@@ -7,10 +8,10 @@ anything runs, without importing a backend or having vLLM installed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class OpenAIOptions(BaseModel):
@@ -100,3 +101,69 @@ class VLLMOptions(BaseModel):
         if clash:
             raise ValueError(f"set {', '.join(clash)} with its own field, not in engine_args")
         return value
+
+
+class SpeculativeOptions(BaseModel):
+    """Batch-1 speculative decoding on the local backend: a drafter guesses, the model verifies.
+
+    Lossless: greedy output is token for token that of plain decoding, and so is seeded
+    sampling under `acceptance: match` (the default). `acceptance: rejection` lets a draft
+    model sample its drafts (more accepted tokens at high temperature); the output then
+    follows the same distribution, but a seed gives a different sample than plain decoding.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Literal["prompt_lookup", "draft_model", "token_recycling"] = Field(
+        description="prompt_lookup: copy what followed the context's last n-gram; draft_model: a cheaper "
+        "forward drafts (see `draft`); token_recycling: a tree from the model's own recent top-k predictions."
+    )
+    draft_tokens: int = Field(default=8, ge=1, le=64, description="Most tokens one chain draft proposes.")
+    min_ngram: int = Field(default=1, ge=1, description="prompt_lookup: shortest n-gram matched.")
+    max_ngram: int = Field(default=3, ge=1, description="prompt_lookup: longest n-gram matched (tried first).")
+    draft: str = Field(
+        default="layer_skip",
+        description="draft_model: which cheaper forward — layer_skip (the model's first layers), model "
+        "(another model, `draft_options: {model: ALIAS}`), or a registered one (e.g. sparse).",
+    )
+    draft_options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword options of the draft forward, e.g. {layers: 20} or {model: ALIAS}."
+    )
+    adaptive: bool = Field(default=True, description="draft_model: +2 draft tokens after a fully kept draft, -1 after a rejection.")
+    initial_draft_tokens: int = Field(default=4, ge=1, description="draft_model: draft length of a new sequence.")
+    confidence: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="draft_model: stop drafting when the draft's probability of its token falls below this."
+    )
+    top_k: int = Field(default=8, ge=1, le=64, description="token_recycling: next tokens remembered per token.")
+    tree_widths: tuple[int, ...] = Field(
+        default=(4, 3, 2, 2, 1, 1, 1, 1), min_length=1, description="token_recycling: children per node at each depth."
+    )
+    tree_expand: int = Field(default=2, ge=1, description="token_recycling: nodes of each level expanded further.")
+    acceptance: Literal["match", "rejection"] = Field(
+        default="match",
+        description="match: drafts kept when they equal the model's own (seeded) pick — outputs identical to "
+        "plain decoding; rejection: draft_model samples drafts, verified by rejection sampling.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SpeculativeOptions:
+        if self.min_ngram > self.max_ngram:
+            raise ValueError(f"min_ngram ({self.min_ngram}) is above max_ngram ({self.max_ngram})")
+        if self.top_k < max(self.tree_widths):
+            raise ValueError(f"top_k ({self.top_k}) must cover the widest tree level ({max(self.tree_widths)})")
+        if self.acceptance == "rejection" and self.method != "draft_model":
+            raise ValueError("acceptance 'rejection' needs method draft_model (the other drafters do not sample)")
+        if self.method != "draft_model" and (self.draft_options or self.draft != "layer_skip"):
+            raise ValueError("`draft` and `draft_options` are for method draft_model")
+        return self
+
+    @property
+    def changes_samples(self) -> bool:
+        """Whether a seeded sample can differ from plain decoding's (so cached samples are not shared)."""
+        return self.acceptance == "rejection"
+
+    def fingerprint(self) -> str:
+        """A short stable name of these settings, for cache keys."""
+        import hashlib
+
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestra.backend import available_backend_names, backend_capabilities
-from orchestra.backend_options import OpenAIOptions, VLLMOptions
+from orchestra.backend_options import OpenAIOptions, SpeculativeOptions, VLLMOptions
 from orchestra.budget import Budget
 from orchestra.errors import Location, RecipeError
 from orchestra.graph import dag_problems
@@ -47,6 +47,9 @@ class ModelSpec(BaseModel):
         default=None, description="Servers and client settings; required with backend openai (`model` is the server's model name)."
     )
     vllm: VLLMOptions | None = Field(default=None, description="vllm.LLM engine settings (backend vllm only).")
+    speculative: SpeculativeOptions | None = Field(
+        default=None, description="Batch-1 speculative decoding (backend local only); lossless, see SpeculativeOptions."
+    )
 
     @model_validator(mode="after")
     def _options_match_backend(self) -> ModelSpec:
@@ -55,6 +58,8 @@ class ModelSpec(BaseModel):
         for name in ("openai", "vllm"):
             if getattr(self, name) is not None and self.backend != name:
                 raise ValueError(f"an `{name}:` block is for backend {name!r}, not {self.backend!r}")
+        if self.speculative is not None and self.backend != "local":
+            raise ValueError(f"a `speculative:` block is for backend 'local', not {self.backend!r}")
         return self
 
     def key(self) -> str:
@@ -62,10 +67,22 @@ class ModelSpec(BaseModel):
 
         A served model is named by its server-side name and its endpoints, so two
         servers that both call their model "default" never share cached samples.
+
+        Speculative decoding is left out when it cannot change an output: greedy and
+        `acceptance: match` give plain decoding's tokens seed for seed, so their samples
+        are shared with plain runs. `acceptance: rejection` draws a different (equally
+        distributed) sample for a seed, so it gets a key of its own.
         """
         if self.openai is not None:
             return f"openai:{self.model}@{','.join(sorted(self.openai.endpoints))}"
-        return f"{self.backend}:{self.model}:{self.dtype}"
+        return f"{self.backend}:{self.model}:{self.dtype}{speculative_key_suffix(self.speculative)}"
+
+
+def speculative_key_suffix(options: SpeculativeOptions | None) -> str:
+    """What speculative settings add to a model's cache key: nothing unless they change samples."""
+    if options is None or not options.changes_samples:
+        return ""
+    return f":speculative-{options.fingerprint()}"
 
 
 class Node(BaseModel):

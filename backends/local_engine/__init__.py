@@ -7,6 +7,8 @@
 - `prefix_cache.PrefixCache` — radix tree of KV blocks keyed by token ids, LRU under a byte limit.
 - `llama_runner.LlamaRunner` — prefill/decode over a Llama-family model's modules.
 - `cuda_graph_runner.CudaGraphRunner` — the static-shape decode replayed as CUDA graphs.
+- `speculative_decoder.SpeculativeDecoder` — batch-1 speculative decoding (draft, verify with tree attention).
+- `draft_forwards` — cheaper forwards a draft-model drafter runs (layer skipping, another model, plugins).
 - `sampling` — per-sequence seeded temperature / top-k / top-p sampling.
 - `stopping.StopChecker` — EOS, stop strings, token limits.
 - `precision` — measures whether float32 or bfloat16 decodes faster on this CPU.

@@ -37,6 +37,7 @@ from orchestra.backends.local_engine.prefix_cache import PrefixCache
 from orchestra.backends.local_engine.sampling import SamplingParams, choose_tokens, sample_stream
 from orchestra.backends.local_engine.scheduler import Scheduler
 from orchestra.backends.local_engine.sequence import FinishedSequence, Sequence
+from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig, SpeculativeDecoder
 from orchestra.backends.local_engine.stopping import Finish, StopChecker
 
 
@@ -68,10 +69,19 @@ class EngineStats:
 class InferenceEngine:
     """Generates from a Hugging Face Llama-family model with orchestra's own decode loop."""
 
-    def __init__(self, model, tokenizer, config: EngineConfig | None = None, eos_ids: set[int] | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        config: EngineConfig | None = None,
+        eos_ids: set[int] | None = None,
+        speculative: SpeculativeConfig | None = None,
+    ):
         self.config = config or EngineConfig()
         self.model = model
         self.runner = _make_runner(model, self.config)
+        #: Batch-1 speculative decoding (None: every step is the plain batched decode).
+        self.speculative = SpeculativeDecoder(speculative, self.runner) if speculative is not None else None
         if eos_ids is None:
             eos = model.generation_config.eos_token_id
             eos = eos if isinstance(eos, list) else [eos]
@@ -341,7 +351,16 @@ class InferenceEngine:
 
     def _decode(self) -> None:
         began = time.perf_counter()
-        self._reserve_for_decode()
+        lone = self.scheduler.running[0] if len(self.scheduler.running) == 1 else None
+        if (
+            self.speculative is not None
+            and lone is not None
+            and not self.scheduler.waiting
+            and self.speculative.handles(lone.params)
+            and self._speculate(lone, began)
+        ):
+            return
+        self._reserve_for_decode()  # may preempt: read the running list after it
         running = self.scheduler.running
         device = self.runner.device
         tokens = torch.tensor([s.tokens[-1] for s in running], device=device)
@@ -360,6 +379,34 @@ class InferenceEngine:
         self.stats.decode_steps += 1
         self.stats.decoded_rows += len(running)
         self.stats.decode_seconds += time.perf_counter() - began
+
+    def _speculate(self, sequence: Sequence, began: float) -> bool:
+        """A speculative round for the lone running sequence; False if it could not run."""
+        advanced = self.speculative.advance(sequence, self.pool, self.stops.eos_ids, self.context_length)
+        if advanced is None:
+            return False
+        forward = time.perf_counter() - began
+        finish: Finish | None = None
+        for token, logprob in zip(*advanced):
+            sequence.tokens.append(token)
+            sequence.logprobs.append(logprob)
+            sequence.kv_length += 1
+            self.stats.generated_tokens += 1
+            finish = self.stops.check(sequence.tokens, sequence.params.stop, sequence.limit)
+            if finish is not None:
+                break
+        if finish is not None:
+            self.speculative.finish()
+            if self.config.cache_finished:
+                self._remember(sequence)
+            _settle(sequence.future, sequence.finished(finish.reason, finish.text))
+            self._remove({sequence})
+        self.stats.forward_seconds += forward
+        self.stats.decode_forward_seconds += forward
+        self.stats.decode_steps += 1
+        self.stats.decoded_rows += 1
+        self.stats.decode_seconds += time.perf_counter() - began
+        return True
 
     def _emit(self, sequences: list[Sequence], logits: torch.Tensor, hidden: torch.Tensor | None) -> None:
         """Pick each sequence's next token; retire the ones that finished."""

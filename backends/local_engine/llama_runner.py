@@ -276,6 +276,33 @@ class LlamaRunner:
             h = self._mlp(layer, h + F.linear(out.reshape(count, 1, self.heads * self.head_dim), layer.o))
         return self._finish(h[:, 0], want_hidden)
 
+    def forward_tree(
+        self, pool: KVPool, slot: int, start: int, tokens: torch.Tensor, positions: torch.Tensor, tree_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits `[nodes, vocab]` at every node of a draft tree (speculative verification).
+
+        Node i's KV is written at `start + i` of `slot`; its rotary position is
+        `positions[i]` (the prefix length plus its depth). `tree_mask` `[nodes, nodes]`
+        says which nodes each node sees (itself and its ancestors); every node sees
+        the slot's first `start` positions. A chain is the lower-triangular mask.
+        """
+        count = tokens.shape[0]
+        cos, sin = self.rotary_for(positions[None, :], int(positions.max()))
+        seen = torch.ones((count, start), dtype=torch.bool, device=tokens.device)
+        mask = torch.cat([seen, tree_mask], dim=1)[None, None]
+        h = self.embed(tokens[None, :])
+        for index, layer in enumerate(self.layers):
+            q, k, v = self._attention_inputs(layer, layer.input_norm(h), cos, sin)
+            keys, values = pool.keys(index), pool.values(index)
+            keys[slot, :, start : start + count] = k[0]
+            values[slot, :, start : start + count] = v[0]
+            out = F.scaled_dot_product_attention(
+                q, keys[slot : slot + 1, :, : start + count], values[slot : slot + 1, :, : start + count],
+                attn_mask=mask, scale=self.scaling, enable_gqa=self.group > 1,
+            )
+            h = self._mlp(layer, h + F.linear(out.transpose(1, 2).reshape(1, count, self.heads * self.head_dim), layer.o))
+        return self._finish(h[0], False)[0]
+
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2

@@ -1,0 +1,108 @@
+"""Cheaper forwards of the target that a draft-model drafter can run: a registry of builders.
+
+A builder takes the target's `LlamaRunner` and options and returns a runner-like
+object with the same `prefill` / `decode` methods and pool geometry
+(`num_layers`, `kv_heads`, `head_dim`, `dtype`, `device`); `RunnerForward`
+gives it a private KV pool and the drafter's incremental interface. Built in:
+
+- `layer_skip` — the target's first `layers` decoder layers, then its final norm
+  and LM head (self-speculative drafting: no second model, shared weights);
+- `model` — a separate, smaller model with the same tokenizer (`model: ALIAS`).
+
+Other kinds (the sparse-MLP forward) register themselves with `register_draft_forward`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from orchestra.backends.local_engine.kv_pool import KVPool
+from orchestra.backends.local_engine.llama_runner import LlamaRunner, PrefillRow
+
+#: builder(target_runner, **options) -> a runner-like object (prefill/decode over a KVPool).
+DraftForwardBuilder = Callable[..., Any]
+
+_BUILDERS: dict[str, DraftForwardBuilder] = {}
+
+
+def register_draft_forward(name: str) -> Callable[[DraftForwardBuilder], DraftForwardBuilder]:
+    """Decorator: make `builder(target_runner, **options)` available as `draft: NAME`."""
+
+    def add(builder: DraftForwardBuilder) -> DraftForwardBuilder:
+        _BUILDERS[name] = builder
+        return builder
+
+    return add
+
+
+def draft_forward_names() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def build_draft_forward(name: str, target: LlamaRunner, options: dict[str, Any]) -> Any:
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown draft forward {name!r}; known: {', '.join(draft_forward_names())}")
+    return _BUILDERS[name](target, **options)
+
+
+@register_draft_forward("layer_skip")
+def layer_skip(target: LlamaRunner, layers: int | None = None) -> LlamaRunner:
+    """The target truncated to its first `layers` layers (default: a third), same norm and head.
+
+    A shallow copy: every weight is the target's own tensor, nothing is duplicated.
+    """
+    layers = layers if layers is not None else max(1, target.num_layers // 3)
+    if not 1 <= layers < target.num_layers:
+        raise ValueError(f"layer_skip keeps 1..{target.num_layers - 1} of the target's layers, got {layers}")
+    draft = copy.copy(target)
+    draft.layers = target.layers[:layers]
+    draft.num_layers = layers
+    return draft
+
+
+@register_draft_forward("model")
+def separate_model(target: LlamaRunner, model: str, dtype: str | None = None) -> LlamaRunner:
+    """Another model (an alias `orchestra.models` knows, or an HF folder) with the target's vocabulary."""
+    from orchestra.models import load_pretrained
+
+    dtype = dtype or str(target.dtype).removeprefix("torch.")
+    hf_model, _ = load_pretrained(model, dtype)
+    hf_model.to(target.device)
+    runner = LlamaRunner(hf_model)
+    if runner.lm_head.weight.shape[0] != target.lm_head.weight.shape[0]:
+        raise ValueError(f"draft model {model!r} has a different vocabulary size than the target")
+    return runner
+
+
+class RunnerForward:
+    """A runner-like forward with its own one-slot KV pool, extended a few tokens at a time."""
+
+    def __init__(self, runner: Any, byte_limit: int = 1 << 30):
+        self.runner = runner
+        self.pool = KVPool(
+            layers=runner.num_layers,
+            kv_heads=runner.kv_heads,
+            head_dim=runner.head_dim,
+            dtype=runner.dtype,
+            device=runner.device,
+            byte_limit=byte_limit,
+        )
+
+    def extend(self, tokens: Sequence[int], start: int) -> torch.Tensor:
+        device = self.runner.device
+        self.pool.reserve(1, start + len(tokens))
+        with torch.inference_mode():
+            if len(tokens) == 1:
+                logits, _ = self.runner.decode(
+                    self.pool, torch.tensor([tokens[0]], device=device), torch.tensor([start], device=device)
+                )
+            else:
+                logits, _ = self.runner.prefill(self.pool, [PrefillRow(0, start, tuple(tokens))])
+        return logits[0]
+
+    def release(self) -> None:
+        self.pool.release()
