@@ -71,11 +71,20 @@ class LocalBackend:
         self.model.to(self.device)
         self.parameters = sum(p.numel() for p in self.model.parameters())
         config = engine_config or EngineConfig(max_batch_size=spec.max_batch_size)
-        self.engine = InferenceEngine(self.model, self.tokenizer, config)
+        self.engine = InferenceEngine(self.model, self.tokenizer, config, mlp_plugin=self._sparse_mlp(spec))
         self.context_length = self.engine.context_length
         self._encoded: dict[str, list[int]] = {}
         self._queue: list[_Submission] = []
         self._flush_scheduled = False
+
+    def _sparse_mlp(self, spec: ModelSpec):
+        """The sparse decode MLPs the spec asks for, or None (dense)."""
+        if spec.sparse is None:
+            return None
+        from orchestra.kernels.sparse_mlp import build_mlp_plugin
+
+        options = spec.sparse
+        return build_mlp_plugin(options.method, options.sparsity, self.model, self.tokenizer, spec.model, options.kernel)
 
     def _resolve_dtype(self, spec: ModelSpec) -> str:
         if spec.dtype != "auto":
@@ -98,7 +107,8 @@ class LocalBackend:
     @property
     def model_key(self) -> str:
         """The generation cache's name for this model: the spec's, with the dtype `auto` chose."""
-        return f"{self.spec.backend}:{self.spec.model}:{self.dtype}"
+        key = f"{self.spec.backend}:{self.spec.model}:{self.dtype}"
+        return key if self.spec.sparse is None else f"{key}:sparse={self.spec.sparse.key()}"
 
     @property
     def busy_seconds(self) -> float:

@@ -1,4 +1,5 @@
-"""Settings only one backend reads: where the servers are (`openai`), how vLLM is built (`vllm`).
+"""Settings only one backend reads: where the servers are (`openai`), how vLLM is built (`vllm`),
+sparse activation in the local engine (`sparse`).
 
 They live in the core beside `ModelSpec`, not in the backends, so a recipe is
 validated as a whole — a typo in an endpoint, a negative timeout — before
@@ -7,10 +8,10 @@ anything runs, without importing a backend or having vLLM installed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class OpenAIOptions(BaseModel):
@@ -100,3 +101,36 @@ class VLLMOptions(BaseModel):
         if clash:
             raise ValueError(f"set {', '.join(clash)} with its own field, not in engine_args")
         return value
+
+
+class SparseOptions(BaseModel):
+    """Sparse activation in the local engine's decode MLPs (see `orchestra.kernels.sparse_mlp`).
+
+    It changes the model's outputs, so it is part of the model's generation-cache key.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Literal["coreinfer", "teal"] = Field(
+        description="coreinfer: after each prompt's prefill, decode with the MLP neurons most active on it "
+        "(weights sliced once per sequence). teal: zero each token's MLP inputs below per-layer magnitude "
+        "thresholds (calibrated once per model and sparsity, stored under $ORCHESTRA_HOME/sparse/teal)."
+    )
+    sparsity: float = Field(
+        ge=0.0, lt=1.0, description="Share of MLP neurons (coreinfer) or MLP inputs (teal) dropped in decode; 0 is dense."
+    )
+    kernel: Literal["auto", "masked", "columns", "triton"] = Field(
+        default="auto",
+        description="teal only. auto: Triton on a GPU, the column-skipping GEMV at batch 1 on a CPU, the masked "
+        "dense product otherwise; or force one (masked changes values like the others but saves nothing).",
+    )
+
+    @model_validator(mode="after")
+    def _kernel_for_teal(self) -> SparseOptions:
+        if self.method != "teal" and self.kernel != "auto":
+            raise ValueError(f"`kernel` applies to method teal, not {self.method!r}")
+        return self
+
+    def key(self) -> str:
+        """The settings that change outputs, for the generation cache key."""
+        return f"{self.method}@{self.sparsity:g}"

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestra.backend import available_backend_names, backend_capabilities
-from orchestra.backend_options import OpenAIOptions, VLLMOptions
+from orchestra.backend_options import OpenAIOptions, SparseOptions, VLLMOptions
 from orchestra.budget import Budget
 from orchestra.errors import Location, RecipeError
 from orchestra.graph import dag_problems
@@ -47,6 +47,9 @@ class ModelSpec(BaseModel):
         default=None, description="Servers and client settings; required with backend openai (`model` is the server's model name)."
     )
     vllm: VLLMOptions | None = Field(default=None, description="vllm.LLM engine settings (backend vllm only).")
+    sparse: SparseOptions | None = Field(
+        default=None, description="Sparse-activation decode (backend local only): {method: coreinfer|teal, sparsity: 0.4}."
+    )
 
     @model_validator(mode="after")
     def _options_match_backend(self) -> ModelSpec:
@@ -55,17 +58,21 @@ class ModelSpec(BaseModel):
         for name in ("openai", "vllm"):
             if getattr(self, name) is not None and self.backend != name:
                 raise ValueError(f"an `{name}:` block is for backend {name!r}, not {self.backend!r}")
+        if self.sparse is not None and self.backend != "local":
+            raise ValueError(f"a `sparse:` block is for backend 'local', not {self.backend!r}")
         return self
 
     def key(self) -> str:
-        """Identity of the model for the generation cache (engine settings excluded).
+        """Identity of the model for the generation cache (engine settings excluded, but
+        sparse activation included: it changes the outputs).
 
         A served model is named by its server-side name and its endpoints, so two
         servers that both call their model "default" never share cached samples.
         """
         if self.openai is not None:
             return f"openai:{self.model}@{','.join(sorted(self.openai.endpoints))}"
-        return f"{self.backend}:{self.model}:{self.dtype}"
+        key = f"{self.backend}:{self.model}:{self.dtype}"
+        return key if self.sparse is None else f"{key}:sparse={self.sparse.key()}"
 
 
 class Node(BaseModel):
