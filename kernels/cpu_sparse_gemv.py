@@ -33,6 +33,8 @@ def gemv_over_columns(values: torch.Tensor, columns: torch.Tensor, weight: torch
     """sum_j values[j] * weight[:, columns[j]] for a column-major weight [out, in]: shape [out]."""
     if not is_column_major(weight):
         raise ValueError("gemv_over_columns needs a column-major weight (weight.t() contiguous)")
+    if columns.numel() == 0:  # every input zeroed
+        return weight.new_zeros(weight.shape[0])
     return F.embedding_bag(
         columns[None, :], weight.t(), per_sample_weights=values[None, :].to(weight.dtype), mode="sum"
     )[0]
