@@ -124,7 +124,7 @@ def collect_mlp_activations(model, token_batches: Sequence[Sequence[int]]) -> tu
     try:
         with torch.inference_mode():
             for ids in token_batches:
-                model(torch.tensor([list(ids)], device=device), use_cache=False)
+                model.model(torch.tensor([list(ids)], device=device), use_cache=False)  # no LM head: not needed
     finally:
         for handle in handles:
             handle.remove()
@@ -144,7 +144,11 @@ def magnitude_threshold(values: torch.Tensor, sparsity: float) -> float:
 
 def calibrate_teal(model, token_batches: Sequence[Sequence[int]], sparsity: float) -> TealThresholds:
     """Thresholds that zero a `sparsity` share of each layer's MLP inputs on these tokens."""
-    mlp_inputs, down_inputs = collect_mlp_activations(model, token_batches)
+    return thresholds_for(*collect_mlp_activations(model, token_batches), sparsity)
+
+
+def thresholds_for(mlp_inputs: Sequence[torch.Tensor], down_inputs: Sequence[torch.Tensor], sparsity: float) -> TealThresholds:
+    """Thresholds from collected activations (see `collect_mlp_activations`)."""
     return TealThresholds(
         sparsity=sparsity,
         mlp_input=tuple(magnitude_threshold(x, sparsity) for x in mlp_inputs),
