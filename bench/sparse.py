@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -53,7 +54,7 @@ class Row:
     sparsity: float
     dense_tokens_per_second: float
     sparse_tokens_per_second: float
-    speedup: float
+    speedup: float  # median over rounds of sparse/dense, each pair timed back to back
     token_agreement: float
     identical_answers: int
     accuracy: float
@@ -97,7 +98,7 @@ def agreement(dense: tuple[int, ...], sparse: tuple[int, ...]) -> float:
     return 1.0 if dense == sparse else same / max(len(dense), 1)
 
 
-def kernel_timings(sparsities: list[float], hidden: int, width: int, layers: int, repeats: int = 10) -> list[dict]:
+def kernel_timings(sparsities: list[float], hidden: int, width: int, layers: int, repeats: int = 30) -> list[dict]:
     """All layers' MLP products at batch 1, weights streamed from memory as in a decode step
     (`layers` distinct weight sets, too big for the caches): dense `F.linear`, TEAL's
     column-skipping GEMV, and CoreInfer's sliced dense products."""
@@ -126,7 +127,7 @@ def kernel_timings(sparsities: list[float], hidden: int, width: int, layers: int
                 F.linear(x[None], g), F.linear(a[None, :keep], d)
 
         contenders = {"dense": dense, "columns": columns, "sliced": core}
-        spent = dict.fromkeys(contenders, 0.0)
+        spent: dict[str, list[float]] = {name: [] for name in contenders}
         for fn in contenders.values():
             fn()
         for i in range(repeats):
@@ -134,19 +135,19 @@ def kernel_timings(sparsities: list[float], hidden: int, width: int, layers: int
             for name in names:
                 began = time.perf_counter()
                 contenders[name]()
-                spent[name] += time.perf_counter() - began
-        rows.append({
+                spent[name].append(time.perf_counter() - began)
+        rows.append({  # medians: robust to the load spikes of a shared machine
             "sparsity": sparsity,
-            **{f"{name}_ms": spent[name] / repeats * 1e3 for name in contenders},
-            "columns_speedup": spent["dense"] / spent["columns"],
-            "sliced_speedup": spent["dense"] / spent["sliced"],
+            **{f"{name}_ms": statistics.median(spent[name]) * 1e3 for name in contenders},
+            "columns_speedup": statistics.median(d / c for d, c in zip(spent["dense"], spent["columns"])),
+            "sliced_speedup": statistics.median(d / c for d, c in zip(spent["dense"], spent["sliced"])),
         })
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--problems", type=int, default=30, help="task problems for agreement and accuracy")
+    parser.add_argument("--problems", type=int, default=30, help="task problems for agreement and accuracy (0: speed only)")
     parser.add_argument("--max-tokens", type=int, default=64, help="most new tokens per greedy answer")
     parser.add_argument("--speed-tokens", type=int, default=64, help="new tokens per timed decode")
     parser.add_argument("--speed-rounds", type=int, default=3, help="alternating dense/sparse timing rounds")
@@ -161,7 +162,7 @@ def main() -> None:
     model, tokenizer = load_pretrained(MODEL, "float32")
     engine = InferenceEngine(model, tokenizer, EngineConfig(max_batch_size=1))
     task = load_task(args.task)
-    problems = task.problems("test", limit=args.problems)
+    problems = task.problems("test", limit=args.problems) if args.problems else []
     prompts = [chat_ids(tokenizer, [m.model_dump() for m in p.messages]) for p in problems]
     speed_prompt = chat_ids(tokenizer, [{"role": "user", "content": SPEED_PROMPT}])
 
@@ -171,7 +172,7 @@ def main() -> None:
 
     log(f"dense greedy answers to {len(problems)} problems")
     dense_answers = greedy_answers(engine, None, prompts, args.max_tokens)
-    dense_scores = score(dense_answers)
+    dense_scores = score(dense_answers) if prompts else [0.0]
     dense_accuracy = sum(dense_scores) / len(dense_scores)
     log(f"dense accuracy {dense_accuracy:.3f}")
 
@@ -186,8 +187,8 @@ def main() -> None:
                 for side in order:
                     rate = decode_rate(engine, None if side == "dense" else plugin, speed_prompt, args.speed_tokens)
                     (dense_rates if side == "dense" else sparse_rates).append(rate)
-            answers = greedy_answers(engine, plugin, prompts, args.max_tokens)
-            scores = score(answers)
+            answers = greedy_answers(engine, plugin, prompts, args.max_tokens) if prompts else []
+            scores = score(answers) if prompts else [0.0]
             dense_rate = sum(dense_rates) / len(dense_rates)
             sparse_rate = sum(sparse_rates) / len(sparse_rates)
             row = Row(
@@ -195,8 +196,8 @@ def main() -> None:
                 sparsity=sparsity,
                 dense_tokens_per_second=dense_rate,
                 sparse_tokens_per_second=sparse_rate,
-                speedup=sparse_rate / dense_rate,
-                token_agreement=sum(agreement(d, s) for d, s in zip(dense_answers, answers)) / len(answers),
+                speedup=statistics.median(s / d for s, d in zip(sparse_rates, dense_rates)),
+                token_agreement=sum(agreement(d, s) for d, s in zip(dense_answers, answers)) / max(len(answers), 1),
                 identical_answers=sum(d == s for d, s in zip(dense_answers, answers)),
                 accuracy=sum(scores) / len(scores),
                 dense_accuracy=dense_accuracy,
@@ -223,7 +224,8 @@ def report(args, rows: list[Row], kernels: list[dict]) -> None:
         f"# Sparse activation — {MODEL}, float32, batch 1, {torch.get_num_threads()} threads",
         "",
         f"task `{args.task}`, {rows[0].problems if rows else 0} problems, greedy, at most {args.max_tokens} new tokens; "
-        f"speed: {args.speed_rounds} alternating rounds of {args.speed_tokens} tokens per side",
+        f"speed: {args.speed_rounds} alternating rounds of {args.speed_tokens} tokens per side; "
+        "tok/s are means, the speedup is the median of the rounds' sparse/dense ratios",
         "",
         "| method | sparsity | dense tok/s | sparse tok/s | speedup | token agreement | identical answers | accuracy (dense) |",
         "|---|---|---|---|---|---|---|---|",
@@ -236,7 +238,7 @@ def report(args, rows: list[Row], kernels: list[dict]) -> None:
         )
     lines += [
         "",
-        "All layers' MLP products (gate_up + down) at batch 1, weights streamed from memory:",
+        "All layers' MLP products (gate_up + down) at batch 1, weights streamed from memory (medians):",
         "",
         "| sparsity | dense ms | TEAL columns ms (speedup) | CoreInfer sliced ms (speedup) |",
         "|---|---|---|---|",
