@@ -231,10 +231,14 @@ def report(args, rows: list[Row], kernels: list[dict]) -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        quality = (
+            f"{r.token_agreement:.2f} | {r.identical_answers}/{r.problems} | {r.accuracy:.3f} ({r.dense_accuracy:.3f})"
+            if r.problems
+            else "— | — | —"  # speed-only run (--problems 0)
+        )
         lines.append(
             f"| {r.method} | {r.sparsity:.2f} | {r.dense_tokens_per_second:.1f} | {r.sparse_tokens_per_second:.1f} | "
-            f"{r.speedup:.2f}x | {r.token_agreement:.2f} | {r.identical_answers}/{r.problems} | "
-            f"{r.accuracy:.3f} ({r.dense_accuracy:.3f}) |"
+            f"{r.speedup:.2f}x | {quality} |"
         )
     lines += [
         "",
