@@ -19,9 +19,9 @@ in slot order, before each decode step.
   batch changes), so a wide batch drifts back towards the dense MLP — CoreInfer
   is a batch-1 latency technique; the union keeps every sequence's own neurons.
 - `TealMLP` (TEAL): zero MLP inputs below per-layer thresholds, per token, at any
-  batch; only batch 1 reads fewer weights (a column-skipping GEMV on CPU, a
-  Triton kernel on GPU); wider batches run the masked dense product, which
-  changes values, not speed.
+  batch; only batch 1 reads fewer weights (a column-skipping GEMV on CPU from
+  sparsity 0.5, where it starts to beat the dense product; a Triton kernel on
+  GPU); otherwise the masked dense product, which changes values, not speed.
 
 At sparsity 0 both run the dense arithmetic itself, so outputs equal dense exactly.
 """
@@ -37,6 +37,10 @@ from orchestra.kernels import core_neurons, cpu_sparse_gemv, triton_sparse_gemv
 from orchestra.kernels.teal_calibration import TealThresholds, load_or_calibrate
 
 SparseMethod = Literal["coreinfer", "teal"]
+#: Below this sparsity the column-skipping GEMV loses to the dense product on this project's
+#: CPU (bench/sparse.py kernel table: 0.81x at 0.25, 0.99x at 0.4, 1.09x at 0.5, 1.27x at 0.6),
+#: so "auto" runs the masked dense product there.
+COLUMNS_FROM_SPARSITY = 0.5
 TealKernel = Literal["auto", "masked", "columns", "triton"]
 
 
@@ -157,7 +161,11 @@ class TealMLP:
         if kernel == "auto":
             if x.is_cuda and triton_sparse_gemv.available():
                 kernel = "triton"
-            elif x.shape[:-1].numel() == 1 and cpu_sparse_gemv.is_column_major(weight):
+            elif (
+                x.shape[:-1].numel() == 1
+                and cpu_sparse_gemv.is_column_major(weight)
+                and self.thresholds.sparsity >= COLUMNS_FROM_SPARSITY
+            ):
                 kernel = "columns"
             else:
                 kernel = "masked"

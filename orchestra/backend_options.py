@@ -121,8 +121,8 @@ class SparseOptions(BaseModel):
     )
     kernel: Literal["auto", "masked", "columns", "triton"] = Field(
         default="auto",
-        description="teal only. auto: Triton on a GPU, the column-skipping GEMV at batch 1 on a CPU, the masked "
-        "dense product otherwise; or force one (masked changes values like the others but saves nothing).",
+        description="teal only. auto: Triton on a GPU; on a CPU the column-skipping GEMV at batch 1 from sparsity "
+        "0.5 (below, it loses to the dense product), else the masked dense product (same values, nothing saved).",
     )
 
     @model_validator(mode="after")
