@@ -41,8 +41,8 @@ from orchestra.backend import (
     GenerationResult,
 )
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
-from orchestra.models import load_pretrained
 from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig
+from orchestra.models import load_pretrained
 from orchestra.recipe import ModelSpec, speculative_key_suffix
 from orchestra.usage import Usage
 
@@ -72,12 +72,31 @@ class LocalBackend:
         self.model.to(self.device)
         self.parameters = sum(p.numel() for p in self.model.parameters())
         config = engine_config or EngineConfig(max_batch_size=spec.max_batch_size)
-        speculative = SpeculativeConfig(**spec.speculative.model_dump()) if spec.speculative is not None else None
-        self.engine = InferenceEngine(self.model, self.tokenizer, config, speculative=speculative)
+        speculative = self._speculative_config(spec)
+        self.engine = InferenceEngine(
+            self.model, self.tokenizer, config, speculative=speculative, mlp_plugin=self._sparse_mlp(spec)
+        )
         self.context_length = self.engine.context_length
         self._encoded: dict[str, list[int]] = {}
         self._queue: list[_Submission] = []
         self._flush_scheduled = False
+
+    def _sparse_mlp(self, spec: ModelSpec):
+        """The sparse decode MLPs the spec asks for, or None (dense)."""
+        if spec.sparse is None:
+            return None
+        from orchestra.kernels.sparse_mlp import build_mlp_plugin
+
+        options = spec.sparse
+        return build_mlp_plugin(options.method, options.sparsity, self.model, self.tokenizer, spec.model, options.kernel)
+
+    def _speculative_config(self, spec: ModelSpec) -> SpeculativeConfig | None:
+        if spec.speculative is None:
+            return None
+        options = spec.speculative.model_dump()
+        if spec.speculative.draft == "sparse":  # sparse self-drafting calibrates on this model
+            options["draft_options"] = {**options["draft_options"], "tokenizer": self.tokenizer, "model_name": spec.model}
+        return SpeculativeConfig(**options)
 
     def _resolve_dtype(self, spec: ModelSpec) -> str:
         if spec.dtype != "auto":
@@ -100,7 +119,8 @@ class LocalBackend:
     @property
     def model_key(self) -> str:
         """The generation cache's name for this model: the spec's, with the dtype `auto` chose."""
-        return f"{self.spec.backend}:{self.spec.model}:{self.dtype}{speculative_key_suffix(self.spec.speculative)}"
+        key = f"{self.spec.backend}:{self.spec.model}:{self.dtype}{speculative_key_suffix(self.spec.speculative)}"
+        return key if self.spec.sparse is None else f"{key}:sparse={self.spec.sparse.key()}"
 
     @property
     def busy_seconds(self) -> float:

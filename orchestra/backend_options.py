@@ -1,5 +1,5 @@
 """Settings only one backend reads: where the servers are (`openai`), how vLLM is built (`vllm`),
-how the local engine speculates (`speculative`).
+how the local engine speculates (`speculative`) and sparsifies its MLPs (`sparse`).
 
 They live in the core beside `ModelSpec`, not in the backends, so a recipe is
 validated as a whole — a typo in an endpoint, a negative timeout — before
@@ -167,3 +167,36 @@ class SpeculativeOptions(BaseModel):
         import hashlib
 
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
+
+class SparseOptions(BaseModel):
+    """Sparse activation in the local engine's decode MLPs (see `orchestra.kernels.sparse_mlp`).
+
+    It changes the model's outputs, so it is part of the model's generation-cache key.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Literal["coreinfer", "teal"] = Field(
+        description="coreinfer: after each prompt's prefill, decode with the MLP neurons most active on it "
+        "(weights sliced once per sequence). teal: zero each token's MLP inputs below per-layer magnitude "
+        "thresholds (calibrated once per model and sparsity, stored under $ORCHESTRA_HOME/sparse/teal)."
+    )
+    sparsity: float = Field(
+        ge=0.0, lt=1.0, description="Share of MLP neurons (coreinfer) or MLP inputs (teal) dropped in decode; 0 is dense."
+    )
+    kernel: Literal["auto", "masked", "columns", "triton"] = Field(
+        default="auto",
+        description="teal only. auto: Triton on a GPU; on a CPU the column-skipping GEMV at batch 1 from sparsity "
+        "0.5 (below, it loses to the dense product), else the masked dense product (same values, nothing saved).",
+    )
+
+    @model_validator(mode="after")
+    def _kernel_for_teal(self) -> SparseOptions:
+        if self.method != "teal" and self.kernel != "auto":
+            raise ValueError(f"`kernel` applies to method teal, not {self.method!r}")
+        return self
+
+    def key(self) -> str:
+        """The settings that change outputs, for the generation cache key."""
+        return f"{self.method}@{self.sparsity:g}"

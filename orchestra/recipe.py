@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestra.backend import available_backend_names, backend_capabilities
-from orchestra.backend_options import OpenAIOptions, SpeculativeOptions, VLLMOptions
+from orchestra.backend_options import OpenAIOptions, SparseOptions, SpeculativeOptions, VLLMOptions
 from orchestra.budget import Budget
 from orchestra.errors import Location, RecipeError
 from orchestra.graph import dag_problems
@@ -50,6 +50,9 @@ class ModelSpec(BaseModel):
     speculative: SpeculativeOptions | None = Field(
         default=None, description="Batch-1 speculative decoding (backend local only); lossless, see SpeculativeOptions."
     )
+    sparse: SparseOptions | None = Field(
+        default=None, description="Sparse-activation decode (backend local only): {method: coreinfer|teal, sparsity: 0.4}."
+    )
 
     @model_validator(mode="after")
     def _options_match_backend(self) -> ModelSpec:
@@ -60,10 +63,18 @@ class ModelSpec(BaseModel):
                 raise ValueError(f"an `{name}:` block is for backend {name!r}, not {self.backend!r}")
         if self.speculative is not None and self.backend != "local":
             raise ValueError(f"a `speculative:` block is for backend 'local', not {self.backend!r}")
+        if self.sparse is not None and self.backend != "local":
+            raise ValueError(f"a `sparse:` block is for backend 'local', not {self.backend!r}")
+        if self.sparse is not None and self.speculative is not None:
+            raise ValueError(
+                "`sparse:` and `speculative:` together are not supported (speculative verification runs "
+                "the dense MLPs); for sparse self-drafting use `speculative: {method: draft_model, draft: sparse}`"
+            )
         return self
 
     def key(self) -> str:
-        """Identity of the model for the generation cache (engine settings excluded).
+        """Identity of the model for the generation cache (engine settings excluded, but
+        sparse activation included: it changes the outputs).
 
         A served model is named by its server-side name and its endpoints, so two
         servers that both call their model "default" never share cached samples.
@@ -75,7 +86,8 @@ class ModelSpec(BaseModel):
         """
         if self.openai is not None:
             return f"openai:{self.model}@{','.join(sorted(self.openai.endpoints))}"
-        return f"{self.backend}:{self.model}:{self.dtype}{speculative_key_suffix(self.speculative)}"
+        key = f"{self.backend}:{self.model}:{self.dtype}{speculative_key_suffix(self.speculative)}"
+        return key if self.sparse is None else f"{key}:sparse={self.sparse.key()}"
 
 
 def speculative_key_suffix(options: SpeculativeOptions | None) -> str:

@@ -137,6 +137,24 @@ def test_every_drafter_reproduces_plain_greedy_on_20_prompts(name, loaded, promp
         assert stats.accepted_tokens == stats.drafted_tokens  # the draft is the target: everything is kept
 
 
+def test_sparse_self_drafting_is_lossless(loaded, prompts, plain_greedy, tmp_path, monkeypatch):
+    """The model with TEAL-sparse MLPs drafts, the dense model verifies: plain greedy output."""
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))  # thresholds calibrated afresh, stored here
+    config = SpeculativeConfig(
+        "draft_model",
+        draft="sparse",
+        draft_options={"tokenizer": loaded[1], "model_name": "smollm2-135m-instruct", "sparsity": 0.5},
+    )
+    engine = InferenceEngine(*loaded, EngineConfig(prefix_cache_bytes=0), speculative=config)
+    try:
+        for ids, expected in zip(prompts[:6], plain_greedy[:6]):
+            assert engine.generate(ids, SamplingParams(max_tokens=NEW_TOKENS))[0].token_ids == expected
+    finally:
+        engine.close()
+    stats = engine.speculative.stats
+    assert 0 < stats.accepted_tokens < stats.drafted_tokens  # a different, cheaper model: some drafts kept, not all
+
+
 def test_tree_forward_logits_equal_the_chain_along_each_path(loaded, prompts):
     model, _ = loaded
     runner = LlamaRunner(model)

@@ -9,7 +9,11 @@ gives it a private KV pool and the drafter's incremental interface. Built in:
   and LM head (self-speculative drafting: no second model, shared weights);
 - `model` — a separate, smaller model with the same tokenizer (`model: ALIAS`).
 
-Other kinds (the sparse-MLP forward) register themselves with `register_draft_forward`.
+- `sparse` — the target itself with TEAL-sparse decode MLPs (sparse self-drafting:
+  `orchestra.kernels.sparse_draft`); needs the target's `tokenizer` and
+  `model_name` (to calibrate or load its thresholds), which `LocalBackend` passes.
+
+Other kinds register themselves with `register_draft_forward`.
 """
 
 from __future__ import annotations
@@ -76,6 +80,21 @@ def separate_model(target: LlamaRunner, model: str, dtype: str | None = None) ->
     if runner.lm_head.weight.shape[0] != target.lm_head.weight.shape[0]:
         raise ValueError(f"draft model {model!r} has a different vocabulary size than the target")
     return runner
+
+
+@register_draft_forward("sparse")
+def sparse_mlps(
+    target: LlamaRunner, tokenizer: Any, model_name: str, sparsity: float = 0.5, kernel: str = "auto"
+) -> LlamaRunner:
+    """The target drafting for itself with `sparsity` of its decode-MLP inputs dropped (TEAL).
+
+    Same weights, no copy; the dense target verifies, so the output stays lossless.
+    """
+    from orchestra.kernels.sparse_draft import sparse_draft_forward
+
+    if not 0.0 < sparsity < 1.0:
+        raise ValueError(f"the sparse draft's sparsity must be in (0, 1), got {sparsity}")
+    return sparse_draft_forward(target, tokenizer, model_name, sparsity, kernel)
 
 
 class RunnerForward:

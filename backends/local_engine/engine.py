@@ -76,10 +76,13 @@ class InferenceEngine:
         config: EngineConfig | None = None,
         eos_ids: set[int] | None = None,
         speculative: SpeculativeConfig | None = None,
+        mlp_plugin=None,
     ):
         self.config = config or EngineConfig()
         self.model = model
-        self.runner = _make_runner(model, self.config)
+        self.runner = _make_runner(model, self.config, sparse=mlp_plugin is not None)
+        #: Sparse decode MLPs (`orchestra.kernels.sparse_mlp`); None keeps the dense path.
+        self.runner.mlp_plugin = mlp_plugin
         #: Batch-1 speculative decoding (None: every step is the plain batched decode).
         self.speculative = SpeculativeDecoder(speculative, self.runner) if speculative is not None else None
         if eos_ids is None:
@@ -267,7 +270,7 @@ class InferenceEngine:
         rows: list[PrefillRow] = []
         for leader, context in zip(leaders, groups):
             # At least the last token is computed: its logits pick the first new token.
-            found = self.prefix_cache.match(context, limit=len(context) - 1)
+            found = self.prefix_cache.match(context, limit=self._reusable_prefix(context))
             rows.append(PrefillRow(leader.slot, found.length, context[found.length :]))
             position = 0
             for block in found.blocks:
@@ -291,6 +294,11 @@ class InferenceEngine:
                 if hidden is not None:
                     hidden_of[row.slot] = hidden[i]
 
+        plugin = self.runner.mlp_plugin
+        if plugin is not None:
+            for leader, group in zip(leaders, groups.values()):
+                for sequence in group:  # followers read the same context: the leader's state
+                    sequence.mlp_state = plugin.prefilled(leader.slot) if sequence is leader else leader.mlp_state
         order: list[Sequence] = []
         leader_slot: list[int] = []
         for leader, (context, group) in zip(leaders, groups.items()):
@@ -307,6 +315,14 @@ class InferenceEngine:
         logits = torch.stack([logits_of[slot] for slot in leader_slot])
         hidden = torch.stack([hidden_of[slot] for slot in leader_slot]) if want_hidden else None
         self._emit(order, logits, hidden)
+
+    def _reusable_prefix(self, context: tuple[int, ...]) -> int:
+        """Most prompt tokens taken from the prefix cache: all but the last (whose logits pick the
+        first new token), or none when the MLP plugin must see the whole prompt (core neurons)."""
+        plugin = self.runner.mlp_plugin
+        if plugin is not None and plugin.needs_whole_prompt:
+            return 0
+        return len(context) - 1
 
     def _prefill_chunks(self, rows: list[PrefillRow]) -> list[list[PrefillRow]]:
         """Rows grouped so that each forward computes at most `prefill_tokens` tokens (rows are
@@ -367,6 +383,8 @@ class InferenceEngine:
         positions = torch.tensor([s.kv_length for s in running], device=device)
         want_hidden = any(s.params.hidden_states for s in running)
         forward_began = time.perf_counter()
+        if self.runner.mlp_plugin is not None:
+            self.runner.mlp_plugin.begin_decode([s.mlp_state for s in running])
         logits, hidden = self.runner.decode(self.pool, tokens, positions, want_hidden)
         if logits.is_cuda:
             torch.cuda.synchronize()
@@ -465,9 +483,10 @@ def _settle(future: Future, result: object = None, error: BaseException | None =
         pass
 
 
-def _make_runner(model, config: EngineConfig):
+def _make_runner(model, config: EngineConfig, sparse: bool = False):
     on_gpu = next(model.parameters()).device.type == "cuda"
-    if (on_gpu and config.cuda_graphs) or config.static_shapes:
+    # Sparse MLPs re-slice weights and index on the host: not capturable, so they run eagerly.
+    if not sparse and ((on_gpu and config.cuda_graphs) or config.static_shapes):
         from orchestra.backends.local_engine.cuda_graph_runner import CudaGraphRunner
 
         return CudaGraphRunner(model, config, use_graphs=on_gpu and config.cuda_graphs)

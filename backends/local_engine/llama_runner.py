@@ -100,6 +100,8 @@ class LlamaRunner:
             _relayout(self.lm_head, "weight")  # tied to the embedding in many models: relaid once
         self._cos = self._sin = None
         self._extend_rotary(min(self.max_positions, 4096))
+        #: A replacement for the MLPs (sparse activation, `orchestra.kernels.sparse_mlp`); None: dense.
+        self.mlp_plugin = None
 
     @property
     def device(self) -> torch.device:
@@ -169,8 +171,12 @@ class LlamaRunner:
         v = heads[:, :, rotated:]
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
-    def _mlp(self, layer: _Layer, h: torch.Tensor) -> torch.Tensor:
+    def _mlp(self, layer: _Layer, h: torch.Tensor, index: int | None = None, slots: torch.Tensor | None = None) -> torch.Tensor:
+        """Residual + MLP. With a plugin and a layer `index`, the plugin computes the MLP
+        (`slots`: each packed token's slot during prefill, None in decode)."""
         x = layer.post_norm(h)
+        if self.mlp_plugin is not None and index is not None:
+            return h + self.mlp_plugin(index, x, layer.gate_up, layer.down, slots)
         gate, up = F.linear(x, layer.gate_up).chunk(2, dim=-1)
         return h + F.linear(F.silu(gate) * up, layer.down)
 
@@ -225,7 +231,7 @@ class LlamaRunner:
                 enable_gqa=self.group > 1,
             )
             packed = out.transpose(1, 2)[row_of, offset].reshape(1, total, self.heads * self.head_dim)
-            h = self._mlp(layer, h + F.linear(packed, layer.o))
+            h = self._mlp(layer, h + F.linear(packed, layer.o), index, write_slots)
         last = (torch.cumsum(lengths, 0) - 1).to(device)
         return self._finish(h[0, last], want_hidden)
 
@@ -273,7 +279,7 @@ class LlamaRunner:
                 attn_mask=mask,
                 scale=self.scaling,
             )
-            h = self._mlp(layer, h + F.linear(out.reshape(count, 1, self.heads * self.head_dim), layer.o))
+            h = self._mlp(layer, h + F.linear(out.reshape(count, 1, self.heads * self.head_dim), layer.o), index)
         return self._finish(h[:, 0], want_hidden)
 
     def forward_tree(

@@ -58,6 +58,7 @@ class Sequence:
     kv_length: int = 0  # positions of `context` whose KV sits in the slot
     computed_prompt_tokens: int = 0
     prefilled: bool = False
+    mlp_state: object = None  # what the runner's MLP plugin learnt from this sequence's prefill
     admitted_at: int = 0  # engine step that last admitted it (preemption takes the newest)
     cancelled: bool = False
 
