@@ -115,11 +115,10 @@ async def label_problem(
             logprobs=True,
         )
     )
-    plans: list[tuple[int, int, str, float, object]] = []  # rollout, step, prefix, rollout score, continuation call
+    plans: list[tuple[int, int, str, object]] = []  # rollout, step, prefix, continuation call (None: none)
     for r, completion in enumerate(rollout_result.completions):
         text = completion.text
         steps = split_steps(text, settings.delimiter)
-        rollout_score = _score(task, problem, text)
         prefix = ""
         for j, step in enumerate(steps[: settings.max_steps], start=1):
             prefix += step.text
@@ -135,18 +134,26 @@ async def label_problem(
                         seed=_seed(settings.seed, problem.id, r, j),
                     )
                 )
-            plans.append((r, j, prefix, rollout_score, call))
+            plans.append((r, j, prefix, call))
     calls = [call for *_, call in plans if call is not None]
-    prefixes = [prefix for _, _, prefix, _, _ in plans]
+    prefixes = [prefix for _, _, prefix, _ in plans]
     continued, states = await asyncio.gather(
         asyncio.gather(*calls), prefix_hidden_states(handle, problem.messages, prefixes)
     )
     results = iter(continued)
+    # Each prefix's samples as whole solutions: the rollout itself, then the continuations.
+    solutions = [
+        [rollout_result.completions[r].text]
+        + ([prefix + c.text for c in next(results).completions] if call is not None else [])
+        for r, _, prefix, call in plans
+    ]
+    # Each distinct text scored once (a rollout is a sample of all its prefixes), off the event
+    # loop: a task's scorer may run code (HumanEval) while other problems generate.
+    distinct = list(dict.fromkeys(text for texts in solutions for text in texts))
+    score_of = dict(zip(distinct, await asyncio.to_thread(lambda: [_score(task, problem, t) for t in distinct])))
     labelled = []
-    for (r, j, prefix, rollout_score, call), state in zip(plans, states):
-        scores = [rollout_score]
-        if call is not None:
-            scores += [_score(task, problem, prefix + c.text) for c in next(results).completions]
+    for (r, j, prefix, _), state, texts in zip(plans, states, solutions):
+        scores = [score_of[text] for text in texts]
         labelled.append(
             LabelledStep(
                 problem_id=problem.id,

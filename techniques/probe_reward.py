@@ -8,7 +8,11 @@ model's states would return confident nonsense).
 Each step's score is sigmoid(head(state at the step's last token)): the probe's
 estimate that a solution continued from there ends correct. A step that arrives
 with its hidden state costs nothing more; the others are read through the
-backend in one batched round (`orchestra.probe_features`).
+backend in one batched round (`orchestra.probe_features`). A carried state must
+be the one the probe was trained on: the final-layer state *at* the step's last
+token (the one that predicts the token after the step), not the state that
+predicted that last token (`Completion.hidden_states[-1]` of the step's generation
+is the latter, one position earlier).
 """
 
 from __future__ import annotations
