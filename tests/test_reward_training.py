@@ -189,13 +189,13 @@ def test_fit_probe_learns_and_reports_held_out_auc() -> None:
 
 
 def test_fit_probe_reports_no_auc_when_held_out_steps_are_one_class() -> None:
-    steps = [s if s.problem_id != "p0" else LabelledStep(**{**s.__dict__, "label": 0.0}) for s in synthetic_steps(2, 5)]
+    [held] = split_problems(["p0", "p1"], 0.5, seed=0)
+    steps = [
+        LabelledStep(**{**s.__dict__, "label": 0.0}) if s.problem_id == held else s for s in synthetic_steps(2, 5)
+    ]
     fit = fit_probe(steps, heldout_share=0.5, seed=0, epochs=5)
-    held = next(iter(fit.heldout_ids))
-    if held == "p0":
-        assert fit.heldout_auc is None
-    else:
-        assert fit.heldout_auc is not None
+    assert fit.heldout_ids == {held} and fit.heldout_steps == 5
+    assert fit.heldout_auc is None and fit.heldout_logprob_auc is None
 
 
 # --- the probe file --------------------------------------------------------------------------
