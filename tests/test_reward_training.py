@@ -297,3 +297,11 @@ def test_probe_prm_refuses_another_models_probe(fake_backend, tmp_path: Path) ->
         asyncio.run(probe_reward(ctx, PRMSpec(name="probe"), [Step("a | ")]))
     with pytest.raises(FileNotFoundError, match="not found"):
         asyncio.run(probe_reward(ctx, PRMSpec(name="probe", options={"path": "nope.safetensors"}), [Step("a")]))
+
+
+def test_the_shipped_probe_is_small_and_for_the_default_model() -> None:
+    path = Path(__file__).parent.parent / "recipes" / "probes" / "smollm2-basic-arithmetic.safetensors"
+    head, meta = load_probe(path)
+    assert (meta.model, meta.hidden_size, meta.head, meta.delimiter) == ("local:smollm2-135m-instruct", 576, "mlp", "\n\n")
+    assert meta.heldout_auc is not None and path.stat().st_size < 1_000_000
+    assert len(head.probabilities([[0.0] * 576])) == 1
