@@ -40,7 +40,9 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Probe file to write (.safetensors; a .json copy of its metadata goes beside it).")],
     model: Annotated[str, typer.Option(help="Generator whose hidden states the probe reads (local backend).")] = DEFAULT_MODEL,
     dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
-    problems: Annotated[int, typer.Option("--problems", "-n", min=2, help="Training-split problems to roll out.")] = 40,
+    problems: Annotated[int, typer.Option("--problems", "-n", min=2, help=(
+        "Training-split problems to roll out. Measured on one-digit sums: with 40 the probe did worse than "
+        "chance on held-out problems (it memorises 576-dim states), with 120 it beat the log-prob baseline."))] = 120,
     rollouts: Annotated[int, typer.Option(min=1, help="Full solutions sampled per problem.")] = 4,
     continuations: Annotated[int, typer.Option(min=1, help="Completions sampled from each step prefix to label it.")] = 4,
     delimiter: Annotated[str, typer.Option(
