@@ -368,5 +368,9 @@ def tasks() -> None:
     console.print(f"[bold]reasoning_gym datasets[/] ({len(dataset_names())}): " + ", ".join(dataset_names()))
 
 
+from orchestra.reward_cli import reward_app  # noqa: E402  (sub-app; its heavy imports are lazy)
+
+app.add_typer(reward_app, name="reward")
+
 if __name__ == "__main__":
     app()

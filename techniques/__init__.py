@@ -6,6 +6,7 @@ from orchestra.techniques import (
     fuse,
     judge,
     pdr,
+    probe_reward,
     rank,
     refine,
     sampling,
@@ -17,6 +18,6 @@ from orchestra.techniques import (
 )
 
 __all__ = [
-    "critic", "execution", "fuse", "judge", "pdr", "rank", "refine", "sampling", "scoring",
+    "critic", "execution", "fuse", "judge", "pdr", "probe_reward", "rank", "refine", "sampling", "scoring",
     "selection", "unit_tests", "verify", "voting",
 ]
