@@ -122,8 +122,19 @@ class LocalBackend:
         )
 
     def encode(self, request: GenerationRequest) -> list[int]:
-        """The prompt's token ids (rendered as `render` shows)."""
-        text = self.render(request)
+        """The prompt's token ids (rendered as `render` shows).
+
+        With `continuation_ids`, the conversation before the final assistant turn is
+        encoded and those ids follow it: the partial answer exactly as it was generated.
+        """
+        if request.continuation_ids is not None:
+            opening = request.model_copy(
+                update={"messages": request.messages[:-1], "continuation_ids": None}  # type: ignore[index]
+            )
+            return [*self._encode_text(self.render(opening)), *request.continuation_ids]
+        return self._encode_text(self.render(request))
+
+    def _encode_text(self, text: str) -> list[int]:
         ids = self._encoded.get(text)
         if ids is None:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -244,10 +255,21 @@ class LocalBackend:
                 hidden_states=tuple(tuple(row) for row in f.hidden_states.tolist())
                 if request.hidden_states and f.hidden_states is not None
                 else None,
+                stopped_by=self._stopped_by(f, request.stop),
             )
             for f in finished
         )
         return GenerationResult(completions=completions, prompt_tokens=prompt_tokens, usage=usage)
+
+    def _stopped_by(self, finished: FinishedSequence, stop: tuple[str, ...]) -> str | None:
+        """Which stop string ended the sample (token_ids then end with the tokens spelling it)."""
+        if finished.finish_reason != "stop" or not stop or not finished.token_ids:
+            return None
+        if finished.token_ids[-1] in self.engine.stops.eos_ids:
+            return None
+        spelled = self.tokenizer.decode(finished.token_ids, skip_special_tokens=True)
+        found = [(spelled.find(s, len(finished.text)), s) for s in stop if s in spelled[len(finished.text):]]
+        return min(found)[1] if found else None
 
     def _top_texts(self, positions) -> tuple[dict[str, float], ...]:
         """Token ids -> token texts per position; ids that decode to the same text are

@@ -1,11 +1,17 @@
 """Built-in techniques and scorers; importing this package registers them."""
 
 from orchestra.techniques import (
+    beam_search,
+    best_first,
     critic,
     execution,
     fuse,
     judge,
+    mcts,
+    particle_filtering,
     pdr,
+    prm_best_of_n,
+    process_rewards,
     rank,
     refine,
     sampling,
@@ -19,4 +25,6 @@ from orchestra.techniques import (
 __all__ = [
     "critic", "execution", "fuse", "judge", "pdr", "rank", "refine", "sampling", "scoring",
     "selection", "unit_tests", "verify", "voting",
+    # step-wise search with process reward models
+    "beam_search", "best_first", "mcts", "particle_filtering", "prm_best_of_n", "process_rewards",
 ]
