@@ -237,7 +237,7 @@ class TemplateTokenizer:
 def test_an_assistant_turn_is_continued_through_the_completions_endpoint(server):
     conversation = (*QUESTION, Message(role="assistant", content="Let me think: 3 + 4 ="))
     backend = backend_for(server)
-    with pytest.raises(ValueError, match="needs the model's chat template"):
+    with pytest.raises(ValueError, match="needs either the model's chat template.*continue_final_message"):
         ask(backend, messages=conversation)
     assert server.completions() == []
 
@@ -251,6 +251,18 @@ def test_an_assistant_turn_is_continued_through_the_completions_endpoint(server)
     ask(backend)
     assert server.requests[-1][0] == "/v1/chat/completions"
     assert backend.count_prompt_tokens(GenerationRequest(messages=QUESTION)) == 5  # "<user>Compute", "3", ..., "=</><assistant>"
+
+
+def test_a_server_that_continues_final_messages_gets_them_on_the_chat_endpoint(server):
+    conversation = (*QUESTION, Message(role="assistant", content="Let me think: 3 + 4 ="))
+    backend = backend_for(server, continue_final_message=True)  # no chat template needed here
+    ask(backend, messages=conversation, max_tokens=3)
+    [(path, body, _)] = server.requests
+    assert path == "/v1/chat/completions"
+    assert body["messages"][-1] == {"role": "assistant", "content": "Let me think: 3 + 4 ="}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    ask(backend)  # a plain chat request opens a new turn as before
+    assert "continue_final_message" not in server.requests[-1][1]
 
 
 def test_top_logprobs_maps_from_chat_and_legacy_blocks():

@@ -102,6 +102,18 @@ async def _test_max_steps_cuts_an_answer_off(fake_backend) -> None:
     assert partial.finished and partial.finish_reason == "length" and len(partial.steps) == 2
 
 
+def test_steps_of_a_fixed_token_count(fake_backend) -> None:
+    asyncio.run(_steps_of_a_fixed_token_count(fake_backend))
+
+
+async def _steps_of_a_fixed_token_count(fake_backend) -> None:
+    fake_backend.script = lambda request, prompt, index: "one two three four five"
+    generator = StepGenerator(context(fake_backend), StepParams(delimiter=None, step_tokens=3))
+    [partial] = await generator.extend(PartialAnswer(), 1)
+    assert partial.text == "one two three" and not partial.finished  # cut by count: a boundary
+    assert fake_backend.log.calls[0].stop == () and fake_backend.log.calls[0].max_tokens == 3
+
+
 @pytest.mark.parametrize("technique", ["particle_filtering", "beam_search", "dvts", "mcts", "best_first", "prm_best_of_n"])
 def test_finished_answers_are_never_extended(tmp_path: Path, fake_backend, technique: str) -> None:
     fake_backend.script = scripted
