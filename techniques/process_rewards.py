@@ -18,6 +18,7 @@ generator's (they go through `ctx.model(...)`).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import weakref
 from collections.abc import Sequence
@@ -53,10 +54,10 @@ async def self_certainty(ctx: Context, spec: PRMSpec, steps: Sequence[Step]) -> 
 
 
 #: Verdicts already paid for, per node context: (model alias, prefix text) -> P(Yes).
-_JUDGED: dict[int, dict[tuple[str | None, str], float]] = {}
+_JUDGED: dict[int, dict[tuple[str | None, str], asyncio.Future[float]]] = {}
 
 
-def _judged(ctx: Context) -> dict[tuple[str | None, str], float]:
+def _judged(ctx: Context) -> dict[tuple[str | None, str], asyncio.Future[float]]:
     """The verdict memo of one node on one problem, dropped with its context."""
     key = id(ctx)
     if key not in _JUDGED:
@@ -86,8 +87,8 @@ async def llm(ctx: Context, spec: PRMSpec, steps: Sequence[Step]) -> list[float]
         if key not in judged and only_last and end < len(steps):
             scores.append(math.nan)  # never judged, and `last` does not need it: not asked, not paid
             continue
-        if key not in judged:
+        if key not in judged:  # a future: concurrent scorings of one prefix share one call
             messages = llm_prm_messages(ctx.problem.prompt, prefix)
-            judged[key] = await verdict_probability(ctx, messages, model=spec.model)
-        scores.append(judged[key])
+            judged[key] = asyncio.ensure_future(verdict_probability(ctx, messages, model=spec.model))
+        scores.append(await judged[key])
     return scores

@@ -226,3 +226,12 @@ def test_a_prm_needing_what_the_backend_lacks_fails_validation(fake_backend) -> 
             "name": "x", "models": {"m": {"backend": "fake_plain"}},
             "nodes": [{"id": "search", "technique": "particle_filtering", "params": {"prm": {"name": "llm"}}}],
         })
+
+
+def test_particle_gibbs_replays_its_reference_without_generating_it(tmp_path: Path, fake_backend) -> None:
+    fake_backend.script = lambda request, prompt, index: "Answer: 7" if depth_of(prompt) >= 2 else f"s{index} ; x"
+    _, outputs = run(tmp_path, "particle_filtering", rollouts=4, gibbs_iterations=2)
+    roots = [c.n for c in fake_backend.log.calls if depth_of(c.prompt) == 0]
+    # the first sweep draws 4 first steps; the second only 3: slot 0 replays the reference
+    assert roots == [4, 3]
+    assert len(outputs) == 4 and all(o["answer"] == "7" for o in outputs)
