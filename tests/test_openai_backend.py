@@ -278,3 +278,14 @@ def test_top_logprobs_maps_from_chat_and_legacy_blocks():
               "top_logprobs": [{"x": -0.2, "z": -2.0}, {"y": -0.3, "w": -1.0, "v": -5.0}]}
     assert _top_logprob_maps(legacy, 2) == ({"x": -0.2, "z": -2.0}, {"y": -0.3, "w": -1.0})
     assert _top_logprob_maps(None, 2) is None
+
+
+def test_the_stop_string_a_server_names_is_reported(server):
+    backend = backend_for(server)
+    request = GenerationRequest(prompt="Step 1", stop=("\n\n", "END"))
+    named, _ = backend._completion({"text": " add", "finish_reason": "stop", "stop_reason": "\n\n"}, request)
+    assert named.stopped_by == "\n\n"  # vLLM's stop_reason: a step boundary, not the end
+    silent, _ = backend._completion({"text": " add", "finish_reason": "stop"}, request)
+    assert silent.stopped_by is None  # a server that does not say: read as the end of the answer
+    token, _ = backend._completion({"text": " add", "finish_reason": "stop", "stop_reason": 2}, request)
+    assert token.stopped_by is None  # a stop token id (EOS), not one of the request's strings
