@@ -262,14 +262,16 @@ class LocalBackend:
         return GenerationResult(completions=completions, prompt_tokens=prompt_tokens, usage=usage)
 
     def _stopped_by(self, finished: FinishedSequence, stop: tuple[str, ...]) -> str | None:
-        """Which stop string ended the sample (token_ids then end with the tokens spelling it)."""
+        """The stop string that ended the sample, as its tokens spelled it (token_ids end with them)."""
         if finished.finish_reason != "stop" or not stop or not finished.token_ids:
             return None
         if finished.token_ids[-1] in self.engine.stops.eos_ids:
             return None
         spelled = self.tokenizer.decode(finished.token_ids, skip_special_tokens=True)
-        found = [(spelled.find(s, len(finished.text)), s) for s in stop if s in spelled[len(finished.text):]]
-        return min(found)[1] if found else None
+        rest = spelled[len(finished.text):] if spelled.startswith(finished.text) else ""
+        # the stop string and whatever its last token ran on with ("\n\n" for a "\n" stop):
+        # text + stopped_by is then exactly what the token ids spell
+        return rest if any(rest.startswith(s) for s in stop) else None
 
     def _top_texts(self, positions) -> tuple[dict[str, float], ...]:
         """Token ids -> token texts per position; ids that decode to the same text are

@@ -117,9 +117,11 @@ class Completion(BaseModel):
     token_ids: tuple[int, ...] | None = None
     #: One final-layer hidden state per generated token, when the request asked for them.
     hidden_states: tuple[tuple[float, ...], ...] | None = None
-    #: The stop string that ended the sample (finish_reason "stop"); None when it ended
-    #: otherwise (EOS, its token limit) or the backend cannot tell. Step-wise search reads
-    #: it to tell a step boundary from the end of an answer.
+    #: The stop string that ended the sample (finish_reason "stop"), which `text` leaves out;
+    #: None when it ended otherwise (EOS, its token limit) or the backend cannot tell.
+    #: Backends with token ids give it as those tokens spelled it (a "\n" stop met inside a
+    #: "\n\n" token is "\n\n"), so text + stopped_by is what token_ids spell. Step-wise
+    #: search reads it to tell a step boundary from the end of an answer.
     stopped_by: str | None = None
 
 

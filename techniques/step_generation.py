@@ -121,7 +121,7 @@ def next_partial(partial: PartialAnswer, completion: Completion, params: StepPar
     text = completion.text
     at_boundary = completion.finish_reason == "length" or completion.stopped_by is not None
     if completion.stopped_by is not None:
-        text += completion.stopped_by  # backends cut the stop string off; the step keeps it
+        text += completion.stopped_by  # backends cut the stop string off; the step keeps it (as its tokens spell it)
     step = Step(text=text, logprobs=completion.logprobs)
     step_ids = None
     if partial.step_ids is not None and completion.token_ids is not None:

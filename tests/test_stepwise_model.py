@@ -107,3 +107,16 @@ def test_hidden_states_reach_prms_that_read_them(tmp_path: Path) -> None:
     SEEN_HIDDEN.clear()
     search(tmp_path, "beam_search", beam_width=1, prm={"name": "test_reads_hidden_states"})
     assert SEEN_HIDDEN and set(SEEN_HIDDEN.values()) == {576}  # SmolLM2-135M's hidden size
+
+
+def test_greedy_steps_reproduce_greedy_decoding_token_for_token(tmp_path: Path) -> None:
+    """Step by step, with a stop at every line and each step continued from its token ids,
+    greedy decoding must write exactly what one uninterrupted greedy call writes."""
+    whole = orchestra.run(Recipe.model_validate({
+        "name": "greedy", "models": {"small": SMALL},
+        "nodes": [{"id": "a", "technique": "sample", "params": {"n": 1, "temperature": 0.0, "max_tokens": 96}}],
+    }), TASK, limit=1, cache=False).results[0]
+    stepped, _ = search(tmp_path, "prm_best_of_n", rollouts=1, temperature=0.0, delimiter="\n", max_steps=96, step_tokens=96)
+    assert stepped.results[0].text == whole.text
+    assert stepped.results[0].usage.completion_tokens == whole.usage.completion_tokens
+    assert stepped.results[0].usage.calls > 2  # it really went step by step
