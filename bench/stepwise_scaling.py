@@ -131,6 +131,7 @@ def report(rows: list[dict], out: Path) -> None:
     fig.suptitle(f"Step-wise search on {rows[0]['problems']} problems, SmolLM2-135M-Instruct")
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
