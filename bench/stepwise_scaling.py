@@ -77,12 +77,12 @@ def run_point(method: str, rollouts: int, prm: str, problems: int, task: str) ->
     }
 
 
-def points(rollouts: list[int], prm: str, extra: list[str]) -> list[tuple[str, int, str]]:
+def points(rollouts: list[int], prm: str, extra: list[str], methods: list[str]) -> list[tuple[str, int, str]]:
     todo = [("greedy", 1, prm)]
-    todo += [(method, n, prm) for n in rollouts for method in METHODS]
+    todo += [(method, n, prm) for n in rollouts for method in methods]
     for item in extra:  # "llm:4" -> every method at N=4 with the llm PRM
         name, _, n = item.partition(":")
-        todo += [(method, int(n), name) for method in METHODS]
+        todo += [(method, int(n), name) for method in methods]
     return todo
 
 
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--rollouts", default="1,2,4,8", help="comma-separated N values")
     parser.add_argument("--prm", default="self_certainty", help="the PRM of the full grid")
     parser.add_argument("--extra", default="", help="more PRM points, e.g. llm:4,llm:8 (every method at that N)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of: {', '.join(METHODS)}")
     parser.add_argument("--task", default=TASK)
     parser.add_argument("--out", type=Path, default=Path("bench/results/stepwise"))
     parser.add_argument("--report", action="store_true", help="only write the table and plot from the rows so far")
@@ -149,7 +150,11 @@ def main() -> None:
     rows = [json.loads(line) for line in rows_path.read_text().splitlines()] if rows_path.exists() else []
     if not args.report:
         done = {(r["method"], r["rollouts"], r["prm"]) for r in rows}
-        todo = points([int(n) for n in args.rollouts.split(",")], args.prm, [e for e in args.extra.split(",") if e])
+        methods = [m for m in args.methods.split(",") if m]
+        unknown = sorted(set(methods) - set(METHODS))
+        if unknown:
+            parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+        todo = points([int(n) for n in args.rollouts.split(",")], args.prm, [e for e in args.extra.split(",") if e], methods)
         for method, n, prm in todo:
             key = (method, n, None if method == "greedy" else prm)
             if key in done:
