@@ -144,8 +144,19 @@ class LocalBackend:
         )
 
     def encode(self, request: GenerationRequest) -> list[int]:
-        """The prompt's token ids (rendered as `render` shows)."""
-        text = self.render(request)
+        """The prompt's token ids (rendered as `render` shows).
+
+        With `continuation_ids`, the conversation before the final assistant turn is
+        encoded and those ids follow it: the partial answer exactly as it was generated.
+        """
+        if request.continuation_ids is not None:
+            opening = request.model_copy(
+                update={"messages": request.messages[:-1], "continuation_ids": None}  # type: ignore[index]
+            )
+            return [*self._encode_text(self.render(opening)), *request.continuation_ids]
+        return self._encode_text(self.render(request))
+
+    def _encode_text(self, text: str) -> list[int]:
         ids = self._encoded.get(text)
         if ids is None:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -266,10 +277,23 @@ class LocalBackend:
                 hidden_states=tuple(tuple(row) for row in f.hidden_states.tolist())
                 if request.hidden_states and f.hidden_states is not None
                 else None,
+                stopped_by=self._stopped_by(f, request.stop),
             )
             for f in finished
         )
         return GenerationResult(completions=completions, prompt_tokens=prompt_tokens, usage=usage)
+
+    def _stopped_by(self, finished: FinishedSequence, stop: tuple[str, ...]) -> str | None:
+        """The stop string that ended the sample, as its tokens spelled it (token_ids end with them)."""
+        if finished.finish_reason != "stop" or not stop or not finished.token_ids:
+            return None
+        if finished.token_ids[-1] in self.engine.stops.eos_ids:
+            return None
+        spelled = self.tokenizer.decode(finished.token_ids, skip_special_tokens=True)
+        rest = spelled[len(finished.text):] if spelled.startswith(finished.text) else ""
+        # the stop string and whatever its last token ran on with ("\n\n" for a "\n" stop):
+        # text + stopped_by is then exactly what the token ids spell
+        return rest if any(rest.startswith(s) for s in stop) else None
 
     def _top_texts(self, positions) -> tuple[dict[str, float], ...]:
         """Token ids -> token texts per position; ids that decode to the same text are

@@ -100,7 +100,9 @@ class OpenAIBackend:
         return bool(request.messages) and request.messages[-1].role == "assistant"  # type: ignore[index]
 
     def _uses_chat(self, request: GenerationRequest) -> bool:
-        return request.messages is not None and not self._continues(request)
+        if request.messages is None:
+            return False
+        return not self._continues(request) or self.options.continue_final_message
 
     def _text(self, request: GenerationRequest) -> str:
         if request.prompt is not None:
@@ -118,8 +120,10 @@ class OpenAIBackend:
         its text instead, the conversation is rendered here and sent as a raw prompt."""
         if not self._templated():
             raise ValueError(
-                f"model {self.spec.model!r}: continuing an assistant turn needs the model's chat template; "
-                "name a tokenizer in its `openai:` block (`tokenizer: ...`)"
+                f"model {self.spec.model!r}: continuing an assistant turn (a partial answer) needs either "
+                "the model's chat template, to render it here for the /completions endpoint (name a tokenizer "
+                "in its `openai:` block: `tokenizer: ...`), or a server whose chat endpoint continues a final "
+                "message (vLLM: set `continue_final_message: true` in the `openai:` block)"
             )
         return self._text(request)
 
@@ -155,6 +159,8 @@ class OpenAIBackend:
         top = _top_wanted(request) if self.options.logprobs else 0
         if self._uses_chat(request):
             body["messages"] = [m.model_dump() for m in request.messages or ()]
+            if self._continues(request):  # only with `continue_final_message` (see _uses_chat)
+                body["continue_final_message"], body["add_generation_prompt"] = True, False
             if wants_logprobs or top:  # top_logprobs=0 still matters: llama.cpp sends none without it
                 body["logprobs"], body["top_logprobs"] = True, top
             return "/chat/completions", body
@@ -254,11 +260,13 @@ class OpenAIBackend:
         top = _top_wanted(request)
         if top and "top_logprobs" in Completion.model_fields:
             extra["top_logprobs"] = _top_logprob_maps(choice.get("logprobs"), top)
+        stopped_by = choice.get("stop_reason")  # vLLM names the stop string that matched
         completion = Completion(
             text=text,
             completion_tokens=0,
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
             logprobs=logprobs if request.logprobs else None,
+            stopped_by=stopped_by if isinstance(stopped_by, str) and stopped_by in request.stop else None,
             **extra,
         )
         return completion, (len(logprobs) if logprobs is not None else None)

@@ -186,6 +186,8 @@ class VLLMBackend:
                     completion_tokens=len(token_ids),
                     finish_reason="length" if sample.finish_reason == "length" else "stop",
                     logprobs=logprobs,
+                    # vLLM's stop_reason: the stop string that matched (a token id for stop tokens)
+                    stopped_by=sample.stop_reason if isinstance(getattr(sample, "stop_reason", None), str) else None,
                     **extra,
                 )
             )

@@ -57,11 +57,19 @@ class GenerationRequest(BaseModel):
     #: Also return, per generated token, the final-layer hidden state that predicted it
     #: (backends with the HIDDEN_STATES capability), e.g. for probes and value heads.
     hidden_states: bool = False
+    #: The token ids of the final assistant turn's text, for backends that continue
+    #: token-exactly (local): they feed the prompt up to that turn and then these ids, so a
+    #: partial answer grown step by step is continued as generated (and its KV found in the
+    #: prefix cache) even where its text would re-tokenize differently. Backends without
+    #: token ids continue from the turn's text; `messages` must end with an assistant turn.
+    continuation_ids: tuple[int, ...] | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerationRequest:
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("give exactly one of `messages` or `prompt`")
+        if self.continuation_ids is not None and not (self.messages and self.messages[-1].role == "assistant"):
+            raise ValueError("`continuation_ids` continue an assistant turn: `messages` must end with one")
         return self
 
     def sample_seed(self, offset: int = 0) -> int | None:
@@ -81,7 +89,10 @@ class GenerationRequest(BaseModel):
         stay what they were before the field existed. Hidden states are never cached.
         """
         key = self.model_dump(
-            exclude={"n", "first_index", "messages", "prompt", "logprobs", "top_logprobs", "hidden_states"}
+            exclude={
+                "n", "first_index", "messages", "prompt", "logprobs", "top_logprobs", "hidden_states",
+                "continuation_ids",  # the rendered text (part of the cache key) already says what is continued
+            }
         )
         if self.top_logprobs:
             key["top_logprobs"] = self.top_logprobs
@@ -106,6 +117,12 @@ class Completion(BaseModel):
     token_ids: tuple[int, ...] | None = None
     #: One final-layer hidden state per generated token, when the request asked for them.
     hidden_states: tuple[tuple[float, ...], ...] | None = None
+    #: The stop string that ended the sample (finish_reason "stop"), which `text` leaves out;
+    #: None when it ended otherwise (EOS, its token limit) or the backend cannot tell.
+    #: Backends with token ids give it as those tokens spelled it (a "\n" stop met inside a
+    #: "\n\n" token is "\n\n"), so text + stopped_by is what token_ids spell. Step-wise
+    #: search reads it to tell a step boundary from the end of an answer.
+    stopped_by: str | None = None
 
 
 class GenerationResult(BaseModel):

@@ -52,6 +52,12 @@ class OpenAIOptions(BaseModel):
         default=None, ge=1, description="The served model's context length, if known (checked before a call)."
     )
     logprobs: bool = Field(default=True, description="Ask the server for the sampled tokens' log-probabilities.")
+    continue_final_message: bool = Field(
+        default=False,
+        description="The server's chat endpoint continues a final assistant turn when asked "
+        "(vLLM: `continue_final_message`). Continuations then go there instead of being rendered "
+        "here with the model's chat template and sent to /completions.",
+    )
 
     @field_validator("endpoints", mode="before")
     @classmethod

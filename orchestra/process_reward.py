@@ -142,6 +142,17 @@ def split_steps(text: str, delimiter: str = "\n\n") -> list[Step]:
     return [Step(text=s) for s in steps] or [Step(text=text)]
 
 
+def prm_needs(params: BaseModel) -> frozenset[str]:
+    """What the PRMs named by `params` (its `PRMSpec` fields) need of a backend, so a recipe
+    pairing a PRM with a model that lacks it fails at validation."""
+    needs: frozenset[str] = frozenset()
+    for field_name in type(params).model_fields:
+        value = getattr(params, field_name)
+        if isinstance(value, PRMSpec):
+            needs |= get_process_reward_model(value.name).requires
+    return needs
+
+
 async def score_steps(ctx: Context, spec: PRMSpec, steps: Sequence[Step]) -> float:
     """Score a partial solution with the PRM `spec` names, aggregated as it says."""
     prm = get_process_reward_model(spec.name)

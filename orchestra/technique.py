@@ -73,9 +73,12 @@ class Technique:
 
     def needs_for(self, params: BaseModel) -> frozenset[str]:
         """What the technique needs with these params: its own `requires` plus what any
-        scorer its params name needs (e.g. the logprobs `mean_logprob` reads). Checked
+        scorer or process reward model its params name needs (e.g. the logprobs
+        `mean_logprob` reads). Checked
         against the node's model (by default the recipe's only model)."""
-        return self.requires | scorers_needs(params)
+        from orchestra.process_reward import prm_needs
+
+        return self.requires | scorers_needs(params) | prm_needs(params)
 
     @property
     def summary(self) -> str:

@@ -65,12 +65,14 @@ def verdict_reply(reasoning: str) -> str:
     return f"{reasoning}\n{VERDICT_CUE}" if reasoning else VERDICT_CUE
 
 
-async def verdict_probability(ctx: Context, messages: tuple[Message, ...], reasoning: str = "") -> float:
+async def verdict_probability(
+    ctx: Context, messages: tuple[Message, ...], reasoning: str = "", *, model: str | None = None
+) -> float:
     """Continue the assistant turn `reasoning` + "Verdict:" by one token and return P(Yes).
 
     One greedy token with the top log-probabilities of its position; `UNDECIDED`
     when neither Yes nor No is among them. Needs a backend with the logprobs and
-    continuation capabilities.
+    continuation capabilities. `model`: the alias to ask (default: the node's model).
     """
     request = GenerationRequest(
         messages=(*messages, Message(role="assistant", content=verdict_reply(reasoning))),
@@ -79,7 +81,7 @@ async def verdict_probability(ctx: Context, messages: tuple[Message, ...], reaso
         top_logprobs=VERDICT_TOP_LOGPROBS,
         seed=ctx.seed,
     )
-    result = await ctx.model().generate(request)
+    result = await ctx.model(model).generate(request)
     positions = result.completions[0].top_logprobs or ()
     probability = yes_probability(positions[0]) if positions else None
     return UNDECIDED if probability is None else probability

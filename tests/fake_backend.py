@@ -189,9 +189,10 @@ class FakeBackend:
         cut = words[: request.max_tokens]
         finish = "length" if len(cut) < len(words) else "stop"
         text = " ".join(cut)
-        stops = [text.find(s) for s in request.stop if s in text]
+        stops = sorted((text.find(s), s) for s in request.stop if s in text)
+        stopped_by = None
         if stops:  # like a real backend: the text ends before the first stop string
-            text, finish = text[: min(stops)], "stop"
+            text, finish, stopped_by = text[: stops[0][0]], "stop", stops[0][1]
             cut = text.split()
         return Completion(
             text=text,
@@ -203,6 +204,7 @@ class FakeBackend:
             )
             if request.top_logprobs
             else None,
+            stopped_by=stopped_by,
         )
 
     async def aclose(self) -> None:

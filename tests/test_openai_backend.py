@@ -237,7 +237,7 @@ class TemplateTokenizer:
 def test_an_assistant_turn_is_continued_through_the_completions_endpoint(server):
     conversation = (*QUESTION, Message(role="assistant", content="Let me think: 3 + 4 ="))
     backend = backend_for(server)
-    with pytest.raises(ValueError, match="needs the model's chat template"):
+    with pytest.raises(ValueError, match="needs either the model's chat template.*continue_final_message"):
         ask(backend, messages=conversation)
     assert server.completions() == []
 
@@ -253,6 +253,18 @@ def test_an_assistant_turn_is_continued_through_the_completions_endpoint(server)
     assert backend.count_prompt_tokens(GenerationRequest(messages=QUESTION)) == 5  # "<user>Compute", "3", ..., "=</><assistant>"
 
 
+def test_a_server_that_continues_final_messages_gets_them_on_the_chat_endpoint(server):
+    conversation = (*QUESTION, Message(role="assistant", content="Let me think: 3 + 4 ="))
+    backend = backend_for(server, continue_final_message=True)  # no chat template needed here
+    ask(backend, messages=conversation, max_tokens=3)
+    [(path, body, _)] = server.requests
+    assert path == "/v1/chat/completions"
+    assert body["messages"][-1] == {"role": "assistant", "content": "Let me think: 3 + 4 ="}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    ask(backend)  # a plain chat request opens a new turn as before
+    assert "continue_final_message" not in server.requests[-1][1]
+
+
 def test_top_logprobs_maps_from_chat_and_legacy_blocks():
     from orchestra.backends.openai_http import _top_logprob_maps
 
@@ -266,3 +278,14 @@ def test_top_logprobs_maps_from_chat_and_legacy_blocks():
               "top_logprobs": [{"x": -0.2, "z": -2.0}, {"y": -0.3, "w": -1.0, "v": -5.0}]}
     assert _top_logprob_maps(legacy, 2) == ({"x": -0.2, "z": -2.0}, {"y": -0.3, "w": -1.0})
     assert _top_logprob_maps(None, 2) is None
+
+
+def test_the_stop_string_a_server_names_is_reported(server):
+    backend = backend_for(server)
+    request = GenerationRequest(prompt="Step 1", stop=("\n\n", "END"))
+    named, _ = backend._completion({"text": " add", "finish_reason": "stop", "stop_reason": "\n\n"}, request)
+    assert named.stopped_by == "\n\n"  # vLLM's stop_reason: a step boundary, not the end
+    silent, _ = backend._completion({"text": " add", "finish_reason": "stop"}, request)
+    assert silent.stopped_by is None  # a server that does not say: read as the end of the answer
+    token, _ = backend._completion({"text": " add", "finish_reason": "stop", "stop_reason": 2}, request)
+    assert token.stopped_by is None  # a stop token id (EOS), not one of the request's strings
