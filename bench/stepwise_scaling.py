@@ -30,6 +30,10 @@ MODEL = {"model": "smollm2-135m-instruct"}
 #: and every search collapses into best-of-N.
 STEPS = {"delimiter": "\n", "max_steps": 8, "step_tokens": 32, "temperature": 0.7}
 
+#: PRM name -> the options its spec needs. The probe is the shipped one trained on this task
+#: (`orchestra reward train`, steps cut at blank lines; here it scores line-steps).
+PRM_OPTIONS = {"probe": {"path": str(Path(__file__).resolve().parent.parent / "recipes/probes/smollm2-basic-arithmetic.safetensors")}}
+
 #: label -> (technique, extra params); `select` decides best-of-N vs weighted vote.
 METHODS: dict[str, tuple[str, dict]] = {
     "best_of_n": ("prm_best_of_n", {"select": "best"}),
@@ -47,7 +51,7 @@ def recipe_for(method: str, rollouts: int, prm: str) -> dict:
         node = {"id": "search", "technique": "sample", "params": {"n": 1, "temperature": 0.0, "max_tokens": 288}}
     else:
         technique, extra = METHODS[method]
-        params = {**STEPS, **extra, "rollouts": rollouts, "prm": {"name": prm}}
+        params = {**STEPS, **extra, "rollouts": rollouts, "prm": {"name": prm, "options": PRM_OPTIONS.get(prm, {})}}
         if technique in ("beam_search", "dvts"):
             params["beam_width"] = min(2, rollouts)
         node = {"id": "search", "technique": technique, "params": params}
