@@ -129,7 +129,7 @@ def test_a_killed_worker_is_resumed_without_redoing_finished_trials(tmp_path: Pa
     before = {t.number: t.datetime_complete for t in _study(postgres_url, "killed").trials if t.state in FINISHED}
     killed = [t.number for t in _study(postgres_url, "killed").trials if t.state == optuna.trial.TrialState.RUNNING]
     assert len(killed) == 1
-    time.sleep(3.5)  # the killed trial's heartbeat goes stale (1 s interval, 3 s grace)
+    time.sleep(4.0)  # the killed trial's heartbeat goes stale (1 s interval, 3 s grace)
     again = _worker(settings, 0, delay=0.0)
     output = again.communicate(timeout=300)[0]
     assert again.returncode == 0, output

@@ -131,7 +131,9 @@ def test_sqlite_study_resumes_without_redoing_finished_trials(tmp_path: Path, fa
     orphan = study.ask()
     orphan.suggest_categorical("gen.sample.n", [1, 4, 8])
     study._storage.record_heartbeat(orphan._trial_id)  # what a worker's heartbeat thread does
-    time.sleep(3.5)  # longer than the grace period of a 1 s heartbeat
+    # longer than the 3 s grace period of a 1 s heartbeat, by more than a second: SQLite's
+    # clock (CURRENT_TIMESTAMP) has whole seconds, so 3.5 s can read as 3 s
+    time.sleep(4.6)
     resumed = run_worker(_settings(tmp_path, task, trials=6, first_rung=None, dev_limit=4))
     states = {t.number: t.state for t in resumed.trials}
     assert states[orphan.number] == optuna.trial.TrialState.FAIL
