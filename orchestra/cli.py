@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from orchestra.backend import BackendUnavailable
 from orchestra.errors import RecipeError
 from orchestra.models import ModelNotFound
+from orchestra.tasks import DEFAULT_TASK
+from orchestra.terminal import console, errors, fail
 
 app = typer.Typer(
     help="orchestra: spend inference-time compute through recipes, and see what each token buys.",
@@ -25,18 +24,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output (CI logs, `| tee`) gets a fixed width instead of rich's 80-column fallback.
-console = Console(width=None if sys.stdout.isatty() else 120)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
-
-#: The task the quickstart runs on: 2-term, 1-digit sums and differences, hard enough for a 135M model.
-DEFAULT_TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
-
-
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code=2)
-
 
 def _load(path: Path):
     from orchestra.recipe import load_recipe
@@ -44,7 +31,7 @@ def _load(path: Path):
     try:
         return load_recipe(path)
     except (RecipeError, FileNotFoundError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
 
 
 @app.command()
@@ -71,14 +58,14 @@ def run(
     recipes = [_load(recipe)] + [_load(path) for path in compare or []]
     names = [r.name for r in recipes]
     if len(set(names)) < len(names):
-        raise _fail(f"compared recipes need distinct names (each gets its own run folder): {', '.join(names)}")
+        raise fail(f"compared recipes need distinct names (each gets its own run folder): {', '.join(names)}")
     try:
         task_obj = load_task(task)
         problems = task_obj.problems(split, limit)  # type: ignore[arg-type]
     except ValueError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     if not problems:
-        raise _fail(f"task {task!r} has no problems in split {split!r}")
+        raise fail(f"task {task!r} has no problems in split {split!r}")
     store = None if no_cache else GenerationCache(cache or default_cache_path())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = out or Path("runs") / f"{recipes[0].name}-{stamp}"
@@ -88,7 +75,7 @@ def run(
                 for spec in r.models.values():
                     get_backend(spec)
     except (ModelNotFound, BackendUnavailable) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
 
     results = []
     for r in recipes:
@@ -115,7 +102,7 @@ def run(
                          concurrency=concurrency, on_result=tick)  # type: ignore[arg-type]
                 )
             except RunFolderMismatch as err:
-                raise _fail(str(err)) from None
+                raise fail(str(err)) from None
             except KeyboardInterrupt:
                 errors.print(f"interrupted: finished problems are saved; rerun with --out {base} to resume")
                 raise typer.Exit(code=130) from None
@@ -170,16 +157,16 @@ def scale(
         task_obj = load_task(task)
         problems = task_obj.problems(split, limit)  # type: ignore[arg-type]
     except ValueError as err:  # ScaleError included
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     if not problems:
-        raise _fail(f"task {task!r} has no problems in split {split!r}")
+        raise fail(f"task {task!r} has no problems in split {split!r}")
     base = out or Path("runs") / f"scale-{r.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         with console.status("loading models..."):
             for spec in r.models.values():
                 get_backend(spec)
     except ModelNotFound as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
 
     class Bars(ScaleObserver):
         def __init__(self, progress: Progress):
@@ -211,7 +198,7 @@ def scale(
                        concurrency=concurrency, subsets=subsets, observer=Bars(progress))
             )
     except (ScaleError, RunFolderMismatch) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     except KeyboardInterrupt:
         errors.print(f"interrupted: finished problems are saved; rerun with --out {base} to resume")
         raise typer.Exit(code=130) from None
@@ -260,20 +247,20 @@ def serve(
     if api_key_env:
         api_key = os.environ.get(api_key_env)
         if not api_key:
-            raise _fail(f"--api-key-env {api_key_env}: that environment variable is not set")
+            raise fail(f"--api-key-env {api_key_env}: that environment variable is not set")
     try:
         settings = ServeSettings(
             api_key=api_key, max_n=max_n, max_tokens_per_request=max_tokens_per_request,
             max_request_bytes=max_request_bytes, concurrency=concurrency,
         )
     except ValueError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     store = GenerationCache(cache) if cache else None
     try:
         with console.status("loading models..."):
             application = create_app(loaded, settings, store)
     except (ModelNotFound, BackendUnavailable, ValueError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     names = ", ".join(r.name for r in loaded)
     console.print(f"serving {names} at http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
     uvicorn.run(application, host=host, port=port, log_level="warning", lifespan="off")
@@ -320,7 +307,7 @@ def graph(
         console.print(f"  {source} -> {target}")
     target = out or recipe.with_suffix(".png")
     if target.suffix.lower() not in {".png", ".svg", ".pdf"}:
-        raise _fail("--out must end in .png, .svg or .pdf")
+        raise fail("--out must end in .png, .svg or .pdf")
     console.print(f"wrote {draw(r, target)}")
 
 

@@ -9,21 +9,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from orchestra.recipe import DEFAULT_MODEL
+from orchestra.terminal import console, errors, fail
 
 reward_app = typer.Typer(help="Process reward models: train the hidden-state probe, inspect probe files.", no_args_is_help=True)
-console = Console()
-errors = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code=2)
 
 
 def _delimiter(raw: str) -> str:
@@ -72,9 +64,9 @@ def train(
     from orchestra.tasks import load_task
 
     if head not in ("linear", "mlp"):
-        raise _fail(f"unknown head {head!r}; expected linear or mlp")
+        raise fail(f"unknown head {head!r}; expected linear or mlp")
     if not 0 < heldout < 1:
-        raise _fail(f"--heldout must be between 0 and 1, got {heldout}")
+        raise fail(f"--heldout must be between 0 and 1, got {heldout}")
     settings = LabellingSettings(
         rollouts=rollouts, continuations=continuations, delimiter=_delimiter(delimiter), temperature=temperature,
         max_tokens=max_tokens, max_steps=max_steps, seed=seed,
@@ -83,17 +75,17 @@ def train(
         task_obj = load_task(task)
         chosen = task_obj.problems("train", problems)
     except ValueError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     if len(chosen) < 2:
-        raise _fail(f"task {task!r} has {len(chosen)} training problems; need at least 2 (one to hold out)")
+        raise fail(f"task {task!r} has {len(chosen)} training problems; need at least 2 (one to hold out)")
     try:
         spec = ModelSpec(model=model, dtype=dtype)
         with console.status(f"loading {model}..."):
             backend = get_backend(spec)
     except (ModelNotFound, BackendUnavailable, ValueError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     if HIDDEN_STATES not in backend.capabilities:
-        raise _fail(f"backend {spec.backend!r} does not return hidden states; the probe needs them")
+        raise fail(f"backend {spec.backend!r} does not return hidden states; the probe needs them")
     store = None if no_cache else GenerationCache(cache or default_cache_path())
     handle = ModelHandle(
         alias="generator", model_key=getattr(backend, "model_key", None) or spec.key(), backend=backend,
@@ -123,7 +115,7 @@ def train(
             raise typer.Exit(code=130) from None
     labelling_seconds = time.monotonic() - started
     if not steps:
-        raise _fail("no steps were labelled")
+        raise fail("no steps were labelled")
     with console.status("training the probe..."):
         fit = fit_probe(steps, kind=head, epochs=epochs, heldout_share=heldout, seed=seed)  # type: ignore[arg-type]
     usage = handle.ledger.total
@@ -158,7 +150,7 @@ def show(path: Annotated[Path, typer.Argument(help="A probe file written by `orc
     try:
         metadata = read_metadata(path)
     except (FileNotFoundError, ValueError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     table = Table(title=str(path), show_header=False)
     for name, value in metadata.model_dump().items():
         table.add_row(name, repr(value) if isinstance(value, str) else str(value))

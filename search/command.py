@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console(width=None if sys.stdout.isatty() else 120)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
-
-DEFAULT_TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
-
-
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code=2)
+from orchestra.tasks import DEFAULT_TASK
+from orchestra.terminal import console, errors, fail
 
 
 def _worker_process(settings_json: str, worker: int) -> None:
@@ -71,17 +61,17 @@ def search(
     from orchestra.search.study import SearchError, SearchSettings, finished_trials, open_study, run_worker, storage_url
 
     if cost not in COST_NAMES:
-        raise _fail(f"--cost must be one of {', '.join(COST_NAMES)}")
+        raise fail(f"--cost must be one of {', '.join(COST_NAMES)}")
     if sampler not in ("tpe", "random", "nsga2"):
-        raise _fail("--sampler must be tpe, random or nsga2")
+        raise fail("--sampler must be tpe, random or nsga2")
     if sampler == "nsga2" and not pareto:
-        raise _fail("--sampler nsga2 is multi-objective: add --pareto")
+        raise fail("--sampler nsga2 is multi-objective: add --pareto")
     try:
         space_obj = load_space(space)
         compared = [load_recipe(path) for path in compare or []]
         task_obj = load_task(task)
     except (SpaceError, FileNotFoundError, ValueError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     objective = Objective(cost=cost, budget=budget, pareto=pareto)  # type: ignore[arg-type]
     folder = out or Path("runs") / f"search-{space_obj.name}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -97,7 +87,7 @@ def search(
     try:
         study = open_study(settings)
     except SearchError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     already = finished_trials(study)
     console.print(
         f"searching {len(space_obj.structures())} layer structures of {space_obj.name} for {objective.describe()} "
@@ -110,7 +100,7 @@ def search(
                 for spec in space_obj.models.values():
                     get_backend(spec)
         except Exception as err:  # ModelNotFound, BackendUnavailable
-            raise _fail(str(err)) from None
+            raise fail(str(err)) from None
     started = time.monotonic()
     with Progress(
         TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
@@ -154,7 +144,7 @@ def search(
     if settings.storage.startswith("sqlite:///"):
         console.print(f"study: {settings.storage.removeprefix('sqlite:///')} (optuna-dashboard {settings.storage})")
     if best is None:
-        raise _fail("no finished trial fits the budget; raise --budget or widen the space")
+        raise fail("no finished trial fits the budget; raise --budget or widen the space")
     console.print(f"best recipe: {write_best(best, folder / 'best.yaml')} (trial {best.number}: dev accuracy "
                   f"{best.user_attrs['accuracy']:.1%}, {best.user_attrs['cost']:.0f} {cost}/problem)")
     if test_limit:

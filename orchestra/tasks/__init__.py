@@ -51,6 +51,9 @@ _ALIASES = {"reasoning-gym": "reasoning_gym", "human_eval": "humaneval", "human-
 _NEEDS_NAME = {"reasoning_gym": "a dataset name", "jsonl": "a file path"}
 
 
+#: The task commands default to: 2-term, 1-digit sums and differences, hard enough for a 135M model.
+DEFAULT_TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
+
 def known_task_kinds() -> list[str]:
     """The task kinds `load_task` understands (aliases such as `reasoning-gym` not listed)."""
     return list(_KINDS)
