@@ -121,8 +121,9 @@ def test_bad_spaces_name_every_problem(fake_backend) -> None:
             {"id": "gen", "options": [{"technique": "sample", "params": {"n": {"choices": [1], "int": [1, 2]}}}]}]))
 
 
-def test_shipped_space_loads_and_its_recipes_are_runnable_yaml(tmp_path: Path) -> None:
-    space = load_space(ROOT / "recipes" / "spaces" / "archon_small.yaml")
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "recipes" / "spaces").glob("*.yaml")))
+def test_shipped_spaces_load_and_their_recipes_are_runnable_yaml(name: str, tmp_path: Path) -> None:
+    space = load_space(ROOT / "recipes" / "spaces" / f"{name}.yaml")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for i in range(10):
         trial = study.ask()
