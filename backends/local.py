@@ -43,7 +43,7 @@ from orchestra.backend import (
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
 from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig
 from orchestra.models import load_pretrained
-from orchestra.recipe import ModelSpec, speculative_key_suffix
+from orchestra.recipe import ModelSpec
 from orchestra.usage import Usage
 
 
@@ -119,8 +119,7 @@ class LocalBackend:
     @property
     def model_key(self) -> str:
         """The generation cache's name for this model: the spec's, with the dtype `auto` chose."""
-        key = f"{self.spec.backend}:{self.spec.model}:{self.dtype}{speculative_key_suffix(self.spec.speculative)}"
-        return key if self.spec.sparse is None else f"{key}:sparse={self.spec.sparse.key()}"
+        return self.spec.key(dtype=self.dtype)
 
     @property
     def busy_seconds(self) -> float:

@@ -34,6 +34,18 @@ def _load(path: Path):
         raise fail(str(err)) from None
 
 
+def _accuracy_progress() -> Progress:
+    """The bar `run` and `scale` show: problems done, accuracy so far, time left."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("acc {task.fields[accuracy]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
@@ -80,15 +92,7 @@ def run(
     results = []
     for r in recipes:
         folder = base / r.name if compare else base
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("acc {task.fields[accuracy]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress:
+        with _accuracy_progress() as progress:
             bar = progress.add_task(r.name, total=len(problems), accuracy="-")
             scores: list[float] = []
 
@@ -184,15 +188,7 @@ def scale(
 
     store = GenerationCache(cache or default_cache_path())
     try:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("acc {task.fields[accuracy]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress:
+        with _accuracy_progress() as progress:
             result = asyncio.run(
                 ascale(r, task_obj, counts, out=base, cache=store, problems=problems, split=split,  # type: ignore[arg-type]
                        concurrency=concurrency, subsets=subsets, observer=Bars(progress))

@@ -72,9 +72,10 @@ class ModelSpec(BaseModel):
             )
         return self
 
-    def key(self) -> str:
+    def key(self, dtype: str | None = None) -> str:
         """Identity of the model for the generation cache (engine settings excluded, but
-        sparse activation included: it changes the outputs).
+        sparse activation included: it changes the outputs). `dtype`: the precision a
+        backend resolved `auto` to, when it knows it.
 
         A served model is named by its server-side name and its endpoints, so two
         servers that both call their model "default" never share cached samples.
@@ -86,7 +87,7 @@ class ModelSpec(BaseModel):
         """
         if self.openai is not None:
             return f"openai:{self.model}@{','.join(sorted(self.openai.endpoints))}"
-        key = f"{self.backend}:{self.model}:{self.dtype}{speculative_key_suffix(self.speculative)}"
+        key = f"{self.backend}:{self.model}:{dtype or self.dtype}{speculative_key_suffix(self.speculative)}"
         return key if self.sparse is None else f"{key}:sparse={self.sparse.key()}"
 
 
