@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Sequence as Tokens
 from dataclasses import dataclass
 
@@ -103,6 +104,11 @@ class LocalBackend:
             return spec.dtype
         if self.device.type == "cuda":
             return "bfloat16"
+        pinned = os.environ.get("ORCHESTRA_AUTO_DTYPE")
+        if pinned:  # what `auto` means on this machine, without measuring (tests pin float32)
+            if pinned not in ("float32", "bfloat16", "float16"):
+                raise ValueError(f"ORCHESTRA_AUTO_DTYPE={pinned!r}: expected float32, bfloat16 or float16")
+            return pinned
         from orchestra.backends.local_engine.precision import fastest_cpu_dtype
 
         model, _ = load_pretrained(spec.model, "float32")

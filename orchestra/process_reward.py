@@ -19,16 +19,14 @@ the `orchestra.process_rewards` entry-point group.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from orchestra.errors import unknown_name
+from orchestra.registry import Registry
 
 if TYPE_CHECKING:
     from orchestra.context import Context
@@ -79,35 +77,23 @@ class ProcessRewardModel:
     requires: frozenset[str]
 
 
-_PRMS: dict[str, ProcessRewardModel] = {}
-_loaded = False
+#: Every PRM by name: the built-ins, then the `orchestra.process_rewards` entry points.
+PROCESS_REWARDS: Registry[ProcessRewardModel] = Registry(
+    "process reward model", "orchestra.process_rewards", ["orchestra.techniques"]
+)
 
 
 def process_reward_model(name: str, *, requires: tuple[str, ...] = ()):
     """Register an async `(ctx, spec, steps) -> [score per step]` as a PRM."""
-
-    def register(fn: PRMFn) -> PRMFn:
-        _PRMS[name] = ProcessRewardModel(name, fn, frozenset(requires))
-        return fn
-
-    return register
+    return PROCESS_REWARDS.decorator(name, lambda fn: ProcessRewardModel(name, fn, frozenset(requires)))
 
 
 def process_reward_models() -> dict[str, ProcessRewardModel]:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        importlib.import_module("orchestra.techniques")
-        for ep in entry_points(group="orchestra.process_rewards"):
-            ep.load()
-    return dict(_PRMS)
+    return PROCESS_REWARDS.all()
 
 
 def get_process_reward_model(name: str) -> ProcessRewardModel:
-    known = process_reward_models()
-    if name in known:
-        return known[name]
-    raise ValueError(unknown_name("process reward model", name, known))
+    return PROCESS_REWARDS.get(name)
 
 
 def aggregate(scores: Sequence[float], how: Aggregation) -> float:

@@ -48,12 +48,9 @@ from orchestra.problem import Problem
 from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult, RunResult
 from orchestra.tasks import Split, Task
+from orchestra.technique import get_technique
+from orchestra.technique import techniques as techniques_by_name
 
-#: Techniques whose `n` a scaling curve varies. A technique belongs here when each of its calls
-#: asks for exactly n samples from index 0, so a smaller n replays a prefix of the pool and
-#: "requested minus cache_hits" counts what it really generated. Techniques that stop early
-#: (their n is a cap, not a count) do not.
-SCALED_TECHNIQUES = ("sample",)
 #: Random k-subsets per problem that majority@k averages over (all of them when there are fewer).
 DEFAULT_SUBSETS = 1000
 
@@ -81,10 +78,10 @@ def parse_sample_counts(text: str) -> list[int]:
 
 def sample_nodes(recipe: Recipe) -> list[str]:
     """Ids of the recipe's `sample` nodes: the ones whose n a curve varies."""
-    found = [node.id for node in recipe.nodes if node.technique in SCALED_TECHNIQUES]
+    found = [node.id for node in recipe.nodes if get_technique(node.technique).scales_samples]
     if not found:
         techniques = ", ".join(f"{node.id} ({node.technique})" for node in recipe.nodes)
-        wanted = " or ".join(repr(name) for name in SCALED_TECHNIQUES)
+        wanted = " or ".join(repr(name) for name, t in sorted(techniques_by_name().items()) if t.scales_samples)
         raise ScaleError(
             f"recipe {recipe.name!r} has no {wanted} node with a sample count n to scale (its nodes: {techniques})"
         )
@@ -193,7 +190,7 @@ class ScaleObserver:
 def sample_usage(result: RunResult, nodes: Sequence[str], n: int) -> tuple[int, int]:
     """(generated, replayed) samples of the sample nodes over a run's problems.
 
-    Each call of a scaled node asks for n samples (see SCALED_TECHNIQUES); the
+    Each call of a scaled node asks for n samples (techniques registered with `scales_samples`); the
     node's `cache_hits` count those replayed, so the rest were generated.
     """
     generated = replayed = 0

@@ -8,16 +8,14 @@ reference answer: fine for measuring, not for choosing answers in a deployment.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from pydantic import AfterValidator, BaseModel
 
 from orchestra.candidate import Candidate
-from orchestra.errors import unknown_name
+from orchestra.registry import Registry
 
 if TYPE_CHECKING:
     from orchestra.context import Context
@@ -33,42 +31,25 @@ class Scorer:
     requires: frozenset[str]
 
 
-_SCORERS: dict[str, Scorer] = {}
-_loaded = False
+#: Every scorer by name: the built-ins, then the `orchestra.scorers` entry points.
+SCORERS: Registry[Scorer] = Registry("scorer", "orchestra.scorers", ["orchestra.techniques"])
 
 
 def scorer(name: str, *, oracle: bool = False, requires: tuple[str, ...] = ()):
     """Register an async `(ctx, candidate) -> float` as a scorer (higher is better)."""
-
-    def register(fn: ScorerFn) -> ScorerFn:
-        _SCORERS[name] = Scorer(name, fn, oracle, frozenset(requires))
-        return fn
-
-    return register
+    return SCORERS.decorator(name, lambda fn: Scorer(name, fn, oracle, frozenset(requires)))
 
 
 def scorers() -> dict[str, Scorer]:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        importlib.import_module("orchestra.techniques")
-        for ep in entry_points(group="orchestra.scorers"):
-            ep.load()
-    return dict(_SCORERS)
+    return SCORERS.all()
 
 
 def get_scorer(name: str) -> Scorer:
-    known = scorers()
-    if name in known:
-        return known[name]
-    raise KeyError(unknown_name("scorer", name, known))
+    return SCORERS.get(name)
 
 
 def _known_scorer(name: str) -> str:
-    try:
-        get_scorer(name)
-    except KeyError as err:
-        raise ValueError(err.args[0]) from None
+    get_scorer(name)  # UnknownName is a ValueError: pydantic reports it on the field
     return name
 
 

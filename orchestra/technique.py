@@ -3,22 +3,25 @@
 A technique is `async def fn(ctx, inputs, params) -> list[Candidate]`, where
 `params` is an instance of the technique's pydantic `Params` model. Built-in
 techniques live in the `orchestra.techniques` package; third-party ones
-register through the `orchestra.techniques` entry-point group (the entry point
-names a module to import, whose import registers its techniques).
+register through the `orchestra.techniques` entry-point group (see
+`orchestra.registry`).
+
+What other parts of orchestra need to know about a technique is declared where
+it is registered: the capabilities it needs, how many inputs it takes, which
+techniques must come before or after it in a searched architecture, and
+whether `orchestra scale` may scale its sample count.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.candidate import Candidate
-from orchestra.errors import unknown_name
+from orchestra.registry import Registry
 from orchestra.scorer import scorers_needs
 
 if TYPE_CHECKING:
@@ -62,6 +65,12 @@ class Technique:
     that pairs the technique with a backend lacking them fails at validation;
     `needs_for` adds what particular params need.
     `min_inputs` is how many input nodes it needs (0 for generators).
+    `must_follow` / `must_be_followed_by` are Archon's construction rules (a critique
+    only pays off when a ranker or fuser reads it next); a `side_generator` makes
+    something other than answers (tests) and sits beside the candidate chain;
+    `scales_samples` marks a generator whose `n` `orchestra scale` may vary: each of its
+    calls asks for exactly n samples from index 0, so a smaller n replays a prefix of the
+    pool (techniques whose n is a cap, stopping early, are not scalable).
     """
 
     name: str
@@ -70,6 +79,10 @@ class Technique:
     requires: frozenset[str]
     needs_model: bool
     min_inputs: int
+    must_follow: frozenset[str] = frozenset()
+    must_be_followed_by: frozenset[str] = frozenset()
+    side_generator: bool = False
+    scales_samples: bool = False
 
     def needs_for(self, params: BaseModel) -> frozenset[str]:
         """What the technique needs with these params: its own `requires` plus what any
@@ -85,8 +98,8 @@ class Technique:
         return (self.fn.__doc__ or "").strip().splitlines()[0] if self.fn.__doc__ else ""
 
 
-_REGISTRY: dict[str, Technique] = {}
-_loaded = False
+#: Every technique by name: the built-ins, then the `orchestra.techniques` entry points.
+TECHNIQUES: Registry[Technique] = Registry("technique", "orchestra.techniques", ["orchestra.techniques"])
 
 
 def technique(
@@ -96,39 +109,26 @@ def technique(
     requires: tuple[str, ...] = (),
     needs_model: bool = True,
     min_inputs: int = 1,
+    must_follow: tuple[str, ...] = (),
+    must_be_followed_by: tuple[str, ...] = (),
+    side_generator: bool = False,
+    scales_samples: bool = False,
 ) -> Callable[[TechniqueFn], TechniqueFn]:
     """Register an async function as a technique under `name`."""
-
-    def register(fn: TechniqueFn) -> TechniqueFn:
-        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-            raise ValueError(f"technique {name!r} is already registered")
-        _REGISTRY[name] = Technique(
-            name, fn, params, frozenset(requires), needs_model, min_inputs
-        )
-        return fn
-
-    return register
-
-
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    importlib.import_module("orchestra.techniques")
-    for ep in entry_points(group="orchestra.techniques"):
-        ep.load()
+    return TECHNIQUES.decorator(
+        name,
+        lambda fn: Technique(
+            name, fn, params, frozenset(requires), needs_model, min_inputs,
+            frozenset(must_follow), frozenset(must_be_followed_by), side_generator, scales_samples,
+        ),
+    )
 
 
 def techniques() -> dict[str, Technique]:
     """All registered techniques, built-in and third-party."""
-    _load()
-    return dict(_REGISTRY)
+    return TECHNIQUES.all()
 
 
 def get_technique(name: str) -> Technique:
     """Look a technique up; an unknown name's error lists the closest known names."""
-    registry = techniques()
-    if name in registry:
-        return registry[name]
-    raise KeyError(unknown_name("technique", name, registry))
+    return TECHNIQUES.get(name)

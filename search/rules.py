@@ -6,7 +6,9 @@ strengths and weaknesses are only worth paying for when a ranker or fuser reads
 them next; generated unit tests are only worth paying for when an evaluator runs
 them next. The space sampler consults these rules *before* it asks the sampler
 for a layer's technique, offering only choices that still lead to a valid
-recipe, so an invalid combination is never built or run.
+recipe, so an invalid combination is never built or run. Each technique
+declares its own rules where it is registered (`must_follow`,
+`must_be_followed_by`, `side_generator` in `orchestra.technique`).
 
 A step is a (label, technique) pair: the label names a space option (several
 options may share a technique, e.g. a plain and a verifier-weighted vote).
@@ -17,19 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from orchestra.technique import get_technique
-
-#: Techniques whose output (critiques, tests) only pays off when one of these reads it next.
-MUST_BE_FOLLOWED_BY: dict[str, frozenset[str]] = {
-    "critic": frozenset({"rank", "fuse"}),
-    "unit_test_generate": frozenset({"unit_test_evaluate"}),
-}
-#: Techniques that only work right after one of these.
-MUST_FOLLOW: dict[str, frozenset[str]] = {
-    "unit_test_evaluate": frozenset({"unit_test_generate"}),
-}
-#: Generators that make something other than answers: they sit beside the candidate chain.
-SIDE_GENERATORS = frozenset({"unit_test_generate"})
-
 
 def is_generator(technique: str) -> bool:
     """A technique that needs no input candidates draws them from the problem itself."""
@@ -49,10 +38,10 @@ def step_problem(
         return f"{technique} needs candidates: a generation layer must come first"
     if _side(technique) and not candidates_exist:
         return f"{technique} must come after the generation layer"
-    wanted = MUST_FOLLOW.get(technique)
+    wanted = get_technique(technique).must_follow
     if wanted and previous not in wanted:
         return f"{technique} must come right after {' or '.join(sorted(wanted))}"
-    follow = MUST_BE_FOLLOWED_BY.get(previous or "")
+    follow = get_technique(previous).must_be_followed_by if previous else frozenset()
     if follow and technique not in follow:
         return f"{previous} must be followed by {' or '.join(sorted(follow))}, not {technique}"
     earlier = {name for step in prefix for name in step}
@@ -67,8 +56,9 @@ def ending_problem(steps: Sequence[tuple[str, str]]) -> str | None:
     if not steps:
         return "no layers"
     last = steps[-1][1]
-    if last in MUST_BE_FOLLOWED_BY:
-        return f"{last} must be followed by {' or '.join(sorted(MUST_BE_FOLLOWED_BY[last]))}"
+    follow = get_technique(last).must_be_followed_by
+    if follow:
+        return f"{last} must be followed by {' or '.join(sorted(follow))}"
     return None
 
 
@@ -87,5 +77,9 @@ def sequence_problems(steps: Sequence[tuple[str, str, Sequence[str]]]) -> list[s
     return problems
 
 
-def _side(technique: str) -> bool:
-    return technique in SIDE_GENERATORS
+def is_side_generator(technique: str) -> bool:
+    """A generator of something other than answers (tests): it sits beside the candidate chain."""
+    return get_technique(technique).side_generator
+
+
+_side = is_side_generator

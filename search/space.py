@@ -43,7 +43,7 @@ from orchestra.budget import Budget
 from orchestra.recipe import ModelSpec, Recipe
 from orchestra.technique import get_technique
 from orchestra.search.ranges import Choices, Range, Suggests, parse_range
-from orchestra.search.rules import SIDE_GENERATORS, ending_problem, is_generator, step_problem
+from orchestra.search.rules import ending_problem, is_generator, is_side_generator, step_problem
 
 #: The label of "this optional layer is left out".
 SKIP = "none"
@@ -133,7 +133,7 @@ class SearchSpace(BaseModel):
             model = parse_range(option.model).suggest(trial, f"{prefix}.model")
             if model is not None:
                 node["model"] = model
-            if option.technique in SIDE_GENERATORS:
+            if is_side_generator(option.technique):
                 side = layer.id
             elif option.technique == "unit_test_evaluate":
                 node["inputs"] = [head, side]

@@ -82,7 +82,7 @@ async def critique(ctx: Context, candidate: Candidate, params: CriticParams) -> 
     return parse_critique(result.completions[0].text)
 
 
-@technique("critic", CriticParams)
+@technique("critic", CriticParams, must_be_followed_by=("rank", "fuse"))
 async def critic(ctx: Context, inputs: list[Candidate], params: CriticParams) -> list[Candidate]:
     """Attach strengths and weaknesses to each candidate, keyed by its id (order and ids kept).
 

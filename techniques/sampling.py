@@ -23,7 +23,7 @@ class SampleParams(BaseModel):
     stop: list[str] = Field(default_factory=list)
 
 
-@technique("sample", SampleParams, min_inputs=0)
+@technique("sample", SampleParams, min_inputs=0, scales_samples=True)
 async def sample(ctx: Context, inputs: list[Candidate], params: SampleParams) -> list[Candidate]:
     """Draw n independent answers to the problem (n=1, temperature=0 is greedy decoding)."""
     return await ctx.sample(**_settings(params))

@@ -120,7 +120,10 @@ class UnitTestGenerateParams(BaseModel):
     )
 
 
-@technique("unit_test_generate", UnitTestGenerateParams, min_inputs=0)
+@technique(
+    "unit_test_generate", UnitTestGenerateParams, min_inputs=0,
+    side_generator=True, must_be_followed_by=("unit_test_evaluate",),
+)
 async def unit_test_generate(ctx: Context, inputs: list[Candidate], params: UnitTestGenerateParams) -> list[Candidate]:
     """Sample n suites of assert statements for the problem's function (from its signature and docstring).
 
@@ -171,7 +174,10 @@ class UnitTestEvaluateParams(BaseModel):
     memory_mb: int = Field(default=1024, ge=64, description="Address-space cap of each test process.")
 
 
-@technique("unit_test_evaluate", UnitTestEvaluateParams, needs_model=False, min_inputs=2)
+@technique(
+    "unit_test_evaluate", UnitTestEvaluateParams, needs_model=False, min_inputs=2,
+    must_follow=("unit_test_generate",),
+)
 async def unit_test_evaluate(ctx: Context, inputs: list[Candidate], params: UnitTestEvaluateParams) -> list[Candidate]:
     """Run the code candidates against the generated tests and keep the best (top_k), best first.
 

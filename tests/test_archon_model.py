@@ -33,7 +33,7 @@ def run_nodes(tmp_path: Path, *nodes: Node) -> dict[str, dict]:
 
 
 def test_local_backend_reports_top_logprobs_and_continues_an_assistant_turn() -> None:
-    backend = get_backend(ModelSpec(model="smollm2-135m-instruct"))
+    backend = get_backend(ModelSpec(model="smollm2-135m-instruct", dtype="float32"))
     messages = (
         Message(role="user", content="Is 2 + 2 = 4? Answer Yes or No."),
         Message(role="assistant", content="Verdict:"),

@@ -21,7 +21,7 @@ def test_tiny_search_on_the_default_model_writes_a_runnable_best_recipe(tmp_path
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({
         "name": "tiny",
-        "models": {"small": {"model": "smollm2-135m-instruct"}},
+        "models": {"small": {"model": "smollm2-135m-instruct", "dtype": "float32"}},
         "layers": [
             {"id": "gen", "options": [{"technique": "sample", "params": {
                 "n": {"choices": [1, 2]}, "temperature": 0.7, "max_tokens": 24}}]},

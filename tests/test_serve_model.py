@@ -21,7 +21,7 @@ pytestmark = pytest.mark.model
 RECIPE = """\
 name: tiny-vote
 models:
-  small: {model: smollm2-135m-instruct}
+  small: {model: smollm2-135m-instruct, dtype: float32}
 nodes:
   - {id: samples, technique: sample, params: {n: 2, temperature: 0.7, max_tokens: 16}}
   - {id: vote, technique: majority_vote, inputs: [samples]}

@@ -24,7 +24,7 @@ from test_engine import traces
 pytestmark = pytest.mark.model
 
 TASK = "reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&min_digits=1&max_digits=1&operators=%2B"
-SMALL = {"model": "smollm2-135m-instruct"}
+SMALL = {"model": "smollm2-135m-instruct", "dtype": "float32"}
 STEPS = {"rollouts": 2, "max_steps": 2, "step_tokens": 16, "temperature": 0.7}
 
 #: Hidden-state rows the test PRM below saw, by step text.
