@@ -11,17 +11,10 @@ Requests made in the same event-loop tick reach the engine together, so
 identical prompts asked for at once (several nodes reading one problem) are
 prefilled once.
 
-Beyond the `Backend` protocol, for step-wise search:
-
-- `encode(request)` — the prompt's token ids;
-- `continue_tokens(token_ids, request)` — generate after exact token ids
-  (prompt ids + a completion's `token_ids`), with the request's sampling
-  settings; its messages/prompt only label the call;
-- `fork(request, completion, n)` — n continuations of one completion of
-  `request`, token-exact, its KV reused from the prefix cache.
-
-Text-level continuation (`GenerationRequest(prompt=render(r) + partial)`) gets
-the same prefix reuse automatically, up to where re-tokenization differs.
+Step-wise search continues a partial answer token-exactly: a request with
+`continuation_ids` is fed the prompt up to the final assistant turn and then
+those ids, so its KV is found in the prefix cache. Text-level continuation
+gets the same prefix reuse, up to where re-tokenization differs.
 """
 
 from __future__ import annotations
@@ -29,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Sequence as Tokens
 from dataclasses import dataclass
 
-from orchestra.backend import (
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from orchestra.backends.base import Backend, Prompt, backend
+from orchestra.backends.generation import (
     CONTINUATION,
     HIDDEN_STATES,
     LOGPROBS,
@@ -42,9 +37,10 @@ from orchestra.backend import (
     GenerationResult,
 )
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
+from orchestra.backends.local_engine.options import SparseOptions, SpeculativeOptions
 from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig
+from orchestra.backends.model_spec import ModelSpec
 from orchestra.models import load_pretrained
-from orchestra.recipe import ModelSpec
 from orchestra.usage import Usage
 
 
@@ -56,15 +52,39 @@ class _Submission:
     handed_over: asyncio.Future  # resolves to the engine's futures, one per sample
 
 
-class LocalBackend:
+class LocalOptions(BaseModel):
+    """The local backend's own settings in a model entry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    speculative: SpeculativeOptions | None = Field(
+        default=None, description="Batch-1 speculative decoding; lossless, see SpeculativeOptions."
+    )
+    sparse: SparseOptions | None = Field(
+        default=None, description="Sparse-activation decode: {method: coreinfer|teal, sparsity: 0.4}."
+    )
+
+    @model_validator(mode="after")
+    def _not_both(self) -> LocalOptions:
+        if self.sparse is not None and self.speculative is not None:
+            raise ValueError(
+                "`sparse:` and `speculative:` together are not supported (speculative verification runs "
+                "the dense MLPs); for sparse self-drafting use `speculative: {method: draft_model, draft: sparse}`"
+            )
+        return self
+
+
+@backend("local")
+class LocalBackend(Backend):
     """HF transformers model in this process, on CPU or GPU."""
 
     capabilities = frozenset({LOGPROBS, CONTINUATION, HIDDEN_STATES})
+    Options = LocalOptions
 
     def __init__(self, spec: ModelSpec, engine_config: EngineConfig | None = None):
         import torch
 
-        self.spec = spec
+        super().__init__(spec)
         self.device = torch.device(
             ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
         )
@@ -78,24 +98,24 @@ class LocalBackend:
             self.model, self.tokenizer, config, speculative=speculative, mlp_plugin=self._sparse_mlp(spec)
         )
         self.context_length = self.engine.context_length
-        self._encoded: dict[str, list[int]] = {}
+        self._encoded: dict[str, tuple[int, ...]] = {}
         self._queue: list[_Submission] = []
         self._flush_scheduled = False
 
     def _sparse_mlp(self, spec: ModelSpec):
         """The sparse decode MLPs the spec asks for, or None (dense)."""
-        if spec.sparse is None:
+        options = self.options.sparse
+        if options is None:
             return None
         from orchestra.kernels.sparse_mlp import build_mlp_plugin
 
-        options = spec.sparse
         return build_mlp_plugin(options.method, options.sparsity, self.model, self.tokenizer, spec.model, options.kernel)
 
     def _speculative_config(self, spec: ModelSpec) -> SpeculativeConfig | None:
-        if spec.speculative is None:
+        if self.options.speculative is None:
             return None
-        options = spec.speculative.model_dump()
-        if spec.speculative.draft == "sparse":  # sparse self-drafting calibrates on this model
+        options = self.options.speculative.model_dump()
+        if self.options.speculative.draft == "sparse":  # sparse self-drafting calibrates on this model
             options["draft_options"] = {**options["draft_options"], "tokenizer": self.tokenizer, "model_name": spec.model}
         return SpeculativeConfig(**options)
 
@@ -122,10 +142,22 @@ class LocalBackend:
             context_length=self.context_length,
         )
 
+    @classmethod
+    def spec_key(cls, spec: ModelSpec, dtype: str | None = None) -> str:
+        """Speculative decoding is left out when it cannot change an output: greedy and
+        `acceptance: match` give plain decoding's tokens seed for seed, so their samples are
+        shared with plain runs; `acceptance: rejection` draws a different (equally distributed)
+        sample for a seed, so it gets a key of its own. Sparse activation changes outputs."""
+        key = super().spec_key(spec, dtype)
+        options: LocalOptions = spec.options  # type: ignore[assignment]
+        if options.speculative is not None and options.speculative.changes_samples:
+            key += f":speculative-{options.speculative.fingerprint()}"
+        return key if options.sparse is None else f"{key}:sparse={options.sparse.key()}"
+
     @property
     def model_key(self) -> str:
         """The generation cache's name for this model: the spec's, with the dtype `auto` chose."""
-        return self.spec.key(dtype=self.dtype)
+        return self.spec_key(self.spec, self.dtype)
 
     @property
     def busy_seconds(self) -> float:
@@ -134,68 +166,39 @@ class LocalBackend:
 
     # ----- prompts ---------------------------------------------------------------
 
-    def render(self, request: GenerationRequest) -> str:
-        """The exact text the model is fed: chat template applied, or the raw prefix.
-
-        Messages that end with an assistant turn are continued: the reply goes on from
-        that turn's text instead of opening a new turn.
-        """
-        if request.prompt is not None:
-            return request.prompt
-        messages = [m.model_dump() for m in request.messages or ()]
-        prefilled = bool(messages) and messages[-1]["role"] == "assistant"
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=not prefilled, continue_final_message=prefilled
-        )
-
-    def encode(self, request: GenerationRequest) -> list[int]:
-        """The prompt's token ids (rendered as `render` shows).
+    def prepare(self, request: GenerationRequest) -> Prompt:
+        """The prompt's text and token ids (the chat template applied by `render`).
 
         With `continuation_ids`, the conversation before the final assistant turn is
         encoded and those ids follow it: the partial answer exactly as it was generated.
         """
+        text = self.render(request)
         if request.continuation_ids is not None:
             opening = request.model_copy(
                 update={"messages": request.messages[:-1], "continuation_ids": None}  # type: ignore[index]
             )
-            return [*self._encode_text(self.render(opening)), *request.continuation_ids]
-        return self._encode_text(self.render(request))
+            ids = (*self._encode_text(self.render(opening)), *request.continuation_ids)
+        else:
+            ids = self._encode_text(text)
+        return Prompt(text=text, tokens=len(ids), token_ids=ids)
 
-    def _encode_text(self, text: str) -> list[int]:
+    def encode(self, request: GenerationRequest) -> list[int]:
+        """The prompt's token ids."""
+        return list(self.prepare(request).token_ids or ())
+
+    def _encode_text(self, text: str) -> tuple[int, ...]:
         ids = self._encoded.get(text)
         if ids is None:
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             if len(self._encoded) > 4096:
                 self._encoded.clear()
             self._encoded[text] = ids
         return ids
 
-    def count_prompt_tokens(self, request: GenerationRequest) -> int:
-        return len(self.encode(request))
-
     # ----- generation --------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        return await self._run(tuple(self.encode(request)), request)
-
-    async def continue_tokens(self, token_ids: Tokens[int], request: GenerationRequest) -> GenerationResult:
-        """Generate after exactly `token_ids` with `request`'s sampling settings.
-
-        `prompt_tokens` and the usage count `token_ids` as the prompt.
-        """
-        return await self._run(tuple(int(t) for t in token_ids), request)
-
-    async def fork(self, request: GenerationRequest, completion: Completion, n: int = 1, **settings) -> GenerationResult:
-        """`n` continuations of `completion` (a sample of `request`), token-exact.
-
-        `settings` override the request's (e.g. `stop`, `max_tokens`, `seed`,
-        `first_index`); the completion's KV is still in the prefix cache if it
-        was generated here recently, so only new tokens are computed.
-        """
-        if completion.token_ids is None:
-            raise ValueError("this completion has no token ids (it came from another backend); continue from its text")
-        forked = request.model_copy(update={"n": n, **settings})
-        return await self.continue_tokens([*self.encode(request), *completion.token_ids], forked)
+    async def complete(self, request: GenerationRequest, prompt: Prompt) -> GenerationResult:
+        return await self._run(prompt.token_ids or self._encode_text(prompt.text), request)
 
     def clear_prefix_cache(self) -> None:
         """Forget cached KV (e.g. to measure a cold prefill)."""

@@ -19,18 +19,21 @@ import os
 import re
 import time
 from typing import Any
+from urllib.parse import urlparse
 
-from orchestra.backend import (
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from orchestra.backends.base import Backend, BackendUnavailable, Prompt, backend
+from orchestra.backends.endpoint_pool import EndpointPool, RemoteError
+from orchestra.backends.generation import (
     CONTINUATION,
     LOGPROBS,
     BackendInfo,
-    BackendUnavailable,
     Completion,
     GenerationRequest,
     GenerationResult,
 )
-from orchestra.backends.endpoint_pool import EndpointPool, RemoteError
-from orchestra.recipe import ModelSpec
+from orchestra.backends.model_spec import ModelSpec
 from orchestra.usage import Usage
 
 #: How servers word "the prompt does not fit" (OpenAI, vLLM, llama.cpp, SGLang, TGI).
@@ -45,17 +48,98 @@ class ContextLengthExceeded(ValueError):
     """The prompt plus `max_tokens` does not fit the served model's context."""
 
 
-class OpenAIBackend:
+class OpenAIOptions(BaseModel):
+    """How to reach one model served by OpenAI-compatible servers (vLLM, llama.cpp, SGLang, hosted APIs)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoints: tuple[str, ...] = Field(
+        min_length=1,
+        description="Base URLs ending before /chat/completions, e.g. http://127.0.0.1:8000/v1. "
+        "Several servers of the same model share the load (each request goes to the least busy one).",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the environment variable holding the API key. The key itself is never "
+        "written in a recipe, a trace or a log.",
+    )
+    max_concurrency: int = Field(default=16, ge=1, description="Requests in flight per endpoint.")
+    timeout: float = Field(default=300.0, gt=0, description="Seconds to wait for one response.")
+    retries: int = Field(
+        default=5, ge=0, description="Retries of a call after 429, 5xx, a timeout or a dropped connection."
+    )
+    backoff: float = Field(
+        default=0.5, ge=0, description="Seconds before the first retry; doubles on each retry, with jitter."
+    )
+    max_backoff: float = Field(default=30.0, gt=0, description="Longest wait between two tries (Retry-After included).")
+    tokenizer: str | None = Field(
+        default=None,
+        description="A model name orchestra can load (alias, HF folder, .gguf) whose tokenizer estimates "
+        "prompt tokens before a call and token counts a server leaves out. Default: `model`, when "
+        "orchestra knows it; otherwise about 4 characters per token.",
+    )
+    parameters: int | None = Field(
+        default=None, ge=1, description="Parameter count of the served model, for FLOPs estimates and budgets."
+    )
+    context_length: int | None = Field(
+        default=None, ge=1, description="The served model's context length, if known (checked before a call)."
+    )
+    logprobs: bool = Field(default=True, description="Ask the server for the sampled tokens' log-probabilities.")
+    continue_final_message: bool = Field(
+        default=False,
+        description="The server's chat endpoint continues a final assistant turn when asked "
+        "(vLLM: `continue_final_message`). Continuations then go there instead of being rendered "
+        "here with the model's chat template and sent to /completions.",
+    )
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = []
+        for url in value:
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError(f"endpoint {url!r} is not an http(s) URL such as http://127.0.0.1:8000/v1")
+            cleaned.append(url.rstrip("/"))
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError("endpoints are listed more than once")
+        return tuple(cleaned)
+
+
+class OpenAIModelOptions(BaseModel):
+    """The openai backend's own settings in a model entry: its `openai:` block."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    openai: OpenAIOptions | None = Field(
+        default=None, description="Servers and client settings (`model` is the server's model name)."
+    )
+
+    @model_validator(mode="after")
+    def _required(self) -> OpenAIModelOptions:
+        if self.openai is None:
+            raise ValueError("backend 'openai' needs an `openai:` block with at least `endpoints`")
+        return self
+
+
+@backend("openai")
+class OpenAIBackend(Backend):
     """A model behind one or more OpenAI-compatible HTTP endpoints."""
 
     capabilities = frozenset({LOGPROBS, CONTINUATION})
+    Options = OpenAIModelOptions
 
     def __init__(self, spec: ModelSpec):
-        options = spec.openai
-        if options is None:  # ModelSpec's validation makes this unreachable from a recipe
-            raise ValueError("backend 'openai' needs an `openai:` block with `endpoints`")
-        self.spec = spec
-        self.options = options
+        super().__init__(spec)
+        options: OpenAIOptions = self.options.openai  # type: ignore[attr-defined]
+        #: How to reach the servers: the model entry's `openai:` block.
+        self.servers = options
         api_key = None
         if options.api_key_env:
             api_key = os.environ.get(options.api_key_env)
@@ -81,9 +165,15 @@ class OpenAIBackend:
     def info(self) -> BackendInfo:
         return BackendInfo(
             name=f"openai:{self.spec.model}",
-            parameters=self.options.parameters,
-            context_length=self.options.context_length,
+            parameters=self.servers.parameters,
+            context_length=self.servers.context_length,
         )
+
+    @classmethod
+    def spec_key(cls, spec: ModelSpec, dtype: str | None = None) -> str:
+        """A served model is named by its server-side name and its endpoints, so two servers
+        that both call their model "default" never share cached samples."""
+        return f"openai:{spec.model}@{','.join(sorted(spec.options.openai.endpoints))}"  # type: ignore[attr-defined]
 
     @property
     def busy_seconds(self) -> float:
@@ -102,18 +192,7 @@ class OpenAIBackend:
     def _uses_chat(self, request: GenerationRequest) -> bool:
         if request.messages is None:
             return False
-        return not self._continues(request) or self.options.continue_final_message
-
-    def _text(self, request: GenerationRequest) -> str:
-        if request.prompt is not None:
-            return request.prompt
-        messages = [m.model_dump() for m in request.messages or ()]
-        if self._templated():
-            continues = self._continues(request)
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=not continues, continue_final_message=continues
-            )
-        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+        return not self._continues(request) or self.servers.continue_final_message
 
     def _continuation_prompt(self, request: GenerationRequest) -> str:
         """A chat endpoint would open a new turn after an assistant message; to go on from
@@ -125,17 +204,7 @@ class OpenAIBackend:
                 "in its `openai:` block: `tokenizer: ...`), or a server whose chat endpoint continues a final "
                 "message (vLLM: set `continue_final_message: true` in the `openai:` block)"
             )
-        return self._text(request)
-
-    def _count(self, text: str) -> int:
-        if self.tokenizer is not None:
-            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return math.ceil(len(text) / 4)  # the usual rule of thumb for English BPE vocabularies
-
-    def count_prompt_tokens(self, request: GenerationRequest) -> int:
-        """An estimate (the server renders and tokenizes); the server's own count, when it
-        reports one, replaces it in the usage of the call."""
-        return self._count(self._text(request))
+        return self.render(request)
 
     # ----- calls -------------------------------------------------------------------------
 
@@ -155,8 +224,8 @@ class OpenAIBackend:
         seed = request.sample_seed(offset)
         if seed is not None:
             body["seed"] = seed
-        wants_logprobs = request.logprobs and self.options.logprobs
-        top = _top_wanted(request) if self.options.logprobs else 0
+        wants_logprobs = request.logprobs and self.servers.logprobs
+        top = _top_wanted(request) if self.servers.logprobs else 0
         if self._uses_chat(request):
             body["messages"] = [m.model_dump() for m in request.messages or ()]
             if self._continues(request):  # only with `continue_final_message` (see _uses_chat)
@@ -169,32 +238,32 @@ class OpenAIBackend:
             body["logprobs"] = max(1, top)
         return "/completions", body
 
-    async def _call(self, request: GenerationRequest, n: int, offset: int) -> dict[str, Any]:
+    async def _call(self, request: GenerationRequest, prompt: Prompt, n: int, offset: int) -> dict[str, Any]:
         path, body = self._body(request, n, offset)
         try:
             return await self.pool.post(path, body, expect="choices")
         except RemoteError as err:
             if err.code == "context_length_exceeded" or _CONTEXT_ERROR.search(err.message):
                 raise ContextLengthExceeded(
-                    f"model {self.spec.model!r}: the prompt (about {self.count_prompt_tokens(request)} tokens) "
+                    f"model {self.spec.model!r}: the prompt (about {prompt.tokens} tokens) "
                     f"and max_tokens={request.max_tokens} do not fit the server's context length "
                     f"({err.url} said: {err.message})"
                 ) from None
             raise
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        limit = self.options.context_length
-        if limit is not None:
-            prompt_tokens = self.count_prompt_tokens(request)
-            if prompt_tokens >= limit:
-                raise ContextLengthExceeded(
-                    f"prompt is about {prompt_tokens} tokens; model {self.spec.model!r} has context length {limit}"
-                )
+    async def complete(self, request: GenerationRequest, prompt: Prompt) -> GenerationResult:
+        """The prompt's token count is an estimate (the server renders and tokenizes); the
+        server's own count, when it reports one, replaces it in the usage of the call."""
+        limit = self.servers.context_length
+        if limit is not None and prompt.tokens >= limit:
+            raise ContextLengthExceeded(
+                f"prompt is about {prompt.tokens} tokens; model {self.spec.model!r} has context length {limit}"
+            )
         started = time.monotonic()
         answers: list[dict[str, Any]] = []
         if request.n == 1 or self.accepts_n is not False:
             try:
-                answers.append(await self._call(request, request.n, 0))
+                answers.append(await self._call(request, prompt, request.n, 0))
             except RemoteError as err:
                 if request.n == 1 or err.status not in (400, 422):
                     raise
@@ -203,10 +272,12 @@ class OpenAIBackend:
         if request.n > 1 and answers:
             self.accepts_n = got >= request.n
         if got < request.n:
-            answers += await asyncio.gather(*(self._call(request, 1, k) for k in range(got, request.n)))
-        return self._result(request, answers, time.monotonic() - started)
+            answers += await asyncio.gather(*(self._call(request, prompt, 1, k) for k in range(got, request.n)))
+        return self._result(request, prompt, answers, time.monotonic() - started)
 
-    def _result(self, request: GenerationRequest, answers: list[dict[str, Any]], seconds: float) -> GenerationResult:
+    def _result(
+        self, request: GenerationRequest, prompt: Prompt, answers: list[dict[str, Any]], seconds: float
+    ) -> GenerationResult:
         completions: list[Completion] = []
         prompt_tokens: int | None = None
         prompt_total = cached = completion_total = 0
@@ -218,7 +289,7 @@ class OpenAIBackend:
             if reported_prompt is None or reported_completion is None:
                 estimated = True
             if reported_prompt is None:
-                reported_prompt = self.count_prompt_tokens(request)
+                reported_prompt = prompt.tokens
             prompt_tokens = reported_prompt if prompt_tokens is None else prompt_tokens
             prompt_total += reported_prompt
             cached += _count_field(usage.get("prompt_tokens_details") or {}, "cached_tokens") or 0
@@ -229,7 +300,7 @@ class OpenAIBackend:
                 if len(choices) == 1 and reported_completion is not None:
                     counted = reported_completion
                 elif counted is None:  # n choices, no logprobs to count them by
-                    counted, estimated = self._count(completion.text), True
+                    counted, estimated = self.count_tokens(completion.text), True
                 own.append(completion.model_copy(update={"completion_tokens": counted}))
             completion_total += (
                 reported_completion if reported_completion is not None else sum(c.completion_tokens for c in own)
@@ -240,7 +311,7 @@ class OpenAIBackend:
             prompt_tokens=prompt_total,
             cached_prompt_tokens=cached,
             completion_tokens=completion_total,
-            flops=2.0 * (self.options.parameters or 0) * (prompt_total + completion_total),
+            flops=2.0 * (self.servers.parameters or 0) * (prompt_total + completion_total),
             seconds=seconds,
             estimated_calls=len(answers) if estimated else 0,
         )

@@ -17,20 +17,60 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestra.backend import (
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from orchestra.backends.base import Backend, BackendUnavailable, Prompt, backend
+from orchestra.backends.generation import (
     CONTINUATION,
     LOGPROBS,
     BackendInfo,
-    BackendUnavailable,
     Completion,
     GenerationRequest,
     GenerationResult,
 )
-from orchestra.backend_options import VLLMOptions
-from orchestra.recipe import ModelSpec
+from orchestra.backends.model_spec import ModelSpec
 from orchestra.usage import Usage
 
 INSTALL_HINT = "pip install 'orchestra[vllm]'"
+
+
+class VLLMOptions(BaseModel):
+    """How to build the in-process `vllm.LLM` engine."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enable_prefix_caching: bool = Field(
+        default=True, description="Share the KV cache of common prompt prefixes (samples of one prompt, few-shot headers)."
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(default=None, ge=1)
+    speculative_config: dict[str, Any] | None = Field(
+        default=None,
+        description='Passed to vllm.LLM as is, e.g. {method: ngram, num_speculative_tokens: 4, prompt_lookup_max: 3} '
+        'or {model: DRAFT, num_speculative_tokens: 5}.',
+    )
+    seed: int = 0
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="Any other vllm.LLM keyword arguments, passed through."
+    )
+
+    @field_validator("engine_args")
+    @classmethod
+    def _no_overlap(cls, value: dict[str, Any]) -> dict[str, Any]:
+        named = set(cls.model_fields) - {"engine_args"} | {"model", "dtype"}
+        clash = sorted(named & set(value))
+        if clash:
+            raise ValueError(f"set {', '.join(clash)} with its own field, not in engine_args")
+        return value
+
+
+class VLLMModelOptions(BaseModel):
+    """The vllm backend's own settings in a model entry: its `vllm:` block."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vllm: VLLMOptions | None = Field(default=None, description="vllm.LLM engine settings.")
 
 
 @dataclass
@@ -43,7 +83,7 @@ class _Job:
 
 def engine_arguments(spec: ModelSpec, model_path: str) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM` from a model spec."""
-    options = spec.vllm or VLLMOptions()
+    options = spec.options.vllm or VLLMOptions()  # type: ignore[attr-defined]
     # float32 is ModelSpec's default for the CPU engine; on a GPU, vLLM's own choice is better.
     dtype = spec.dtype if "dtype" in spec.model_fields_set else "auto"
     arguments: dict[str, Any] = {
@@ -72,10 +112,12 @@ def _model_path(name: str) -> str:
     return name
 
 
-class VLLMBackend:
+@backend("vllm")
+class VLLMBackend(Backend):
     """vLLM's offline engine in this process."""
 
     capabilities = frozenset({LOGPROBS, CONTINUATION})
+    Options = VLLMModelOptions
 
     def __init__(self, spec: ModelSpec):
         try:
@@ -85,7 +127,7 @@ class VLLMBackend:
                 f"backend 'vllm' needs vLLM, which is not installed: {INSTALL_HINT} "
                 "(Linux with a CUDA GPU; on a CPU-only machine use backend 'local')"
             ) from None
-        self.spec = spec
+        super().__init__(spec)
         self._sampling_params = vllm.SamplingParams
         self.arguments = engine_arguments(spec, _model_path(spec.model))
         self.llm = vllm.LLM(**self.arguments)
@@ -101,20 +143,6 @@ class VLLMBackend:
     def info(self) -> BackendInfo:
         return BackendInfo(name=f"vllm:{self.spec.model}", context_length=self.context_length)
 
-    def render(self, request: GenerationRequest) -> str:
-        """The exact text the engine is fed: chat template applied, or the raw prefix.
-        Messages that end with an assistant turn are continued from that turn's text."""
-        if request.prompt is not None:
-            return request.prompt
-        messages = [m.model_dump() for m in request.messages or ()]
-        continues = bool(messages) and messages[-1]["role"] == "assistant"
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=not continues, continue_final_message=continues
-        )
-
-    def count_prompt_tokens(self, request: GenerationRequest) -> int:
-        return len(self.tokenizer(self.render(request), add_special_tokens=False)["input_ids"])
-
     def sampling_params(self, request: GenerationRequest):
         return self._sampling_params(
             n=request.n,
@@ -128,12 +156,12 @@ class VLLMBackend:
             logprobs=_top_wanted(request) or (0 if request.logprobs else None),
         )
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
+    async def complete(self, request: GenerationRequest, prompt: Prompt) -> GenerationResult:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (e.g. a second `orchestra.run`)
             self._loop, self._pending, self._wakeup = loop, [], asyncio.Event()
             self._worker = loop.create_task(self._work())
-        job = _Job(request, self.render(request), loop.create_future())
+        job = _Job(request, prompt.text, loop.create_future())
         self._pending.append(job)
         assert self._wakeup is not None
         self._wakeup.set()

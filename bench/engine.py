@@ -44,7 +44,7 @@ from orchestra.backends.local import LocalBackend
 from orchestra.backends.local_engine import SamplingParams
 from orchestra.backends.local_engine.precision import _cpu_name
 from orchestra.models import resolve
-from orchestra.recipe import ModelSpec
+from orchestra.backends import ModelSpec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BEST_OF_PROMPT = (

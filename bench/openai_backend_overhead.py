@@ -25,11 +25,12 @@ from pathlib import Path
 
 import httpx
 
-from orchestra.backend import GenerationRequest
+from orchestra.backends import GenerationRequest
 from orchestra.backends.openai_http import OpenAIBackend
 from orchestra.models import resolve
 from orchestra.problem import Message
-from orchestra.recipe import DEFAULT_MODEL, ModelSpec
+from orchestra.backends import ModelSpec
+from orchestra.backends import DEFAULT_MODEL
 from orchestra.server.background import free_port
 
 

@@ -20,9 +20,9 @@ import statistics
 
 from orchestra.cache import GenerationCache
 from orchestra.context import Ledger, ModelHandle
-from orchestra.engine import get_backend
-from orchestra.recipe import ModelSpec
-from orchestra.reward_training import LabellingSettings, fit_probe, label_problems
+from orchestra.backends import get_backend
+from orchestra.backends import ModelSpec
+from orchestra.reward.training import LabellingSettings, fit_probe, label_problems
 from orchestra.tasks import load_task
 
 
@@ -41,7 +41,7 @@ def main() -> None:
 
     task = load_task(args.task)
     backend = get_backend(ModelSpec())
-    handle = ModelHandle("generator", backend.model_key, backend, Ledger(meters=[]), "bench", GenerationCache(args.cache))
+    handle = ModelHandle("generator", backend, Ledger(meters=[]), "bench", GenerationCache(args.cache))
     settings = LabellingSettings(
         rollouts=args.rollouts, continuations=args.continuations, delimiter=args.delimiter, seed=args.seed
     )

@@ -6,11 +6,12 @@
 """
 
 from orchestra.api import arun, run
+from orchestra.backends import ModelSpec
 from orchestra.budget import Budget, BudgetExceeded, Limits
 from orchestra.candidate import Candidate
 from orchestra.errors import RecipeError
 from orchestra.problem import Message, Problem
-from orchestra.recipe import ModelSpec, Node, Recipe, load_recipe
+from orchestra.recipe import Node, Recipe, load_recipe
 from orchestra.results import ProblemResult, RunResult, RunSummary
 from orchestra.tasks import Task, load_task
 from orchestra.usage import Usage

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestra.cache import GenerationCache
-from orchestra.engine import Engine
+from orchestra.executor import Executor
 from orchestra.paths import default_cache_path
 from orchestra.problem import Problem
 from orchestra.recipe import Recipe, load_recipe
@@ -57,7 +57,7 @@ async def arun(
         folder.start(recipe, task.spec if task else None, split if task else None)
     store = _cache(cache)
     try:
-        engine = Engine(recipe, task=task, cache=store, folder=folder, concurrency=concurrency)
+        engine = Executor(recipe, task=task, cache=store, folder=folder, concurrency=concurrency)
         return await engine.run(problems, split=split if task else None, on_result=on_result)
     finally:
         if store is not None and store is not cache:  # opened here, so closed here

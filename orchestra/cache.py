@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from orchestra.backend import Completion, GenerationRequest
+from orchestra.backends import Completion, GenerationRequest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (

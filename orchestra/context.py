@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from orchestra.answers import extract_answer
-from orchestra.backend import LOGPROBS, Backend, Completion, GenerationRequest, GenerationResult
+from orchestra.backends import LOGPROBS, Backend, Completion, GenerationRequest, GenerationResult, Prompt
 from orchestra.budget import Meter, plan_call, settle_call
 from orchestra.cache import GenerationCache, request_key
 from orchestra.candidate import Candidate
@@ -45,16 +45,26 @@ class ModelHandle:
     """A model as one node of one problem sees it."""
 
     alias: str
-    model_key: str
     backend: Backend
     ledger: Ledger
     node: str
     cache: GenerationCache | None = None
 
+    @property
+    def model_key(self) -> str:
+        """The generation cache's name for the model (the backend may name it more exactly
+        than the spec, e.g. with the dtype `auto` chose)."""
+        return self.backend.model_key
+
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        """Generate within budget, replaying whatever the cache already holds."""
+        """Generate within budget, replaying whatever the cache already holds.
+
+        The prompt is rendered and counted once (`Backend.prepare`): the budget plans on
+        its token count, the cache keys on its text, the backend generates from it.
+        """
         started = time.monotonic()
-        prompt_tokens = self.backend.count_prompt_tokens(request)
+        prompt = self.backend.prepare(request)
+        prompt_tokens = prompt.tokens
         parameters = self.backend.info.parameters or 0
         plan = plan_call(
             self.ledger.meters,
@@ -68,7 +78,7 @@ class ModelHandle:
             request = request.model_copy(update={"max_tokens": plan.max_tokens})
         actual = Usage()
         try:
-            completions, backend_usage, hits, reported = await self._generate_cached(request)
+            completions, backend_usage, hits, reported = await self._generate_cached(request, prompt)
             # A remote server's own count replaces the pre-call estimate.
             prompt_tokens = reported or prompt_tokens
             completion_tokens = sum(c.completion_tokens for c in completions)
@@ -88,17 +98,15 @@ class ModelHandle:
             self.ledger.book(self.node, self.alias, actual)
         return GenerationResult(completions=tuple(completions), prompt_tokens=prompt_tokens, usage=actual)
 
-    async def _generate_cached(self, request: GenerationRequest):
+    async def _generate_cached(self, request: GenerationRequest, prompt: Prompt):
         """(completions, backend usage, samples replayed, prompt tokens the backend reported)."""
         wants_logprobs = request.logprobs
         if LOGPROBS in self.backend.capabilities:
             request = request.model_copy(update={"logprobs": True})  # cache them for later readers
         if self.cache is None or request.seed is None:
-            result = await self.backend.generate(request)
+            result = await self.backend.generate(request, prompt)
             return list(result.completions), result.usage, 0, result.prompt_tokens
-        render = getattr(self.backend, "render", None)
-        rendered = render(request) if render else request.model_dump_json(include={"messages", "prompt"})
-        key = request_key(self.model_key, rendered, request)
+        key = request_key(self.model_key, prompt.text, request)
         found = self.cache.lookup(key, request.first_index, request.n)
         usable = {
             i: c
@@ -116,7 +124,7 @@ class ModelHandle:
             fresh_request = request.model_copy(
                 update={"first_index": start, "n": request.first_index + request.n - start}
             )
-            result = await self.backend.generate(fresh_request)
+            result = await self.backend.generate(fresh_request, prompt)
             self.cache.store(key, start, list(result.completions), result.prompt_tokens)
             usage = result.usage
             reported = result.prompt_tokens

@@ -17,86 +17,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from orchestra.backend import available_backend_names, backend_capabilities
-from orchestra.backend_options import OpenAIOptions, SparseOptions, SpeculativeOptions, VLLMOptions
+from orchestra.backends import BACKENDS, ModelSpec
 from orchestra.budget import Budget
 from orchestra.errors import Location, RecipeError
 from orchestra.graph import dag_problems
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
-
-
-class ModelSpec(BaseModel):
-    """Which model, on which backend, with which engine settings."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    backend: str = Field(default="local", description="Backend name: local, or a plugin's.")
-    model: str = Field(
-        default=DEFAULT_MODEL,
-        description="A known alias (see `orchestra models`), a local HF folder, a .gguf file or a hub id.",
-    )
-    dtype: str = Field(
-        default="auto",
-        pattern="^(auto|float32|bfloat16|float16)$",
-        description="auto: bfloat16 on a GPU; on a CPU whichever of float32/bfloat16 decodes faster (measured once per machine).",
-    )
-    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, ...")
-    max_batch_size: int = Field(default=64, ge=1, description="Most sequences decoded at once.")
-    openai: OpenAIOptions | None = Field(
-        default=None, description="Servers and client settings; required with backend openai (`model` is the server's model name)."
-    )
-    vllm: VLLMOptions | None = Field(default=None, description="vllm.LLM engine settings (backend vllm only).")
-    speculative: SpeculativeOptions | None = Field(
-        default=None, description="Batch-1 speculative decoding (backend local only); lossless, see SpeculativeOptions."
-    )
-    sparse: SparseOptions | None = Field(
-        default=None, description="Sparse-activation decode (backend local only): {method: coreinfer|teal, sparsity: 0.4}."
-    )
-
-    @model_validator(mode="after")
-    def _options_match_backend(self) -> ModelSpec:
-        if self.backend == "openai" and self.openai is None:
-            raise ValueError("backend 'openai' needs an `openai:` block with at least `endpoints`")
-        for name in ("openai", "vllm"):
-            if getattr(self, name) is not None and self.backend != name:
-                raise ValueError(f"an `{name}:` block is for backend {name!r}, not {self.backend!r}")
-        if self.speculative is not None and self.backend != "local":
-            raise ValueError(f"a `speculative:` block is for backend 'local', not {self.backend!r}")
-        if self.sparse is not None and self.backend != "local":
-            raise ValueError(f"a `sparse:` block is for backend 'local', not {self.backend!r}")
-        if self.sparse is not None and self.speculative is not None:
-            raise ValueError(
-                "`sparse:` and `speculative:` together are not supported (speculative verification runs "
-                "the dense MLPs); for sparse self-drafting use `speculative: {method: draft_model, draft: sparse}`"
-            )
-        return self
-
-    def key(self, dtype: str | None = None) -> str:
-        """Identity of the model for the generation cache (engine settings excluded, but
-        sparse activation included: it changes the outputs). `dtype`: the precision a
-        backend resolved `auto` to, when it knows it.
-
-        A served model is named by its server-side name and its endpoints, so two
-        servers that both call their model "default" never share cached samples.
-
-        Speculative decoding is left out when it cannot change an output: greedy and
-        `acceptance: match` give plain decoding's tokens seed for seed, so their samples
-        are shared with plain runs. `acceptance: rejection` draws a different (equally
-        distributed) sample for a seed, so it gets a key of its own.
-        """
-        if self.openai is not None:
-            return f"openai:{self.model}@{','.join(sorted(self.openai.endpoints))}"
-        key = f"{self.backend}:{self.model}:{dtype or self.dtype}{speculative_key_suffix(self.speculative)}"
-        return key if self.sparse is None else f"{key}:sparse={self.sparse.key()}"
-
-
-def speculative_key_suffix(options: SpeculativeOptions | None) -> str:
-    """What speculative settings add to a model's cache key: nothing unless they change samples."""
-    if options is None or not options.changes_samples:
-        return ""
-    return f":speculative-{options.fingerprint()}"
-
 
 class Node(BaseModel):
     """One technique applied to the candidates of its input nodes."""
@@ -182,18 +106,17 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[Location, str]]:
     from orchestra.technique import get_technique, model_aliases_of
 
     problems: list[tuple[Location, str]] = []
-    backends = available_backend_names()
+    backends = BACKENDS.names()
     for alias, spec in recipe.models.items():
-        if spec.backend not in backends:
-            problems.append(
-                (("models", alias, "backend"),
-                 f"unknown backend {spec.backend!r} (known: {', '.join(sorted(backends))})")
-            )
+        try:
+            BACKENDS.get(spec.backend)
+        except KeyError as err:
+            problems.append((("models", alias, "backend"), str(err)))
     for i, node in enumerate(recipe.nodes):
         try:
             tech = get_technique(node.technique)
         except KeyError as err:
-            problems.append((("nodes", i, "technique"), err.args[0]))
+            problems.append((("nodes", i, "technique"), str(err)))
             continue
         needs = tech.requires
         called: list[str] | None = None  # aliases a multi-model technique calls
@@ -228,7 +151,7 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[Location, str]]:
         elif needs and alias in recipe.models:
             spec = recipe.models[alias]
             if spec.backend in backends:
-                missing = needs - backend_capabilities(spec.backend)
+                missing = needs - BACKENDS.get(spec.backend).capabilities
                 if missing:
                     problems.append(
                         (("nodes", i, "model"),
@@ -244,7 +167,7 @@ def _called_model_problems(
 ) -> list[tuple[Location, str]]:
     """Problems with the models a multi-model node (e.g. `ensemble`) calls by alias."""
     problems: list[tuple[Location, str]] = []
-    backends = available_backend_names()
+    backends = BACKENDS.names()
     for alias in aliases:
         if alias not in recipe.models:
             defined = ", ".join(recipe.models) or "none"
@@ -254,7 +177,7 @@ def _called_model_problems(
             )
             continue
         backend = recipe.models[alias].backend
-        missing = needs - backend_capabilities(backend) if backend in backends else frozenset()
+        missing = needs - BACKENDS.get(backend).capabilities if backend in backends else frozenset()
         if missing:
             problems.append(
                 (("nodes", index, "params"),
@@ -309,7 +232,7 @@ def _structural_problems(data: Any, err: ValidationError) -> list[tuple[Location
 
 
 def _message(error: dict[str, Any]) -> str:
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden" and error["msg"] == "Extra inputs are not permitted":
         return "unknown key"
     return error["msg"]
 

@@ -61,7 +61,7 @@ TechniqueFn = Callable[["Context", list[Candidate], Any], Awaitable[list[Candida
 class Technique:
     """A registered technique and what it declares about itself.
 
-    `requires` names backend capabilities (see `orchestra.backend`) so a recipe
+    `requires` names backend capabilities (see `orchestra.backends`) so a recipe
     that pairs the technique with a backend lacking them fails at validation;
     `needs_for` adds what particular params need.
     `min_inputs` is how many input nodes it needs (0 for generators).
@@ -89,7 +89,7 @@ class Technique:
         scorer or process reward model its params name needs (e.g. the logprobs
         `mean_logprob` reads). Checked
         against the node's model (by default the recipe's only model)."""
-        from orchestra.process_reward import prm_needs
+        from orchestra.reward.process_reward import prm_needs
 
         return self.requires | scorers_needs(params) | prm_needs(params)
 

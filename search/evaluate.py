@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from orchestra.cache import GenerationCache
-from orchestra.engine import Engine
+from orchestra.executor import Executor
 from orchestra.problem import Problem
 from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult, RunSummary
@@ -83,7 +83,7 @@ async def evaluate(
 ) -> Evaluation:
     """Accuracy and cost of `recipe` on `problems`, reporting at each rung; raises Pruned."""
     rungs = rungs or [len(problems)]
-    engine = Engine(recipe, task=task, cache=cache, concurrency=concurrency)
+    engine = Executor(recipe, task=task, cache=cache, concurrency=concurrency)
     hits, misses = (cache.hits, cache.misses) if cache is not None else (0, 0)
     results: list[ProblemResult] = []
     wall = 0.0

@@ -40,7 +40,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestra.budget import Budget
-from orchestra.recipe import ModelSpec, Recipe
+from orchestra.backends import ModelSpec
+from orchestra.recipe import Recipe
 from orchestra.technique import get_technique
 from orchestra.search.ranges import Choices, Range, Suggests, parse_range
 from orchestra.search.rules import ending_problem, is_generator, is_side_generator, step_problem
@@ -281,8 +282,9 @@ def _space_problems(space: SearchSpace) -> list[str]:
         if len(parts) < 3 or parts[0] != "models" or parts[1] not in space.models:
             problems.append(f"knobs.{path}: a knob is a ModelSpec field path, models.ALIAS.FIELD (aliases: {', '.join(space.models)})")
             continue
-        if parts[2] not in ModelSpec.model_fields:
-            problems.append(f"knobs.{path}: ModelSpec has no field {parts[2]!r} (fields: {', '.join(ModelSpec.model_fields)})")
+        settings = [*ModelSpec.model_fields, *space.models[parts[1]].backend_class.Options.model_fields]
+        if parts[2] not in settings:
+            problems.append(f"knobs.{path}: model {parts[1]!r} has no setting {parts[2]!r} (settings: {', '.join(settings)})")
             continue
         try:
             corners = parse_range(value).corners()

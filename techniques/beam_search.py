@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from orchestra.backend import CONTINUATION
+from orchestra.backends import CONTINUATION
 from orchestra.budget import BudgetExceeded
 from orchestra.candidate import Candidate
 from orchestra.context import Context

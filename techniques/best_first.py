@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 
-from orchestra.backend import CONTINUATION
+from orchestra.backends import CONTINUATION
 from orchestra.budget import BudgetExceeded
 from orchestra.candidate import Candidate
 from orchestra.context import Context

@@ -14,7 +14,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestra.backend import GenerationRequest
+from orchestra.backends import GenerationRequest
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message

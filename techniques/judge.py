@@ -9,7 +9,7 @@ enough to rank many samples (`best_of_n` with `scorer: llm_judge`).
 
 from __future__ import annotations
 
-from orchestra.backend import CONTINUATION, LOGPROBS
+from orchestra.backends import CONTINUATION, LOGPROBS
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field
 
-from orchestra.backend import CONTINUATION
+from orchestra.backends import CONTINUATION
 from orchestra.budget import BudgetExceeded
 from orchestra.candidate import Candidate
 from orchestra.context import Context

@@ -27,7 +27,7 @@ import random
 
 from pydantic import Field
 
-from orchestra.backend import CONTINUATION
+from orchestra.backends import CONTINUATION
 from orchestra.budget import BudgetExceeded
 from orchestra.candidate import Candidate
 from orchestra.context import Context

@@ -18,7 +18,7 @@ from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestra.backend import GenerationRequest
+from orchestra.backends import GenerationRequest
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message

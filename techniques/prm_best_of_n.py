@@ -9,7 +9,7 @@ and weighs each group by its members' scores (weighted majority vote).
 
 from __future__ import annotations
 
-from orchestra.backend import CONTINUATION
+from orchestra.backends import CONTINUATION
 from orchestra.budget import BudgetExceeded
 from orchestra.candidate import Candidate
 from orchestra.context import Context

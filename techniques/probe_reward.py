@@ -8,7 +8,7 @@ model's states would return confident nonsense).
 Each step's score is sigmoid(head(state at the step's last token)): the probe's
 estimate that a solution continued from there ends correct. A step that arrives
 with its hidden state costs nothing more; the others are read through the
-backend in one batched round (`orchestra.probe_features`). A carried state must
+backend in one batched round (`orchestra.reward.probe_features`). A carried state must
 be the one the probe was trained on: the final-layer state *at* the step's last
 token (the one that predicts the token after the step), not the state that
 predicted that last token (`Completion.hidden_states[-1]` of the step's generation
@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestra.backend import HIDDEN_STATES
+from orchestra.backends import HIDDEN_STATES
 from orchestra.context import Context
-from orchestra.process_reward import PRMSpec, Step, process_reward_model
+from orchestra.reward.process_reward import PRMSpec, Step, process_reward_model
 
 #: Loaded probes by (resolved path, modification time): a search scores thousands of prefixes.
 _LOADED: dict[tuple[str, float], object] = {}
@@ -30,7 +30,7 @@ _LOADED: dict[tuple[str, float], object] = {}
 
 def _load(path_option: object):
     """The (head, metadata) a spec's `path` option names, loaded once per file version."""
-    from orchestra.probe_head import load_probe  # torch only when a probe is really used
+    from orchestra.reward.probe_head import load_probe  # torch only when a probe is really used
 
     if not isinstance(path_option, (str, Path)) or not str(path_option):
         raise ValueError("the probe PRM needs options.path: a file written by `orchestra reward train`")
@@ -46,7 +46,7 @@ def _load(path_option: object):
 @process_reward_model("probe", requires=(HIDDEN_STATES,))
 async def probe_reward(ctx: Context, spec: PRMSpec, steps: Sequence[Step]) -> list[float]:
     """P(correct) per step prefix, from the probe file's head on the model's hidden states."""
-    from orchestra.probe_features import prefix_hidden_states
+    from orchestra.reward.probe_features import prefix_hidden_states
 
     head, metadata = _load(spec.options.get("path"))
     handle = ctx.model(spec.model)

@@ -23,9 +23,9 @@ import math
 import weakref
 from collections.abc import Sequence
 
-from orchestra.backend import CONTINUATION, LOGPROBS
+from orchestra.backends import CONTINUATION, LOGPROBS
 from orchestra.context import Context
-from orchestra.process_reward import PRMSpec, Step, process_reward_model
+from orchestra.reward.process_reward import PRMSpec, Step, process_reward_model
 from orchestra.problem import Message
 from orchestra.techniques.candidate_list import clip
 from orchestra.techniques.verdict import verdict_probability

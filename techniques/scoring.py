@@ -6,7 +6,7 @@ import asyncio
 
 from pydantic import BaseModel, ConfigDict
 
-from orchestra.backend import LOGPROBS
+from orchestra.backends import LOGPROBS
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.scorer import ScorerName, apply_scorer, scorer

@@ -29,10 +29,10 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestra.backend import HIDDEN_STATES, LOGPROBS, Completion, GenerationRequest
+from orchestra.backends import HIDDEN_STATES, LOGPROBS, Completion, GenerationRequest
 from orchestra.context import Context
 from orchestra.problem import Message
-from orchestra.process_reward import Step
+from orchestra.reward.process_reward import Step
 
 T = TypeVar("T")
 

@@ -24,10 +24,10 @@ from typing import Literal
 from pydantic import Field
 
 from orchestra.answers import extract_answer
-from orchestra.backend import HIDDEN_STATES
+from orchestra.backends import HIDDEN_STATES
 from orchestra.candidate import Candidate
 from orchestra.context import Context
-from orchestra.process_reward import PRMSpec, get_process_reward_model, score_steps
+from orchestra.reward.process_reward import PRMSpec, get_process_reward_model, score_steps
 from orchestra.techniques.step_generation import PartialAnswer, StepGenerator, StepParams
 from orchestra.techniques.voting import tally
 

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Mapping
 
-from orchestra.backend import GenerationRequest
+from orchestra.backends import GenerationRequest
 from orchestra.context import Context
 from orchestra.problem import Message
 

@@ -21,7 +21,7 @@ import asyncio
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestra.backend import CONTINUATION, LOGPROBS, GenerationRequest
+from orchestra.backends import CONTINUATION, LOGPROBS, GenerationRequest
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message

@@ -31,8 +31,16 @@ from typing import Any
 
 import pytest
 
-from orchestra.backend import BackendInfo, Completion, GenerationRequest, GenerationResult, register_backend
-from orchestra.recipe import ModelSpec
+from orchestra.backends import (
+    BACKENDS,
+    Backend,
+    BackendInfo,
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+    ModelSpec,
+    Prompt,
+)
 from orchestra.usage import Usage
 
 PARAMETERS = 1000
@@ -95,7 +103,7 @@ class FakeLog:
     instances: int = 0
 
 
-class FakeBackend:
+class FakeBackend(Backend):
     """Scripted backend; class attributes let a test steer it (reset by the fixture)."""
 
     capabilities = frozenset({"logprobs", "continuation"})
@@ -111,7 +119,7 @@ class FakeBackend:
     next_token: Callable[[str], dict[str, float] | None] | None = None
 
     def __init__(self, spec: ModelSpec):
-        self.spec = spec
+        super().__init__(spec)
         self.busy_seconds = 0.0
         self.closed = False
         FakeBackend.log.instances += 1
@@ -133,11 +141,11 @@ class FakeBackend:
             return request.prompt
         return "\n".join(f"{m.role}: {m.content}" for m in request.messages or ())
 
-    def count_prompt_tokens(self, request: GenerationRequest) -> int:
-        return len(self.render(request).split())
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        prompt = self.render(request)
+    async def complete(self, request: GenerationRequest, prepared: Prompt) -> GenerationResult:
+        prompt = prepared.text
         log = FakeBackend.log
         log.calls.append(
             Call(
@@ -168,7 +176,7 @@ class FakeBackend:
             ]
         finally:
             log.in_flight -= 1
-        prompt_tokens = self.count_prompt_tokens(request)
+        prompt_tokens = prepared.tokens
         completion_tokens = sum(c.completion_tokens for c in completions)
         usage = Usage(
             calls=1,
@@ -215,14 +223,14 @@ class FakeBackend:
 def fake_backend(monkeypatch, tmp_path):
     """Register FakeBackend as "fake", with a fresh log, no cached backend instances,
     and $ORCHESTRA_HOME in tmp_path so no test touches the user's generation cache."""
-    from orchestra import engine
+    from orchestra.backends import base as backends_base
 
-    register_backend("fake", FakeBackend)
+    BACKENDS.add("fake", FakeBackend)
     FakeBackend.reset()
-    engine._BACKENDS.clear()
+    backends_base._LOADED.clear()
     monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path / "orchestra-home"))
     yield FakeBackend
-    engine._BACKENDS.clear()
+    backends_base._LOADED.clear()
     FakeBackend.reset()
 
 

@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_backend import FakeBackend  # noqa: E402
 
-from orchestra.backend import register_backend  # noqa: E402
+from orchestra.backends import BACKENDS  # noqa: E402
 from orchestra.search.study import SearchSettings, run_worker  # noqa: E402
 
 if __name__ == "__main__":
     settings_path, worker, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    register_backend("fake", FakeBackend)
+    BACKENDS.add("fake", FakeBackend)
     FakeBackend.delay = delay
     if len(sys.argv) > 4:
         barrier = Path(sys.argv[4])

@@ -14,12 +14,13 @@ import pytest
 from fake_backend import FakeBackend, fake_backend, write_sums  # noqa: F401  (fake_backend is a fixture)
 
 import orchestra
-from orchestra.backend import GenerationRequest
+from orchestra.backends import GenerationRequest
 from orchestra.budget import Limits, Meter
 from orchestra.candidate import Candidate
 from orchestra.context import Context, Ledger, ModelHandle
 from orchestra.problem import Problem
-from orchestra.recipe import ModelSpec, Recipe
+from orchestra.backends import ModelSpec
+from orchestra.recipe import Recipe
 from orchestra.scorer import get_scorer
 from orchestra.techniques.critic import CriticParams, critic
 from orchestra.techniques.fuse import FuseParams, fuse
@@ -34,7 +35,7 @@ PROBLEM = Problem.from_prompt("p0", "Compute 3 + 4 = ?")
 
 def context(problem: Problem = PROBLEM, node: str = "node") -> Context:
     backend = FakeBackend(ModelSpec(backend="fake", model="fake-model"))
-    handle = ModelHandle("m", "fake", backend, Ledger([Meter("per-problem", Limits())]), node, None)
+    handle = ModelHandle("m", backend, Ledger([Meter("per-problem", Limits())]), node, None)
     return Context(problem=problem, node=node, task=None, models={"m": handle}, default_model="m",
                    seed=11, rng=random.Random(11))
 

@@ -19,13 +19,15 @@ from fake_backend import (  # noqa: F401  (fake_backend is a fixture)
 from typer.testing import CliRunner
 
 import orchestra
-from orchestra.backend import GenerationRequest
+from orchestra.backends import GenerationRequest
 from orchestra.budget import Limits, Meter
 from orchestra.cache import GenerationCache
 from orchestra.context import Ledger, ModelHandle
-from orchestra.engine import Engine, get_backend, node_seed
+from orchestra.backends import get_backend
+from orchestra.executor import Executor, node_seed
 from orchestra.problem import Message, Problem
-from orchestra.recipe import ModelSpec, Recipe
+from orchestra.backends import ModelSpec
+from orchestra.recipe import Recipe
 from orchestra.results import RunResult
 from orchestra.run_folder import RunFolder, RunFolderMismatch
 from orchestra.tasks import load_task
@@ -174,7 +176,7 @@ def test_failed_node_does_not_leave_siblings_running(tmp_path: Path, fake_backen
     fake_backend.fail_when = lambda request, prompt: request.max_tokens == 13 and "2 + 1" in prompt
     fake_backend.delay = lambda request, prompt: 0.0 if request.max_tokens == 13 else (0.05 if "2 + 1" in prompt else 0.2)
     task = load_task(sums(2))
-    engine = Engine(rec, task=task, folder=RunFolder(tmp_path / "run"), concurrency=1)
+    engine = Executor(rec, task=task, folder=RunFolder(tmp_path / "run"), concurrency=1)
     result = asyncio.run(engine.run(task.problems("test")))
     assert [r.status for r in result.results] == ["error", "ok"]
     reported = sum((r.usage for r in result.results), Usage())
@@ -286,7 +288,7 @@ def test_larger_n_extends_cached_samples(tmp_path: Path, fake_backend, sums) -> 
 def handle(tmp_path: Path) -> ModelHandle:
     backend = FakeBackend(ModelSpec(backend="fake"))
     ledger = Ledger([Meter("per-problem", Limits())])
-    return ModelHandle("m", "fake:x", backend, ledger, "node", GenerationCache(tmp_path / "c.sqlite"))
+    return ModelHandle("m", backend, ledger, "node", GenerationCache(tmp_path / "c.sqlite"))
 
 
 MESSAGES = (Message(role="user", content="Compute 1 + 1 ="),)
@@ -442,9 +444,9 @@ def test_default_cache_lives_under_orchestra_home(tmp_path: Path, fake_backend, 
 
 
 def test_cli_run_end_to_end(tmp_path: Path, fake_backend, sums, monkeypatch) -> None:
-    from orchestra import cli
+    from orchestra import cli, terminal
 
-    monkeypatch.setattr(cli.console, "_width", 300)
+    monkeypatch.setattr(terminal.console, "_width", 300)
     path = tmp_path / "r.yaml"
     path.write_text(recipe().to_yaml())
     out = tmp_path / "run"

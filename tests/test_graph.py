@@ -11,7 +11,7 @@ import pytest
 from fake_backend import fake_backend  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
-from orchestra import cli
+from orchestra import cli, terminal
 from orchestra.errors import RecipeError, format_location
 from orchestra.graph import build_graph, dag_problems, draw, execution_layers
 from orchestra.recipe import load_recipe, recipe_from_dict
@@ -171,8 +171,8 @@ nodes:
 @pytest.fixture
 def runner(monkeypatch) -> CliRunner:
     # rich wraps at 80 columns when not on a terminal; long tmp paths would be folded.
-    monkeypatch.setattr(cli.console, "_width", 300)
-    monkeypatch.setattr(cli.errors, "_width", 300)
+    monkeypatch.setattr(terminal.console, "_width", 300)
+    monkeypatch.setattr(terminal.errors, "_width", 300)
     return CliRunner()
 
 

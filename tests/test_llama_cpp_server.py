@@ -13,11 +13,13 @@ import httpx
 import pytest
 
 import orchestra
-from orchestra import engine
-from orchestra.backend import GenerationRequest
+from orchestra.backends import base as backends_base
+from orchestra.backends import GenerationRequest
 from orchestra.models import resolve
 from orchestra.problem import Message
-from orchestra.recipe import DEFAULT_MODEL, ModelSpec, Recipe
+from orchestra.backends import ModelSpec
+from orchestra.backends import DEFAULT_MODEL
+from orchestra.recipe import Recipe
 from orchestra.server.background import free_port
 
 pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server] (in the `test` extra)")
@@ -68,9 +70,9 @@ def llama_server(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def fresh_backends():
-    engine._BACKENDS.clear()
+    backends_base._LOADED.clear()
     yield
-    engine._BACKENDS.clear()
+    backends_base._LOADED.clear()
 
 
 def test_a_recipe_runs_end_to_end_against_llama_cpp(llama_server, tmp_path):
@@ -89,7 +91,7 @@ def test_a_recipe_runs_end_to_end_against_llama_cpp(llama_server, tmp_path):
     usage = result.summary.usage
     assert usage.estimated_calls == 0  # llama.cpp reports usage
     assert usage.completion_tokens > 0 and usage.prompt_tokens > 20 * 2
-    [backend] = engine._BACKENDS.values()
+    [backend] = backends_base._LOADED.values()
     assert backend.accepts_n is False  # llama.cpp answers one choice whatever n is: single calls filled in
     assert backend.tokenizer is not None  # the default model's own tokenizer estimates before each call
     for r in result.results:

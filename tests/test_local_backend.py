@@ -7,10 +7,10 @@ import asyncio
 import pytest
 import torch
 
-from orchestra.backend import GenerationRequest
-from orchestra.engine import get_backend
+from orchestra.backends import GenerationRequest
+from orchestra.backends import get_backend
 from orchestra.problem import Message
-from orchestra.recipe import ModelSpec
+from orchestra.backends import ModelSpec
 
 pytestmark = pytest.mark.model
 

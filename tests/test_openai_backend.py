@@ -9,12 +9,13 @@ import time
 import pytest
 
 from fake_openai_server import FakeOpenAIServer
-from orchestra.backend import BackendUnavailable, GenerationRequest
+from orchestra.backends import BackendUnavailable, GenerationRequest
 from orchestra.backends.endpoint_pool import RemoteError, ServerUnavailable, retry_after_seconds
 from orchestra.backends.openai_http import ContextLengthExceeded, OpenAIBackend
 from orchestra.errors import RecipeError
 from orchestra.problem import Message
-from orchestra.recipe import ModelSpec, Recipe
+from orchestra.backends import ModelSpec
+from orchestra.recipe import Recipe
 
 QUESTION = (Message(role="user", content="Compute 3 + 4 ="),)
 
@@ -208,7 +209,7 @@ def test_recipe_validation_of_openai_options():
         recipe({"backend": "openai", "model": "x"})
     with pytest.raises(RecipeError, match="not an http"):
         recipe({"backend": "openai", "model": "x", "openai": {"endpoints": ["localhost:8000"]}})
-    with pytest.raises(RecipeError, match="for backend 'openai', not 'local'"):
+    with pytest.raises(RecipeError, match="is not a setting of backend 'local'"):
         recipe({"model": "x", "openai": {"endpoints": "http://a/v1"}})
     with pytest.raises(RecipeError, match="unknown key"):
         recipe({"backend": "openai", "model": "x", "openai": {"endpoints": "http://a/v1", "api_key": "sk-oops"}})

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 import orchestra
 from orchestra import Recipe, RecipeError
+from orchestra import registry as registry_module
 from orchestra import scorer as scorer_module
 from orchestra import technique as technique_module
 from orchestra.candidate import Candidate
@@ -72,22 +73,21 @@ def test_entry_points_register_third_party_techniques_and_scorers(monkeypatch, t
             return [EntryPoint("plugin", "orchestra_test_plugin", group)]
         return []
 
-    monkeypatch.setattr(technique_module, "entry_points", fake_entry_points)
-    monkeypatch.setattr(scorer_module, "entry_points", fake_entry_points)
-    monkeypatch.setattr(technique_module, "_loaded", False)
-    monkeypatch.setattr(scorer_module, "_loaded", False)
+    monkeypatch.setattr(registry_module, "entry_points", fake_entry_points)
+    monkeypatch.setattr(technique_module.TECHNIQUES, "_loaded", False)
+    monkeypatch.setattr(scorer_module.SCORERS, "_loaded", False)
     assert "plugin_identity" in technique_module.techniques()
     assert "plugin_length" in scorer_module.scorers()
     monkeypatch.delitem(sys.modules, "orchestra_test_plugin")
 
 
 def test_a_scorer_needing_logprobs_fails_at_validation_on_a_backend_without_them(fake_backend):  # noqa: F811
-    from orchestra.backend import register_backend
+    from orchestra.backends import BACKENDS
 
     class NoLogprobs(fake_backend):  # type: ignore[misc, valid-type]
         capabilities = frozenset()
 
-    register_backend("fake-no-logprobs", NoLogprobs)
+    BACKENDS.add("fake-no-logprobs", NoLogprobs)
     data = vote_recipe()
     data["models"]["m"]["backend"] = "fake-no-logprobs"
     data["nodes"][1] = {"id": "pick", "technique": "best_of_n", "inputs": ["samples"], "params": {"scorer": "mean_logprob"}}

@@ -11,14 +11,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from orchestra.backend import GenerationRequest
+from orchestra.backends import GenerationRequest
 from orchestra.cli import app
 from orchestra.context import Context, Ledger, ModelHandle
-from orchestra.engine import get_backend
-from orchestra.probe_features import continuation_messages, prefix_hidden_states
-from orchestra.probe_head import load_probe
-from orchestra.process_reward import PRMSpec, score_steps, split_steps
-from orchestra.recipe import ModelSpec
+from orchestra.backends import get_backend
+from orchestra.reward.probe_features import continuation_messages, prefix_hidden_states
+from orchestra.reward.probe_head import load_probe
+from orchestra.reward.process_reward import PRMSpec, score_steps, split_steps
+from orchestra.backends import ModelSpec
 from orchestra.tasks import load_task
 
 pytestmark = pytest.mark.model
@@ -58,7 +58,7 @@ def test_reward_train_writes_a_small_probe_for_the_model(trained) -> None:
 def test_prefix_state_is_the_models_last_layer_state_at_the_prefix_end() -> None:
     """What the probe reads really is the final (normed) hidden state at the prefix's last token."""
     backend = get_backend(SPEC)
-    handle = ModelHandle(alias="m", model_key="local", backend=backend, ledger=Ledger(meters=[]), node="t")
+    handle = ModelHandle(alias="m", backend=backend, ledger=Ledger(meters=[]), node="t")
     problem = load_task(TASK).problems("train", 1)[0]
     prefix = "Let me add the numbers.\n\n"
     [state] = asyncio.run(prefix_hidden_states(handle, problem.messages, [prefix]))
@@ -73,7 +73,7 @@ def test_prefix_state_is_the_models_last_layer_state_at_the_prefix_end() -> None
 def test_probe_prm_scores_real_steps(trained) -> None:
     out, _ = trained
     backend = get_backend(SPEC)
-    handle = ModelHandle(alias="m", model_key="local", backend=backend, ledger=Ledger(meters=[]), node="t")
+    handle = ModelHandle(alias="m", backend=backend, ledger=Ledger(meters=[]), node="t")
     task = load_task(TASK)
     problem = task.problems("test", 1)[0]
     ctx = Context(problem, "search", task, {"m": handle}, "m", 0, random.Random(0))

@@ -12,7 +12,8 @@ from fake_backend import fake_backend  # noqa: F401  (fixture)
 
 from orchestra.budget import Budget, Limits
 from orchestra.errors import RecipeError, format_location
-from orchestra.recipe import ModelSpec, Node, Recipe, load_recipe, recipe_from_dict
+from orchestra.backends import ModelSpec
+from orchestra.recipe import Node, Recipe, load_recipe, recipe_from_dict
 
 pytestmark = pytest.mark.usefixtures("fake_backend")
 

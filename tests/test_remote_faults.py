@@ -12,16 +12,16 @@ import pytest
 import orchestra
 from fake_backend import write_sums
 from fake_openai_server import FakeOpenAIServer
-from orchestra import engine
+from orchestra.backends import base as backends_base
 from orchestra.recipe import Recipe
 
 
 @pytest.fixture(autouse=True)
 def fresh_backends(monkeypatch, tmp_path):
-    engine._BACKENDS.clear()
+    backends_base._LOADED.clear()
     monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path / "home"))
     yield
-    engine._BACKENDS.clear()
+    backends_base._LOADED.clear()
 
 
 def remote_vote(*servers: FakeOpenAIServer, n: int = 4, **options) -> Recipe:
@@ -114,7 +114,7 @@ def test_a_server_back_within_the_retry_window_costs_no_problem(tmp_path):
         finally:
             timer.join()
         assert [r.status for r in result.results] == ["ok"] * 6 and result.accuracy == 1.0
-        [backend] = engine._BACKENDS.values()
+        [backend] = backends_base._LOADED.values()
         assert backend.pool.endpoints[0].failures >= 2  # it really was down for a while
 
 
@@ -126,7 +126,7 @@ def test_when_one_of_two_servers_dies_the_other_finishes_the_run(tmp_path):
         result = orchestra.run(remote_vote(doomed, steady, retries=3), task, cache=False, concurrency=4)
         assert all(r.status == "ok" for r in result.results) and result.accuracy == 1.0
         assert len(steady.completions()) >= 10 - 2
-        [backend] = engine._BACKENDS.values()
+        [backend] = backends_base._LOADED.values()
         dead = next(e for e in backend.pool.endpoints if e.url == doomed.url)
         assert dead.failures >= 1 and dead.ok == 2
 
@@ -142,7 +142,7 @@ def test_the_example_recipe_spreads_its_calls_over_its_endpoints(tmp_path):
         options = spec.openai.model_copy(update={"endpoints": (a.url, b.url)})
         spec = spec.model_copy(update={"openai": options, "model": "fake-served"})
         recipe = shipped.model_copy(update={"models": {"small": spec}})
-        engine._BACKENDS.clear()
+        backends_base._LOADED.clear()
         result = orchestra.run(recipe, task, cache=False)
         assert result.accuracy == 1.0
         assert len(a.completions()) >= 2 and len(b.completions()) >= 2

@@ -12,14 +12,14 @@ import torch
 from fake_backend import FakeBackend, fake_backend, write_sums  # noqa: F401  (fixture)
 from safetensors.torch import save_file
 
-from orchestra.backend import GenerationRequest, GenerationResult
+from orchestra.backends import GenerationRequest, GenerationResult, Prompt
 from orchestra.context import Context, Ledger, ModelHandle
-from orchestra.probe_features import continuation_messages
-from orchestra.probe_head import ProbeHead, ProbeMetadata, load_probe, read_metadata, save_probe, train_head
-from orchestra.process_reward import PRMSpec, Step, score_steps, split_steps
-from orchestra.recipe import ModelSpec
-from orchestra.reward_training import LabelledStep, LabellingSettings, fit_probe, label_problems, split_problems
-from orchestra.roc_auc import roc_auc
+from orchestra.reward.probe_features import continuation_messages
+from orchestra.reward.probe_head import ProbeHead, ProbeMetadata, load_probe, read_metadata, save_probe, train_head
+from orchestra.reward.process_reward import PRMSpec, Step, score_steps, split_steps
+from orchestra.backends import ModelSpec
+from orchestra.reward.training import LabelledStep, LabellingSettings, fit_probe, label_problems, split_problems
+from orchestra.reward.roc_auc import roc_auc
 from orchestra.tasks import load_task
 
 # --- AUC ----------------------------------------------------------------------------------
@@ -62,11 +62,11 @@ class StatefulFake(FakeBackend):
 
     capabilities = frozenset({"logprobs", "continuation", "hidden_states"})
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        result = await super().generate(request)
+    async def complete(self, request: GenerationRequest, prompt: Prompt) -> GenerationResult:
+        result = await super().complete(request, prompt)
         if not request.hidden_states:
             return result
-        state = fake_state(self.render(request))
+        state = fake_state(prompt.text)
         completions = tuple(c.model_copy(update={"hidden_states": (state,) * c.completion_tokens}) for c in result.completions)
         return result.model_copy(update={"completions": completions})
 
@@ -88,7 +88,7 @@ def script(request: GenerationRequest, prompt: str, index: int) -> str:
 
 
 def handle_for(backend) -> ModelHandle:
-    return ModelHandle(alias="m", model_key="fake", backend=backend, ledger=Ledger(meters=[]), node="test")
+    return ModelHandle(alias="m", backend=backend, ledger=Ledger(meters=[]), node="test")
 
 
 def label(tmp_path: Path, settings: LabellingSettings, problems: int = 1):

@@ -19,7 +19,7 @@ from orchestra.cache import GenerationCache
 from orchestra.metrics import pass_at_k
 from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult, RunResult, RunSummary
-from orchestra.scaling import (
+from orchestra.scaling.sweep import (
     ScaleError,
     ScaleObserver,
     parse_sample_counts,
@@ -28,7 +28,7 @@ from orchestra.scaling import (
     scale,
     with_sample_count,
 )
-from orchestra.scaling_report import CSV_COLUMNS, plot_curves, scale_table, write_csv
+from orchestra.scaling.report import CSV_COLUMNS, plot_curves, scale_table, write_csv
 from orchestra.technique import technique
 from orchestra.usage import Usage
 
@@ -190,9 +190,9 @@ def test_several_sample_nodes_scale_together_without_pool_estimates(tmp_path: Pa
 
 
 def test_cli_scale_writes_table_csv_and_plot(tmp_path: Path, fake_backend, monkeypatch) -> None:
-    from orchestra import cli
+    from orchestra import cli, terminal
 
-    monkeypatch.setattr(cli.console, "_width", 300)
+    monkeypatch.setattr(terminal.console, "_width", 300)
     path = tmp_path / "vote.yaml"
     path.write_text(recipe(n=4).to_yaml())
     out = tmp_path / "curve"
@@ -208,7 +208,7 @@ def test_cli_scale_writes_table_csv_and_plot(tmp_path: Path, fake_backend, monke
 
 
 def test_cli_scale_errors(tmp_path: Path, fake_backend) -> None:
-    from orchestra import cli
+    from orchestra import cli, terminal
 
     path = tmp_path / "vote.yaml"
     path.write_text(recipe(n=4).to_yaml())
@@ -260,7 +260,7 @@ def test_scale_on_the_real_model_replays_the_pool(tmp_path: Path) -> None:
 
 
 def test_plot_titles_wrap_long_task_specs_at_their_separators() -> None:
-    from orchestra.scaling_report import _wrap
+    from orchestra.scaling.report import _wrap
 
     title = "quickstart on reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_digits=1&operators=[+] (test)"
     lines = _wrap(title, 50).split("\n")

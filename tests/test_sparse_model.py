@@ -10,13 +10,13 @@ import json
 import pytest
 import torch
 
-from orchestra.backend import GenerationRequest
+from orchestra.backends import GenerationRequest
 from orchestra.backends.local_engine import EngineConfig, InferenceEngine, SamplingParams
 from orchestra.kernels import teal_calibration
 from orchestra.kernels.sparse_draft import sparse_draft_forward
 from orchestra.kernels.sparse_mlp import CoreNeuronMLP, TealMLP, build_mlp_plugin
 from orchestra.models import load_pretrained
-from orchestra.recipe import ModelSpec
+from orchestra.backends import ModelSpec
 
 pytestmark = pytest.mark.model
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 import orchestra
-from orchestra.backend import GenerationRequest
-from orchestra.engine import get_backend
+from orchestra.backends import GenerationRequest
+from orchestra.backends import get_backend
 from orchestra.problem import Message
-from orchestra.process_reward import process_reward_model
-from orchestra.recipe import ModelSpec, Recipe
+from orchestra.reward.process_reward import process_reward_model
+from orchestra.backends import ModelSpec
+from orchestra.recipe import Recipe
 from test_engine import traces
 
 pytestmark = pytest.mark.model

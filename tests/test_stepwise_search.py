@@ -21,8 +21,9 @@ import orchestra
 from orchestra.budget import Meter
 from orchestra.context import Context, Ledger, ModelHandle
 from orchestra.problem import Problem
-from orchestra.process_reward import PRMSpec, Step, score_steps
-from orchestra.recipe import ModelSpec, Recipe
+from orchestra.reward.process_reward import PRMSpec, Step, score_steps
+from orchestra.backends import ModelSpec
+from orchestra.recipe import Recipe
 from orchestra.techniques.step_generation import PartialAnswer, StepGenerator, StepParams
 from test_engine import traces
 
@@ -62,7 +63,7 @@ def run(tmp_path: Path, technique: str, budget: dict | None = None, **params):
 def context(fake_backend, meters: list[Meter] | None = None) -> Context:
     backend = fake_backend(ModelSpec(backend="fake", model="fake-model"))
     ledger = Ledger(meters=meters or [])
-    handle = ModelHandle("m", "fake:fake-model", backend, ledger, "search")
+    handle = ModelHandle("m", backend, ledger, "search")
     problem = Problem.from_prompt("p0", "Compute 2 + 1 =")
     return Context(problem, "search", None, {"m": handle}, "m", seed=0, rng=random.Random(0))
 
@@ -218,9 +219,9 @@ def test_a_prm_needing_what_the_backend_lacks_fails_validation(fake_backend) -> 
     class NoLogprobs(FakeBackend):
         capabilities = frozenset({"continuation"})
 
-    from orchestra.backend import register_backend
+    from orchestra.backends import BACKENDS
 
-    register_backend("fake_plain", NoLogprobs)
+    BACKENDS.add("fake_plain", NoLogprobs)
     with pytest.raises(Exception, match="logprobs"):
         Recipe.model_validate({
             "name": "x", "models": {"m": {"backend": "fake_plain"}},

@@ -101,13 +101,13 @@ def test_load_task_answer_format_options() -> None:
 
 
 def test_known_kinds() -> None:
-    assert set(known_task_kinds()) == {"reasoning_gym", "humaneval", "jsonl"}
+    assert {"reasoning_gym", "humaneval", "jsonl"} <= set(known_task_kinds())
 
 
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("nosuchkind:foo", "known kinds: reasoning_gym"),
+        ("nosuchkind:foo", "unknown task kind .nosuchkind.*known: .*reasoning_gym"),
         ("reasoning_gym:basic_arithmetc", "basic_arithmetic"),
         ("reasoning_gym:basic_arithmetic?max_term=2", "'max_term'"),
         ("reasoning_gym:basic_arithmetic?min_terms=5&max_terms=2", "invalid config"),

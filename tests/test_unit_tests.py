@@ -12,7 +12,7 @@ import pytest
 from fake_backend import FakeBackend, fake_backend  # noqa: F401  (fake_backend is a fixture)
 
 import orchestra
-from orchestra.backend import BackendInfo, Completion, GenerationRequest, GenerationResult, register_backend
+from orchestra.backends import BACKENDS, BackendInfo, Completion, GenerationRequest, GenerationResult, Prompt
 from orchestra.context import Context
 from orchestra.problem import Problem
 from orchestra.recipe import Recipe, load_recipe
@@ -256,22 +256,22 @@ TESTS = (
 class ScriptedCoder(FakeBackend):
     """Answers code prompts with CODE and test prompts with TESTS, by sample index."""
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        prompt = self.render(request)
+    async def complete(self, request: GenerationRequest, prepared: Prompt) -> GenerationResult:
+        prompt = prepared.text
         script = TESTS if "assert statements that test" in prompt else CODE
         completions = tuple(
             Completion(text=script[(request.first_index + i) % len(script)], completion_tokens=10, finish_reason="stop")
             for i in range(request.n)
         )
         FakeBackend.log.calls.append(prompt)  # type: ignore[arg-type]
-        tokens = self.count_prompt_tokens(request)
+        tokens = prepared.tokens
         usage = Usage(calls=1, prompt_tokens=tokens, completion_tokens=10 * request.n)
         return GenerationResult(completions=completions, prompt_tokens=tokens, usage=usage)
 
 
 @pytest.fixture
 def coder(fake_backend):
-    register_backend("scripted-coder", ScriptedCoder)
+    BACKENDS.add("scripted-coder", ScriptedCoder)
     return ScriptedCoder
 
 

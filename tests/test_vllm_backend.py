@@ -17,11 +17,12 @@ import pytest
 
 import orchestra
 from fake_backend import correct_answer, write_sums
-from orchestra import engine
-from orchestra.backend import BackendUnavailable, GenerationRequest
+from orchestra.backends import base as backends_base
+from orchestra.backends import BackendUnavailable, GenerationRequest
 from orchestra.errors import RecipeError
 from orchestra.problem import Message
-from orchestra.recipe import ModelSpec, Recipe
+from orchestra.backends import ModelSpec
+from orchestra.recipe import Recipe
 
 
 @dataclass
@@ -111,9 +112,9 @@ def fake_vllm(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "vllm", module)
     monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path / "home"))
     LLM.instances = []
-    engine._BACKENDS.clear()
+    backends_base._LOADED.clear()
     yield module
-    engine._BACKENDS.clear()
+    backends_base._LOADED.clear()
 
 
 def spec(**vllm_options) -> ModelSpec:
@@ -231,6 +232,6 @@ def test_without_vllm_the_message_says_how_to_install_it(monkeypatch, tmp_path):
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: r\nmodels: {m: {backend: vllm, model: org/x}}\nnodes: [{id: a, technique: sample}]\n")
-    engine._BACKENDS.clear()
+    backends_base._LOADED.clear()
     outcome = CliRunner().invoke(app, ["run", str(recipe), "--limit", "1", "--no-cache", "--out", str(tmp_path / "o")])
     assert outcome.exit_code == 2 and "orchestra[vllm]" in outcome.output

@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from orchestra.budget import Limits
 from orchestra.cache import GenerationCache
-from orchestra.engine import Engine
+from orchestra.executor import Executor
 from orchestra.problem import Problem
 from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult
@@ -64,7 +64,7 @@ class ServedRecipe:
 
     def __init__(self, recipe: Recipe, cache: GenerationCache | None):
         self.recipe = recipe
-        self.engine = Engine(recipe, cache=cache)  # loads the recipe's models now, not at the first request
+        self.engine = Executor(recipe, cache=cache)  # loads the recipe's models now, not at the first request
         self.created = int(time.time())
 
     def problems(self, request: ChatRequest) -> list[Problem]:

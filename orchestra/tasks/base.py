@@ -1,13 +1,15 @@
-"""What every task provides: problems in fixed splits, answer extraction, and a scorer."""
+"""What every task provides: problems in fixed splits, answer extraction, and a scorer;
+and the registry of task kinds (`reasoning_gym`, `humaneval`, `jsonl`, plugins')."""
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import Literal
+from typing import ClassVar, Literal
 
 from orchestra.answers import AnswerFormat, extract_answer, normalize_answer
 from orchestra.problem import Problem
+from orchestra.registry import Registry
 
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[Split, ...] = ("train", "dev", "test")
@@ -60,6 +62,11 @@ class Task(ABC):
     problems, in the same order, so runs, comparisons and searches line up.
     """
 
+    #: What the NAME of a `KIND:NAME` spec is for this kind ("a dataset name"); None: it takes none.
+    name_is: ClassVar[str | None] = None
+    #: The answer format of a spec that sets none (`answer=`, `marker=`, `pattern=` override it).
+    default_answer_format: ClassVar[AnswerFormat] = AnswerFormat()
+
     #: The spec this task was loaded from, e.g. "reasoning_gym:chain_sum?max_terms=2".
     spec: str
     #: How a final answer is pulled out of a completion (overridable per task spec).
@@ -79,3 +86,18 @@ class Task(ABC):
     @abstractmethod
     def score(self, problem: Problem, text: str, answer: str | None) -> float:
         """1.0 for a correct answer, 0.0 for a wrong one (partial credit in between)."""
+
+
+#: Task classes by kind, the first part of a task spec. A class is built as
+#: `cls(name, spec=..., answer_format=..., **options)` (no `name` when `name_is` is None);
+#: plugins register through the `orchestra.tasks` entry-point group.
+TASK_KINDS: Registry[type[Task]] = Registry(
+    "task kind",
+    "orchestra.tasks",
+    ["orchestra.tasks.reasoning_gym_task", "orchestra.tasks.humaneval_task", "orchestra.tasks.jsonl_task"],
+)
+
+
+def task_kind(name: str):
+    """Class decorator: register a `Task` subclass as the task kind `name`."""
+    return TASK_KINDS.decorator(name)

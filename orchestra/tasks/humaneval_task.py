@@ -14,7 +14,7 @@ from typing import Any
 from orchestra.answers import AnswerFormat
 from orchestra.problem import Problem
 from orchestra.sandbox import SandboxLimits, run_python
-from orchestra.tasks.base import Split, Task
+from orchestra.tasks.base import Split, Task, task_kind
 from orchestra.tasks.base import check_limit, check_split, stable_split
 
 
@@ -50,6 +50,7 @@ def check_program(problem: Problem, code: str) -> str:
     return f"{solution_module(problem, code)}\n\n{tests}{call}"
 
 
+@task_kind("humaneval")
 class HumanEvalTask(Task):
     """The 164 HumanEval problems, split 60/20/20 by a stable hash of the task id.
 

@@ -18,9 +18,11 @@ from orchestra.tasks.base import (
     check_limit,
     check_split,
     stable_split,
+    task_kind,
 )
 
 
+@task_kind("jsonl")
 class JsonlTask(Task):
     """One problem per line of a JSONL file; scored by exact match after normalisation.
 
@@ -29,6 +31,7 @@ class JsonlTask(Task):
     (default: a stable hash of the id) that pins the row to train/dev/test.
     """
 
+    name_is = "a file path"
     default_answer_format = AnswerFormat()
 
     def __init__(

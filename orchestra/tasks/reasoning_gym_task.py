@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestra.answers import AnswerFormat
 from orchestra.problem import Problem
-from orchestra.tasks.base import SPLITS, Split, Task
+from orchestra.tasks.base import SPLITS, Split, Task, task_kind
 from orchestra.tasks.base import answer_instruction, check_limit, check_split
 
 DEFAULT_SIZE = 200
@@ -51,6 +51,7 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+@task_kind("reasoning_gym")
 class ReasoningGymTask(Task):
     """One reasoning-gym dataset with a given config; each split holds `size` problems.
 
@@ -58,6 +59,7 @@ class ReasoningGymTask(Task):
     split seeds, default 0); everything else is the dataset's own config.
     """
 
+    name_is = "a dataset name"
     default_answer_format = AnswerFormat()
 
     def __init__(

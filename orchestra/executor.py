@@ -15,33 +15,19 @@ import time
 import traceback
 from collections.abc import Callable
 
-from orchestra.backend import Backend, backend_class
+from orchestra.backends import Backend, get_backend
 from orchestra.budget import BudgetExceeded, Limits, Meter
 from orchestra.cache import GenerationCache
 from orchestra.candidate import Candidate
 from orchestra.context import Context, Ledger, ModelHandle
 from orchestra.graph import execution_layers
 from orchestra.problem import Problem
-from orchestra.recipe import ModelSpec, Recipe
+from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult, RunResult, RunSummary
 from orchestra.run_folder import RunFolder
 from orchestra.tasks import Task
 from orchestra.usage import Usage
 from orchestra.technique import get_technique
-
-#: Keyed by the spec's JSON: specs with engine options (dicts) are not hashable.
-_BACKENDS: dict[str, Backend] = {}
-
-
-def get_backend(spec: ModelSpec) -> Backend:
-    """One backend per model spec per process: a model is loaded once, whatever uses it."""
-    key = spec.model_dump_json()
-    backend = _BACKENDS.get(key)
-    if backend is None:
-        backend = backend_class(spec.backend)(spec)
-        _BACKENDS[key] = backend
-    return backend
-
 
 def node_seed(recipe_seed: int, problem_id: str, node_id: str) -> int:
     """Stable across processes (unlike hash()), so reruns hit the generation cache."""
@@ -62,7 +48,7 @@ async def _all_or_nothing(coroutines: list) -> list:
         raise
 
 
-class Engine:
+class Executor:
     """Executes one recipe; `run` may be called for several problem lists."""
 
     def __init__(
@@ -136,7 +122,7 @@ class Engine:
         return RunResult(results=ordered, summary=summary, out=str(self.folder.path) if self.folder else None)
 
     def _model_seconds(self) -> float:
-        return sum(getattr(b, "busy_seconds", 0.0) for b in set(self.backends.values()))
+        return sum(b.busy_seconds for b in set(self.backends.values()))
 
     async def run_problem(self, problem: Problem, limits: Limits | None = None) -> ProblemResult:
         """Run the DAG on one problem; `limits` adds a budget of its own (a served request's)."""
@@ -192,16 +178,8 @@ class Engine:
         inputs = [c for source in node.inputs for c in pools[source]]
         seed = node_seed(self.recipe.seed, problem.id, node_id)
         handles = {
-            # A backend may name its model more exactly than the spec (e.g. the dtype "auto" chose).
-            alias: ModelHandle(
-                alias,
-                getattr(self.backends[alias], "model_key", None) or spec.key(),
-                self.backends[alias],
-                ledger,
-                node_id,
-                self.cache,
-            )
-            for alias, spec in self.recipe.models.items()
+            alias: ModelHandle(alias, self.backends[alias], ledger, node_id, self.cache)
+            for alias in self.recipe.models
         }
         ctx = Context(
             problem=problem,

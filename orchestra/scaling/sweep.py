@@ -367,7 +367,7 @@ def scale(
 
     `cache` is a `GenerationCache` or its path (default: orchestra's shared
     cache); a scaling run cannot do without one. Writes one run folder per n
-    (`out/n8`, ...) and `out/scale.json`; `orchestra.scaling_report` turns the
+    (`out/n8`, ...) and `out/scale.json`; `orchestra.scaling.report` turns the
     result into a CSV table, a terminal table and a plot.
     """
     from orchestra.paths import default_cache_path

@@ -1,11 +1,13 @@
-"""The one protocol every model backend speaks, and how backends are found by name."""
+"""What a model call asks for and gets back: the request, its samples, the call's result.
+
+These are the only types that cross between techniques and backends; they say
+nothing about how a backend generates, so every backend (local engine, vLLM,
+OpenAI-compatible servers, plugins) takes and returns the same ones.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-from importlib.metadata import entry_points
-from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,11 +21,6 @@ from orchestra.usage import Usage
 LOGPROBS = "logprobs"
 CONTINUATION = "continuation"
 HIDDEN_STATES = "hidden_states"
-
-
-class BackendUnavailable(RuntimeError):
-    """A backend cannot start here (an optional package not installed, an API key not set);
-    the message says how to fix it."""
 
 
 class GenerationRequest(BaseModel):
@@ -139,59 +136,3 @@ class BackendInfo(BaseModel):
     name: str
     parameters: int | None = None
     context_length: int | None = None
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """What techniques (through model handles) call. Backends batch concurrent calls."""
-
-    capabilities: frozenset[str]
-
-    @property
-    def info(self) -> BackendInfo: ...
-
-    def count_prompt_tokens(self, request: GenerationRequest) -> int:
-        """Exact prompt length in tokens, so budgets can be checked before the call."""
-        ...
-
-    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
-
-    async def aclose(self) -> None: ...
-
-
-#: Backends shipped with orchestra: name -> "module:Class" (imported lazily).
-BUILTIN_BACKENDS = {
-    "local": "orchestra.backends.local:LocalBackend",
-    "openai": "orchestra.backends.openai_http:OpenAIBackend",
-    "vllm": "orchestra.backends.vllm_engine:VLLMBackend",
-}
-_REGISTERED: dict[str, type] = {}
-
-
-def register_backend(name: str, cls: type) -> None:
-    """Make a backend class available by name in this process (plugins use entry points)."""
-    _REGISTERED[name] = cls
-
-
-def backend_class(name: str) -> type:
-    """Find a backend class by name: built-ins first, then `orchestra.backends` entry points."""
-    if name in _REGISTERED:
-        return _REGISTERED[name]
-    target = BUILTIN_BACKENDS.get(name)
-    if target is None:
-        for ep in entry_points(group="orchestra.backends"):
-            if ep.name == name:
-                return ep.load()
-        known = sorted(set(BUILTIN_BACKENDS) | available_backend_names())
-        raise KeyError(f"unknown backend {name!r}; known backends: {', '.join(known)}")
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def available_backend_names() -> set[str]:
-    return set(BUILTIN_BACKENDS) | set(_REGISTERED) | {ep.name for ep in entry_points(group="orchestra.backends")}
-
-
-def backend_capabilities(name: str) -> frozenset[str]:
-    """Capabilities of a backend without loading any model (a class attribute)."""
-    return frozenset(getattr(backend_class(name), "capabilities", frozenset()))

@@ -8,7 +8,7 @@ state that predicted the first new token, i.e. the state at the partial answer's
 last token. The engine's prefix cache holds the prefix's KV when the partial
 answer was just generated, so this costs about one token of prefill.
 
-Training (`orchestra.reward_training`) and the `probe` PRM both read states here,
+Training (`orchestra.reward.training`) and the `probe` PRM both read states here,
 so the head is applied to exactly the kind of vector it was trained on.
 """
 
@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from orchestra.backend import GenerationRequest
+from orchestra.backends import GenerationRequest
 from orchestra.problem import Message
 
 if TYPE_CHECKING:

@@ -12,7 +12,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from orchestra.recipe import DEFAULT_MODEL
+from orchestra.backends import DEFAULT_MODEL
+from orchestra.cli.inputs import load_models, open_cache
 from orchestra.terminal import console, errors, fail
 
 reward_app = typer.Typer(help="Process reward models: train the hidden-state probe, inspect probe files.", no_args_is_help=True)
@@ -52,15 +53,10 @@ def train(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the generation cache.")] = False,
 ) -> None:
     """Label rollouts automatically, train a probe on the model's hidden states, save it with its held-out AUC."""
-    from orchestra.backend import HIDDEN_STATES, BackendUnavailable
-    from orchestra.cache import GenerationCache
+    from orchestra.backends import HIDDEN_STATES, ModelSpec
     from orchestra.context import Ledger, ModelHandle
-    from orchestra.engine import get_backend
-    from orchestra.models import ModelNotFound
-    from orchestra.paths import default_cache_path
-    from orchestra.probe_head import save_probe
-    from orchestra.recipe import ModelSpec
-    from orchestra.reward_training import LabellingSettings, fit_probe, label_problems, probe_metadata
+    from orchestra.reward.probe_head import save_probe
+    from orchestra.reward.training import LabellingSettings, fit_probe, label_problems, probe_metadata
     from orchestra.tasks import load_task
 
     if head not in ("linear", "mlp"):
@@ -80,15 +76,14 @@ def train(
         raise fail(f"task {task!r} has {len(chosen)} training problems; need at least 2 (one to hold out)")
     try:
         spec = ModelSpec(model=model, dtype=dtype)
-        with console.status(f"loading {model}..."):
-            backend = get_backend(spec)
-    except (ModelNotFound, BackendUnavailable, ValueError) as err:
+    except ValueError as err:
         raise fail(str(err)) from None
+    [backend] = load_models([spec], what=model)
     if HIDDEN_STATES not in backend.capabilities:
         raise fail(f"backend {spec.backend!r} does not return hidden states; the probe needs them")
-    store = None if no_cache else GenerationCache(cache or default_cache_path())
+    store = open_cache(cache, disabled=no_cache)
     handle = ModelHandle(
-        alias="generator", model_key=getattr(backend, "model_key", None) or spec.key(), backend=backend,
+        alias="generator", backend=backend,
         ledger=Ledger(meters=[]), node="reward-train", cache=store,
     )
 
@@ -145,7 +140,7 @@ def _auc_text(auc: float | None) -> str:
 @reward_app.command()
 def show(path: Annotated[Path, typer.Argument(help="A probe file written by `orchestra reward train`.")]) -> None:
     """Print what a probe file records: model, delimiter, training settings, held-out AUC."""
-    from orchestra.probe_head import read_metadata
+    from orchestra.reward.probe_head import read_metadata
 
     try:
         metadata = read_metadata(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from orchestra.scaling import ScaleResult
+from orchestra.scaling.sweep import ScaleResult
 
 #: CSV columns, in order (the fields of ScaleRow but its folder).
 CSV_COLUMNS = (

@@ -8,7 +8,7 @@ the engine's prefix cache reuses its KV) and scored with the task's scorer; the
 prefix's soft label is the mean score of those completions and of the rollout
 itself (also a sample from that prefix). A complete rollout's last prefix is the
 rollout, labelled by its own score. The hidden state at each prefix's last token
-is the probe's input (`orchestra.probe_features`).
+is the probe's input (`orchestra.reward.probe_features`).
 
 Problems, not steps, are split into train and held-out sets: steps of one
 problem are strongly correlated, and a step-level split would report an AUC that
@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestra.backend import GenerationRequest
+from orchestra.backends import GenerationRequest
 from orchestra.context import ModelHandle
-from orchestra.probe_features import continuation_messages, prefix_hidden_states
-from orchestra.probe_head import HeadKind, ProbeHead, ProbeMetadata, train_head
+from orchestra.reward.probe_features import continuation_messages, prefix_hidden_states
+from orchestra.reward.probe_head import HeadKind, ProbeHead, ProbeMetadata, train_head
 from orchestra.problem import Problem
-from orchestra.process_reward import split_steps
-from orchestra.roc_auc import roc_auc
+from orchestra.reward.process_reward import split_steps
+from orchestra.reward.roc_auc import roc_auc
 from orchestra.tasks import Task
 
 

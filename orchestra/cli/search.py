@@ -1,4 +1,4 @@
-"""`orchestra search SPACE --task T --budget B --trials N`: the search command line."""
+"""`orchestra search SPACE --task T --budget B --trials N`: architecture search under a compute budget."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from orchestra.cli.inputs import load_models, open_cache
 from orchestra.tasks import DEFAULT_TASK
 from orchestra.terminal import console, errors, fail
 
@@ -46,8 +47,6 @@ def search(
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once.")] = 32,
 ) -> None:
     """Search a space of recipes for the most accurate one under a compute budget (optuna)."""
-    from orchestra.cache import GenerationCache
-    from orchestra.engine import get_backend
     from orchestra.paths import default_cache_path
     from orchestra.recipe import load_recipe
     from orchestra.tasks import load_task
@@ -95,12 +94,7 @@ def search(
         + (f"; resuming: {already} trials already finished" if already else "")
     )
     if workers == 1:  # spawned workers load their own copy
-        try:
-            with console.status("loading models..."):
-                for spec in space_obj.models.values():
-                    get_backend(spec)
-        except Exception as err:  # ModelNotFound, BackendUnavailable
-            raise fail(str(err)) from None
+        load_models(space_obj.models.values())
     started = time.monotonic()
     with Progress(
         TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
@@ -149,7 +143,7 @@ def search(
                   f"{best.user_attrs['accuracy']:.1%}, {best.user_attrs['cost']:.0f} {cost}/problem)")
     if test_limit:
         winner = best_recipe(best).model_copy(update={"name": f"searched ({space_obj.name})"})
-        store = GenerationCache(settings.cache) if replay and settings.cache else None
+        store = open_cache(settings.cache) if replay and settings.cache else None
         try:
             rows = asyncio.run(holdout([winner, *compared], task_obj, objective, test_limit, cache=store, concurrency=concurrency))
         finally:

@@ -1,0 +1,5 @@
+"""`python -m orchestra.cli ...`, as `orchestra ...`."""
+
+from orchestra.cli import app
+
+app()

@@ -1,0 +1,84 @@
+"""`orchestra run RECIPE [--compare OTHER ...]`: a recipe on a task, accuracy and cost side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from orchestra.cli.inputs import accuracy_progress, load_models, load_problems, load_recipe_or_fail, open_cache
+from orchestra.tasks import DEFAULT_TASK
+from orchestra.terminal import console, errors, fail
+
+
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    task: Annotated[str, typer.Option("--task", "-t", help="Task spec, e.g. reasoning_gym:chain_sum?max_terms=2, humaneval, jsonl:FILE.")] = DEFAULT_TASK,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="Number of problems (default: 20).")] = 20,
+    split: Annotated[str, typer.Option(help="train, dev or test.")] = "test",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/RECIPE-TIME). Reuse one to resume.")] = None,
+    compare: Annotated[Optional[list[Path]], typer.Option(help="Another recipe to run on the same problems, side by side (repeatable).")] = None,
+    concurrency: Annotated[int, typer.Option(help="Problems in flight at once (the backend batches their requests).")] = 32,
+    cache: Annotated[Optional[Path], typer.Option(help="Generation cache (SQLite). Default: ~/.cache/orchestra/generations.sqlite.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the generation cache.")] = False,
+) -> None:
+    """Run a recipe on a task and print accuracy and cost; --compare puts more recipes side by side."""
+    from orchestra.api import arun
+    from orchestra.report import node_table, paired_line, results_table
+    from orchestra.run_folder import RunFolderMismatch
+
+    recipes = [load_recipe_or_fail(recipe)] + [load_recipe_or_fail(path) for path in compare or []]
+    names = [r.name for r in recipes]
+    if len(set(names)) < len(names):
+        raise fail(f"compared recipes need distinct names (each gets its own run folder): {', '.join(names)}")
+    task_obj, problems = load_problems(task, split, limit)
+    store = open_cache(cache, disabled=no_cache)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = out or Path("runs") / f"{recipes[0].name}-{stamp}"
+    load_models(spec for r in recipes for spec in r.models.values())
+
+    results = []
+    for r in recipes:
+        folder = base / r.name if compare else base
+        with accuracy_progress() as progress:
+            bar = progress.add_task(r.name, total=len(problems), accuracy="-")
+            scores: list[float] = []
+
+            def tick(result, bar=bar, scores=scores) -> None:
+                scores.append(result.score)
+                progress.update(bar, advance=1, accuracy=f"{sum(scores) / len(scores):.0%}")
+
+            try:
+                result = asyncio.run(
+                    arun(r, task_obj, problems=problems, split=split, out=folder, cache=store if store is not None else False,
+                         concurrency=concurrency, on_result=tick)  # type: ignore[arg-type]
+                )
+            except RunFolderMismatch as err:
+                raise fail(str(err)) from None
+            except KeyboardInterrupt:
+                errors.print(f"interrupted: finished problems are saved; rerun with --out {base} to resume")
+                raise typer.Exit(code=130) from None
+        results.append(result)
+        failed = [x for x in result.results if x.status == "error"]
+        for x in failed[:3]:
+            errors.print(f"[yellow]{x.problem_id} failed:[/] {x.error}", highlight=False)
+    for result in results:
+        if result.summary.usage_by_node:
+            console.print(node_table(result))
+    console.print(results_table(results, title=f"{task} · {split} · {len(problems)} problems"))
+    for other in results[1:]:
+        console.print(paired_line(results[0], other))
+    resumed = results[0].summary.resumed
+    if resumed:
+        console.print(f"resumed: {resumed} problems were already finished in {base} and were not rerun")
+    for result in results:
+        estimated = result.summary.usage.estimated_calls
+        if estimated:
+            console.print(f"{result.summary.recipe}: token counts of {estimated} calls are estimates (the server reported no usage)")
+    overhead = results[0].summary.overhead_share
+    if overhead is not None:
+        console.print(f"time outside model calls: {overhead:.1%} of wall time")
+    console.print(f"results: {base}")
