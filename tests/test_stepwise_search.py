@@ -23,7 +23,7 @@ from orchestra.context import Context, Ledger, ModelHandle
 from orchestra.problem import Problem
 from orchestra.process_reward import PRMSpec, Step, score_steps
 from orchestra.recipe import ModelSpec, Recipe
-from orchestra.techniques.step_generation import PartialAnswer, StepGenerator, StepParams
+from orchestra.techniques.stepwise._step_generation import PartialAnswer, StepGenerator, StepParams
 from test_engine import traces
 
 PARTIAL = "assistant: "

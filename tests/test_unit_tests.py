@@ -18,9 +18,10 @@ from orchestra.problem import Problem
 from orchestra.recipe import Recipe, load_recipe
 from orchestra.tasks import HumanEvalTask, load_task
 from orchestra.techniques.assert_runner import AssertResults, run_asserts
-from orchestra.techniques.execution import execution
+from orchestra.techniques.code.unit_test_evaluate import score_by_tests
+from orchestra.techniques.code.unit_test_generate import function_under_test, generation_messages
 from orchestra.techniques.generated_tests import docstring_examples, parse_tests
-from orchestra.techniques.unit_tests import function_under_test, generation_messages, score_by_tests
+from orchestra.techniques.scorers.execution import execution
 from orchestra.usage import Usage
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,21 +1,9 @@
-"""Unit tests written by the model, and executed, to choose between code candidates.
+"""Code candidates ranked by the model-written unit tests they pass (CodeT, Chen et al., 2022).
 
-A model that cannot write a correct function every time can still write some
-correct tests for it, and running candidates against those tests is a verdict
-no model has to judge (CodeT, Chen et al., 2022). Two nodes:
-
-- `unit_test_generate` asks the model for assert statements from the problem
-  alone (the function's signature and docstring): tests written without seeing
-  a candidate cannot copy its bugs.
-- `unit_test_evaluate` takes two inputs, the code candidates and the test
-  candidates, tells them apart by the node that produced each (`tests_from`),
-  runs every distinct program against every distinct test in the sandbox, and
-  ranks the code candidates by what they pass.
-
-    nodes:
-      - {id: code,  technique: sample, params: {n: 8, temperature: 0.8}}
-      - {id: tests, technique: unit_test_generate, params: {n: 4}}
-      - {id: best,  technique: unit_test_evaluate, inputs: [code, tests], params: {tests_from: tests}}
+`unit_test_evaluate` takes two inputs, the code candidates and the test
+candidates (from `unit_test_generate`), tells them apart by the node that
+produced each (`tests_from`), runs every distinct program against every
+distinct test in the sandbox, and ranks the code candidates by what they pass.
 
 Bad tests: a small model often writes a wrong expected value. A test that no
 candidate passes is dropped before scoring (when there are at least two
@@ -30,7 +18,6 @@ so a test only matters as much as the candidates that agree with it.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,126 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestra.answers import AnswerFormat, extract_answer
 from orchestra.candidate import Candidate
 from orchestra.context import Context
-from orchestra.problem import Message, Problem
 from orchestra.tasks.humaneval_task import solution_module
 from orchestra.technique import technique
 from orchestra.techniques.assert_runner import AssertResults, run_asserts
-from orchestra.techniques.generated_tests import docstring_examples, parse_tests
+from orchestra.techniques.code.unit_test_generate import function_under_test
+from orchestra.techniques.generated_tests import parse_tests
 
 #: Score names the evaluate node writes into `Candidate.scores`.
 PASS_FRACTION = "unit_tests"
 AGREEMENT = "unit_tests_agreement"
-
-_STUB_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.DOTALL)
-_DEF = re.compile(r"^def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
-
-# The function first and the request last, nearest to where the model starts writing: with the
-# request first, the default model mostly rewrites the function instead of testing it.
-_INSTRUCTION = (
-    "```python\n{stub}\n```\n\nWrite five assert statements that test `{name}`: each calls it with "
-    "concrete arguments and compares the result with what the docstring says it must return. "
-    "Reply with the asserts only, in a ```python code block."
-)
-_EXAMPLE_STUB = '''def count_vowels(word: str) -> int:
-    """Return how many of the letters a, e, i, o, u the lowercase word contains.
-    >>> count_vowels("hello")
-    2
-    """'''
-_EXAMPLE_TESTS = '''```python
-assert count_vowels("hello") == 2
-assert count_vowels("sky") == 0
-assert count_vowels("aeiou") == 5
-assert count_vowels("") == 0
-assert count_vowels("banana") == 3
-```'''
-
-
-def function_under_test(problem: Problem) -> tuple[str, str]:
-    """(stub, function name) for a code problem: HumanEval's `prompt`/`entry_point` metadata
-    (the stub the model is shown), else the first Python block of the prompt and its last `def`."""
-    stub = problem.metadata.get("prompt")
-    name = problem.metadata.get("entry_point")
-    if not stub:
-        block = _STUB_BLOCK.search(problem.prompt)
-        stub = block.group(1) if block else None
-    if stub and not name:
-        names = _DEF.findall(stub)
-        name = names[-1] if names else None
-    if not stub or not name:
-        raise ValueError(
-            f"problem {problem.id!r} shows no Python function to test "
-            "(expected HumanEval metadata or a ```python block with a def in the prompt)"
-        )
-    return stub.rstrip(), name
-
-
-def generation_messages(stub: str, name: str, *, example: bool = True) -> tuple[Message, ...]:
-    """The chat that asks for tests; with `example`, one worked example first, since a small
-    model follows a format it has seen far better than one it is told."""
-    ask = Message(role="user", content=_INSTRUCTION.format(name=name, stub=stub))
-    if not example:
-        return (ask,)
-    return (
-        Message(role="user", content=_INSTRUCTION.format(name="count_vowels", stub=_EXAMPLE_STUB)),
-        Message(role="assistant", content=_EXAMPLE_TESTS),
-        ask,
-    )
-
-
-class UnitTestGenerateParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    n: int = Field(default=4, ge=0, le=256, description="Test suites to sample (0: docstring examples only).")
-    temperature: float = Field(default=0.8, ge=0.0, le=5.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(default=256, ge=1)
-    max_tests: int = Field(default=10, ge=1, description="Asserts kept from each suite.")
-    example: bool = Field(default=True, description="Show one worked example before the problem.")
-    docstring_examples: bool = Field(
-        default=False,
-        description="Also pass on the examples in the function's docstring, as one more suite "
-        "(public: the model sees them in the problem).",
-    )
-
-
-@technique(
-    "unit_test_generate", UnitTestGenerateParams, min_inputs=0,
-    side_generator=True, must_be_followed_by=("unit_test_evaluate",),
-)
-async def unit_test_generate(ctx: Context, inputs: list[Candidate], params: UnitTestGenerateParams) -> list[Candidate]:
-    """Sample n suites of assert statements for the problem's function (from its signature and docstring).
-
-    Each output candidate keeps the raw reply as `text` and the parsed, distinct,
-    compilable asserts that call the function as `answer` (one per line; None when
-    the reply held none). With `docstring_examples`, a first extra candidate (no
-    model call) holds the examples the docstring itself gives. It takes no inputs:
-    tests that never saw a candidate cannot share its bugs.
-    """
-    if inputs:
-        raise ValueError(
-            "unit_test_generate writes tests from the problem alone and takes no inputs; "
-            "wire the code candidates into unit_test_evaluate instead"
-        )
-    stub, name = function_under_test(ctx.problem)
-    drafts = [] if params.n == 0 else await ctx.sample(
-        n=params.n,
-        messages=generation_messages(stub, name, example=params.example),
-        temperature=params.temperature,
-        top_p=params.top_p,
-        max_tokens=params.max_tokens,
-    )
-    suites = []
-    for draft in drafts:
-        tests = parse_tests(draft.text, name, limit=params.max_tests)
-        suites.append(draft.model_copy(update={"answer": "\n".join(tests) if tests else None}))
-    if params.docstring_examples:
-        examples = docstring_examples(stub, name)
-        if examples:
-            listing = "\n".join(examples)
-            suites.insert(0, Candidate(text=f"Examples from the docstring:\n{listing}", node=ctx.node, answer=listing))
-    if not suites:  # n=0 and no examples: an empty suite, so evaluate still sees where tests come from
-        suites.append(Candidate(text="(the docstring gives no examples)", node=ctx.node, answer=None))
-    return suites
 
 
 class UnitTestEvaluateParams(BaseModel):
