@@ -22,14 +22,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestra.answers import AnswerFormat, extract_answer
 from orchestra.candidate import Candidate
+from orchestra.code_execution.assert_runner import AssertResults, run_asserts
+from orchestra.code_execution.generated_tests import parse_tests
+from orchestra.code_execution.program import candidate_code, function_under_test, solution_module
 from orchestra.context import Context
-from orchestra.tasks.humaneval_task import solution_module
 from orchestra.technique import technique
-from orchestra.techniques.assert_runner import AssertResults, run_asserts
-from orchestra.techniques.code.unit_test_generate import function_under_test
-from orchestra.techniques.generated_tests import parse_tests
 
 #: Score names the evaluate node writes into `Candidate.scores`.
 PASS_FRACTION = "unit_tests"
@@ -130,11 +128,5 @@ def _distinct_tests(suites: list[Candidate], name: str, limit: int) -> list[str]
 
 def _program(ctx: Context, candidate: Candidate) -> str | None:
     """The candidate's code as a module defining the function, or None when it has no code."""
-    code = candidate.answer
-    if code is None:
-        code = ctx.task.extract_answer(candidate.text) if ctx.task else extract_answer(
-            candidate.text, AnswerFormat(strategy="code")
-        )
-    if code is None or not code.strip():
-        return None
-    return solution_module(ctx.problem, code)
+    code = candidate_code(candidate, ctx.task)
+    return None if code is None else solution_module(ctx.problem, code)

@@ -15,18 +15,14 @@ and docstring): tests written without seeing a candidate cannot copy its bugs.
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.candidate import Candidate
+from orchestra.code_execution.generated_tests import docstring_examples, parse_tests
+from orchestra.code_execution.program import function_under_test
 from orchestra.context import Context
-from orchestra.problem import Message, Problem
+from orchestra.problem import Message
 from orchestra.technique import technique
-from orchestra.techniques.generated_tests import docstring_examples, parse_tests
-
-_STUB_BLOCK = re.compile(r"```(?:python|py)?\n(.*?)```", re.DOTALL)
-_DEF = re.compile(r"^def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
 
 # The function first and the request last, nearest to where the model starts writing: with the
 # request first, the default model mostly rewrites the function instead of testing it.
@@ -47,25 +43,6 @@ assert count_vowels("aeiou") == 5
 assert count_vowels("") == 0
 assert count_vowels("banana") == 3
 ```'''
-
-
-def function_under_test(problem: Problem) -> tuple[str, str]:
-    """(stub, function name) for a code problem: HumanEval's `prompt`/`entry_point` metadata
-    (the stub the model is shown), else the first Python block of the prompt and its last `def`."""
-    stub = problem.metadata.get("prompt")
-    name = problem.metadata.get("entry_point")
-    if not stub:
-        block = _STUB_BLOCK.search(problem.prompt)
-        stub = block.group(1) if block else None
-    if stub and not name:
-        names = _DEF.findall(stub)
-        name = names[-1] if names else None
-    if not stub or not name:
-        raise ValueError(
-            f"problem {problem.id!r} shows no Python function to test "
-            "(expected HumanEval metadata or a ```python block with a def in the prompt)"
-        )
-    return stub.rstrip(), name
 
 
 def generation_messages(stub: str, name: str, *, example: bool = True) -> tuple[Message, ...]:
