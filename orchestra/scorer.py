@@ -1,6 +1,6 @@
 """Scorers: functions that rate a candidate, each writing `Candidate.scores[name]`.
 
-Built-in scorers live in `orchestra.techniques.scoring`; third-party ones
+Built-in scorers live in `orchestra.techniques.scorers`; third-party ones
 register through the `orchestra.scorers` entry-point group (an entry point names
 a module whose import registers them). A scorer marked `oracle` reads the
 reference answer: fine for measuring, not for choosing answers in a deployment.

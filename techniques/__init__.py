@@ -1,31 +1,14 @@
-"""Built-in techniques and scorers; importing this package registers them."""
+"""Built-in techniques, scorers and process reward models; importing this package registers them.
 
-from orchestra.techniques import (
-    beam_search,
-    best_first,
-    critic,
-    execution,
-    fuse,
-    judge,
-    mcts,
-    particle_filtering,
-    pdr,
-    probe_reward,
-    prm_best_of_n,
-    process_rewards,
-    rank,
-    refine,
-    sampling,
-    scoring,
-    selection,
-    unit_tests,
-    verify,
-    voting,
-)
+Each registered technique, scorer and PRM lives in a module named for it (the
+sub-packages group scorers, PRMs, step-wise searches and code techniques), and
+registers itself with its decorator when imported. This package imports every
+module under it, so adding a built-in is one new file and no other edit.
+Modules whose names start with `_` hold helpers several of them share.
+"""
 
-__all__ = [
-    "critic", "execution", "fuse", "judge", "pdr", "rank", "refine", "sampling", "scoring",
-    "selection", "unit_tests", "verify", "voting",
-    # step-wise search with process reward models
-    "beam_search", "best_first", "mcts", "particle_filtering", "prm_best_of_n", "probe_reward", "process_rewards",
-]
+import importlib
+import pkgutil
+
+for _module in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
+    importlib.import_module(_module.name)

@@ -19,7 +19,7 @@ from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message
 from orchestra.technique import technique
-from orchestra.techniques.candidate_list import clip
+from orchestra.techniques._candidate_list import clip
 
 CRITIC_PROMPT = """Problem:
 {problem}

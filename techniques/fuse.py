@@ -16,7 +16,7 @@ from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message
 from orchestra.technique import technique
-from orchestra.techniques.candidate_list import critique_of, numbered
+from orchestra.techniques._candidate_list import critique_of, numbered
 
 FUSE_PROMPT = """Here are {k} candidate solutions to the problem below{critiqued}. Some of them may be wrong.
 

@@ -23,7 +23,7 @@ from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message
 from orchestra.technique import technique
-from orchestra.techniques.candidate_list import clip, numbered
+from orchestra.techniques._candidate_list import clip, numbered
 
 DISTILL_PROMPT = """Problem:
 {problem}

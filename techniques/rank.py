@@ -19,7 +19,7 @@ from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message
 from orchestra.technique import technique
-from orchestra.techniques.candidate_list import numbered
+from orchestra.techniques._candidate_list import numbered
 
 RANK_PROMPT = """Problem:
 {problem}

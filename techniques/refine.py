@@ -23,8 +23,8 @@ from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message
 from orchestra.technique import technique
-from orchestra.techniques.candidate_list import clip
-from orchestra.techniques.verdict import written_verdict
+from orchestra.techniques._candidate_list import clip
+from orchestra.techniques._verdict import written_verdict
 
 FEEDBACK_PROMPT = """Problem:
 {problem}

@@ -3,7 +3,7 @@
 The verifier first writes its check of the candidate, stopped at "Verdict:"
 (or at its token limit, or wherever it ended); then its reply is continued by
 one token after "Verdict:" and the score is P(Yes) / (P(Yes) + P(No)) at that
-position, from the backend's top log-probabilities (see `verdict`). Because the
+position, from the backend's top log-probabilities (see `_verdict`). Because the
 verdict is always asked for, a model that never writes one still gets a score;
 a position where neither Yes nor No is among the 20 likeliest tokens scores
 0.5. The score goes to `Candidate.scores["verify"]`, so `majority_vote` with
@@ -11,8 +11,8 @@ a position where neither Yes nor No is among the 20 likeliest tokens scores
 verifying again.
 
 The `verify` technique takes parameters (tokens, checks per candidate); the
-`verify` scorer is the same check with the default parameters, for selectors
-that name a scorer.
+`verify` scorer (`scorers/verify.py`) is the same check with the default
+parameters, for selectors that name a scorer.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from orchestra.backends import CONTINUATION, LOGPROBS, GenerationRequest
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message
-from orchestra.scorer import scorer
 from orchestra.technique import technique
-from orchestra.techniques.candidate_list import clip
-from orchestra.techniques.verdict import VERDICT_CUE, verdict_probability
+from orchestra.techniques._candidate_list import clip
+from orchestra.techniques._verdict import VERDICT_CUE, verdict_probability
 
 VERIFY_PROMPT = """Problem:
 {problem}
@@ -86,8 +85,3 @@ async def verify(ctx: Context, inputs: list[Candidate], params: VerifyParams) ->
     scores = await asyncio.gather(*(verify_score(ctx, c, params) for c in inputs))
     return [c.with_score(VERIFY_SCORE, s) for c, s in zip(inputs, scores)]
 
-
-@scorer(VERIFY_SCORE, requires=(LOGPROBS, CONTINUATION))
-async def verify_scorer(ctx: Context, candidate: Candidate) -> float:
-    """The `verify` technique's check with its default parameters."""
-    return await verify_score(ctx, candidate, VerifyParams())

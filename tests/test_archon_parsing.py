@@ -7,10 +7,10 @@ import math
 import pytest
 
 from orchestra.candidate import Candidate
-from orchestra.techniques.candidate_list import clip, numbered
+from orchestra.techniques._candidate_list import clip, numbered
+from orchestra.techniques._verdict import verdict_reply, written_verdict, yes_probability
 from orchestra.techniques.critic import parse_critique
 from orchestra.techniques.rank import fallback_order, parse_ranking
-from orchestra.techniques.verdict import verdict_reply, written_verdict, yes_probability
 
 # --- rank -----------------------------------------------------------------------------------
 

@@ -80,7 +80,7 @@ def test_probe_prm_scores_real_steps(trained) -> None:
     answer = asyncio.run(handle.generate(GenerationRequest(messages=problem.messages, max_tokens=64))).completions[0].text
     steps = split_steps(answer + "\n\nAnswer: 7", "\n\n")
     assert len(steps) >= 2
-    from orchestra.techniques.probe_reward import probe_reward
+    from orchestra.techniques.process_rewards.probe import probe_reward
 
     spec = PRMSpec(name="probe", aggregate="min", options={"path": str(out)})
     scores = asyncio.run(probe_reward(ctx, spec, steps))

@@ -262,7 +262,7 @@ def test_probe_prm_scores_steps_from_states_it_reads(fake_backend, tmp_path: Pat
     ctx = prm_context(tmp_path)
     spec = PRMSpec(name="probe", aggregate="min", options={"path": str(saved_probe(tmp_path))})
     steps = split_steps("good | bad | Answer: 3", "| ")
-    from orchestra.techniques.probe_reward import probe_reward
+    from orchestra.techniques.process_rewards.probe import probe_reward
 
     scores = asyncio.run(probe_reward(ctx, spec, steps))
     # "good | " only has the good feature (+5); the longer prefixes also hold "bad" (-5)
@@ -276,7 +276,7 @@ def test_probe_prm_uses_states_steps_already_carry(fake_backend, tmp_path: Path)
     ctx = prm_context(tmp_path)
     spec = PRMSpec(name="probe", options={"path": str(saved_probe(tmp_path))})
     steps = [Step("x", hidden_state=(0.0, 1.0, 0.0, 0.0)), Step("y", hidden_state=(0.0, 0.0, 1.0, 0.0))]
-    from orchestra.techniques.probe_reward import probe_reward
+    from orchestra.techniques.process_rewards.probe import probe_reward
 
     scores = asyncio.run(probe_reward(ctx, spec, steps))
     assert scores[0] < 0.01 and scores[1] > 0.99
@@ -285,7 +285,7 @@ def test_probe_prm_uses_states_steps_already_carry(fake_backend, tmp_path: Path)
 
 def test_probe_prm_refuses_another_models_probe(fake_backend, tmp_path: Path) -> None:  # noqa: F811
     ctx = prm_context(tmp_path)
-    from orchestra.techniques.probe_reward import probe_reward
+    from orchestra.techniques.process_rewards.probe import probe_reward
 
     wrong_model = PRMSpec(name="probe", options={"path": str(saved_probe(tmp_path, model="local:smollm2-135m-instruct"))})
     with pytest.raises(ValueError, match=r"trained on local:smollm2-135m-instruct .* is fake:fake-model"):

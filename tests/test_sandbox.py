@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestra.sandbox import SandboxLimits, drops_privileges, run_python
+from orchestra.code_execution.sandbox import SandboxLimits, drops_privileges, run_python
 
 needs_root = pytest.mark.skipif(
     not drops_privileges(), reason="file permissions and uid-wide cleanup apply when orchestra runs as root"

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from orchestra.techniques.resampling import (
+from orchestra.techniques.stepwise._resampling import (
     effective_sample_size,
     multinomial_resample,
     normalized,

@@ -24,7 +24,7 @@ from orchestra.problem import Problem
 from orchestra.reward.process_reward import PRMSpec, Step, score_steps
 from orchestra.backends import ModelSpec
 from orchestra.recipe import Recipe
-from orchestra.techniques.step_generation import PartialAnswer, StepGenerator, StepParams
+from orchestra.techniques.stepwise._step_generation import PartialAnswer, StepGenerator, StepParams
 from test_engine import traces
 
 PARTIAL = "assistant: "

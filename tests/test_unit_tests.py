@@ -13,14 +13,23 @@ from fake_backend import FakeBackend, fake_backend  # noqa: F401  (fake_backend 
 
 import orchestra
 from orchestra.backends import BACKENDS, BackendInfo, Completion, GenerationRequest, GenerationResult, Prompt
+from orchestra.candidate import Candidate
+from orchestra.code_execution.assert_runner import AssertResults, run_asserts
+from orchestra.code_execution.generated_tests import docstring_examples, parse_tests
+from orchestra.code_execution.program import (
+    candidate_code,
+    check_program,
+    function_under_test,
+    has_check_function,
+    solution_module,
+)
 from orchestra.context import Context
 from orchestra.problem import Problem
 from orchestra.recipe import Recipe, load_recipe
 from orchestra.tasks import HumanEvalTask, load_task
-from orchestra.techniques.assert_runner import AssertResults, run_asserts
-from orchestra.techniques.execution import execution
-from orchestra.techniques.generated_tests import docstring_examples, parse_tests
-from orchestra.techniques.unit_tests import function_under_test, generation_messages, score_by_tests
+from orchestra.techniques.code.unit_test_evaluate import score_by_tests
+from orchestra.techniques.code.unit_test_generate import generation_messages
+from orchestra.techniques.scorers.execution import execution
 from orchestra.usage import Usage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,7 +158,6 @@ def pick(xs: List[int], k: int) -> List[int]:
 def test_docstring_examples_of_humaneval_mostly_hold() -> None:
     """The examples are the problem statement's, and its reference solution passes almost all of them
     (the misses are the dataset's own wrong examples, or prose such as `f(n) == f(n - 1) + ...`)."""
-    from orchestra.tasks.humaneval_task import solution_module
 
     task = load_task("humaneval")
     problems = task.problems("test")
@@ -396,6 +404,19 @@ def test_function_under_test_and_prompt() -> None:
     assert [m.role for m in generation_messages("def f(x):\n    pass", "f")] == ["user", "assistant", "user"]
 
 
+def test_candidate_code_and_the_check_program() -> None:
+    """A candidate's code is its answer, else the first code block of its text; the check program
+    is the stub, the code and the tests, with `check(entry_point)` only for HumanEval-shaped tests."""
+    assert candidate_code(Candidate(text="ignored", answer="    return a + b\n")) == "    return a + b\n"
+    fenced = Candidate(text="Here:\n```python\ndef add(a, b):\n    return a + b\n```\nDone.")
+    assert candidate_code(fenced) == "def add(a, b):\n    return a + b\n"
+    assert candidate_code(Candidate(text="", answer="  \n")) is None
+    program = check_program(ADD_PROBLEM, "    return a + b\n")
+    assert program.startswith(ADD_STUB + "    return a + b\n") and program.endswith("\ncheck(add)\n")
+    assert has_check_function(ADD_PROBLEM)
+    asserts_only = ADD_PROBLEM.model_copy(update={"tests": "assert add(1, 2) == 3\n"})
+    assert not has_check_function(asserts_only) and "check(" not in check_program(asserts_only, "    return 0\n")
+
 def test_the_recipe_file_validates() -> None:
     recipe = load_recipe(ROOT / "recipes/code_unit_tests.yaml")
     techniques = {n.id: n.technique for n in recipe.nodes}
@@ -412,7 +433,6 @@ def _context(problem: Problem, task=None) -> Context:
 
 
 def test_execution_scorer_runs_the_hidden_tests() -> None:
-    from orchestra.candidate import Candidate
     from orchestra.scorer import get_scorer
 
     assert get_scorer("execution").oracle

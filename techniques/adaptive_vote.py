@@ -1,90 +1,16 @@
-"""Self-consistency: the answer most candidates agree on, fixed-size or adaptive."""
+"""Adaptive-Consistency (Aggarwal et al., 2023): sample in rounds, stop once the vote is decided."""
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestra.candidate import Candidate
 from orchestra.context import Context
-from orchestra.scorer import ScorerName, apply_scorer
 from orchestra.technique import technique
-
-
-def tally(
-    ctx: Context,
-    candidates: list[Candidate],
-    weight_by: str | None = None,
-    representative: Literal["first", "best"] = "first",
-) -> list[Candidate]:
-    """Group candidates by normalized answer; one candidate per answer, heaviest first.
-
-    A group weighs its number of members, or the sum of their `weight_by` scores
-    (which must be non-negative: a log-probability would make more votes count
-    less). Candidates without an extractable answer do not vote. Ties go to the
-    answer seen first. The group's representative is its first member, or its
-    highest-scored one (`best`); it comes back with `parents` naming every member
-    and `scores["votes"]` its group's share of the total weight.
-    """
-    normalize = ctx.task.normalize if ctx.task else (lambda a: a)
-    groups: dict[str, list[Candidate]] = defaultdict(list)
-    weights: dict[str, float] = defaultdict(float)
-    for candidate in candidates:
-        key = normalize(candidate.answer) if candidate.answer is not None else None
-        if key is None:
-            continue
-        weight = candidate.scores[weight_by] if weight_by else 1.0
-        if weight < 0:
-            raise ValueError(
-                f"voting weights must be non-negative; scorer {weight_by!r} gave {weight:.3g} "
-                "(weight by a probability-like scorer, not a log-probability)"
-            )
-        groups[key].append(candidate)
-        weights[key] += weight
-    total = sum(weights.values()) or 1.0
-    ranked = sorted(groups, key=lambda k: -weights[k])  # stable: ties keep first-seen order
-    out = []
-    for key in ranked:
-        members = groups[key]
-        head = members[0]
-        if representative == "best" and weight_by:
-            head = max(members, key=lambda c: c.scores[weight_by])  # max keeps the first of ties
-        out.append(
-            Candidate(
-                text=head.text,
-                node=ctx.node,
-                parents=tuple(c.id for c in members),
-                model=head.model,
-                answer=head.answer,
-                scores={**head.scores, "votes": weights[key] / total},
-                critiques=head.critiques,
-            )
-        )
-    return out
-
-
-class VoteParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    weight_by: ScorerName | None = Field(
-        default=None, description="Scorer whose (non-negative) scores weight the votes; none counts each once."
-    )
-
-
-@technique("majority_vote", VoteParams, needs_model=False)
-async def majority_vote(ctx: Context, inputs: list[Candidate], params: VoteParams) -> list[Candidate]:
-    """Group candidates by normalized answer and return one per answer, most votes first.
-
-    Candidates without an extractable answer do not vote. Ties go to the answer
-    seen first. Each returned candidate is the first voter for its answer, with
-    `parents` naming every voter and `scores["votes"]` the (weighted) vote share.
-    """
-    if params.weight_by:
-        inputs = await apply_scorer(ctx, params.weight_by, inputs)
-    return tally(ctx, inputs, params.weight_by)
+from orchestra.techniques._voting import tally
 
 
 class AdaptiveVoteParams(BaseModel):

@@ -14,8 +14,8 @@ from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message
 from orchestra.scorer import scorer
-from orchestra.techniques.candidate_list import clip
-from orchestra.techniques.verdict import verdict_probability
+from orchestra.techniques._candidate_list import clip
+from orchestra.techniques._verdict import verdict_probability
 
 JUDGE_PROMPT = """Problem:
 {problem}

@@ -28,11 +28,14 @@ from orchestra.backends import HIDDEN_STATES
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.reward.process_reward import PRMSpec, get_process_reward_model, score_steps
-from orchestra.techniques.step_generation import PartialAnswer, StepGenerator, StepParams
-from orchestra.techniques.voting import tally
+from orchestra.techniques._voting import tally
+from orchestra.techniques.stepwise._step_generation import PartialAnswer, StepGenerator, StepParams
 
 #: The score name searches write.
 PRM_SCORE = "prm"
+
+#: A partial (or finished) answer with its PRM score.
+Scored = tuple[PartialAnswer, float]
 
 
 class StepSearchParams(StepParams):
@@ -46,6 +49,16 @@ class StepSearchParams(StepParams):
     select: Literal["best", "vote"] = Field(
         default="best", description="best: the highest PRM score; vote: answers weighed by their PRM scores."
     )
+
+
+#: The params of the searches that grow a tree (MCTS, best-first): also how wide a node branches.
+class TreeSearchParams(StepSearchParams):
+    branching: int = Field(default=2, ge=1, le=64, description="Next steps generated under a node when it is expanded.")
+
+
+def best_scored(scored: Sequence[Scored], k: int) -> list[Scored]:
+    """The `k` highest-scored (ties: earlier first)."""
+    return sorted(scored, key=lambda pair: -pair[1])[:k]
 
 
 class PRMScorer:
@@ -77,9 +90,7 @@ def search_parts(ctx: Context, params: StepSearchParams) -> tuple[StepGenerator,
     return StepGenerator(ctx, params, hidden_states=wants_hidden), PRMScorer(ctx, params.prm)
 
 
-def answer_candidates(
-    ctx: Context, finished: Sequence[tuple[PartialAnswer, float]], params: StepSearchParams
-) -> list[Candidate]:
+def answer_candidates(ctx: Context, finished: Sequence[Scored], params: StepSearchParams) -> list[Candidate]:
     """One candidate per finished answer, the chosen one first (see the module docstring)."""
     extract = ctx.task.extract_answer if ctx.task else None
     model = ctx.model().alias

@@ -14,18 +14,14 @@ run one by one and give the share that pass.
 from __future__ import annotations
 
 import asyncio
-import re
 
-from orchestra.answers import AnswerFormat, extract_answer
 from orchestra.candidate import Candidate
+from orchestra.code_execution.assert_runner import run_asserts
+from orchestra.code_execution.generated_tests import parse_tests
+from orchestra.code_execution.program import candidate_code, check_program, has_check_function, solution_module
+from orchestra.code_execution.sandbox import SandboxLimits, run_python
 from orchestra.context import Context
-from orchestra.sandbox import SandboxLimits, run_python
 from orchestra.scorer import scorer
-from orchestra.tasks.humaneval_task import check_program, solution_module
-from orchestra.techniques.assert_runner import run_asserts
-from orchestra.techniques.generated_tests import parse_tests
-
-_DEFINES_CHECK = re.compile(r"^def\s+check\s*\(", re.MULTILINE)
 
 
 @scorer("execution", oracle=True)
@@ -34,15 +30,11 @@ async def execution(ctx: Context, candidate: Candidate) -> float:
     problem = ctx.problem
     if not problem.tests:
         raise ValueError(f"the `execution` scorer needs a problem with tests; {problem.id!r} has none")
-    code = candidate.answer
+    code = candidate_code(candidate, ctx.task)
     if code is None:
-        code = ctx.task.extract_answer(candidate.text) if ctx.task else extract_answer(
-            candidate.text, AnswerFormat(strategy="code")
-        )
-    if code is None or not code.strip():
         return 0.0
     limits: SandboxLimits = getattr(ctx.task, "sandbox_limits", None) or SandboxLimits()
-    if _DEFINES_CHECK.search(problem.tests) and problem.metadata.get("entry_point"):
+    if has_check_function(problem):
         result = await asyncio.to_thread(run_python, check_program(problem, code), limits)
         return 1.0 if result.ok else 0.0
     tests = parse_tests(problem.tests)

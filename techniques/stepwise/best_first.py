@@ -19,9 +19,8 @@ from orchestra.budget import BudgetExceeded
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.technique import technique
-from orchestra.techniques.mcts import TreeSearchParams
-from orchestra.techniques.step_generation import PartialAnswer
-from orchestra.techniques.step_search import answer_candidates, search_parts
+from orchestra.techniques.stepwise._step_generation import PartialAnswer
+from orchestra.techniques.stepwise._step_search import Scored, TreeSearchParams, answer_candidates, search_parts
 
 
 @technique("best_first", TreeSearchParams, requires=(CONTINUATION,), min_inputs=0)
@@ -30,7 +29,7 @@ async def best_first(ctx: Context, inputs: list[Candidate], params: TreeSearchPa
     generator, prm = search_parts(ctx, params)
     order = itertools.count()  # ties: first generated first
     frontier: list[tuple[float, int, PartialAnswer]] = [(0.0, next(order), PartialAnswer())]
-    finished: list[tuple[PartialAnswer, float]] = []
+    finished: list[Scored] = []
     allowance = params.rollouts * params.max_steps
     try:
         while frontier and len(finished) < params.rollouts and generator.steps_generated + params.branching <= max(allowance, params.branching):

@@ -1,14 +1,10 @@
-"""Built-in process reward models that need no training: self-certainty and LLM-as-PRM.
+"""The `llm` PRM (LLM-as-PRM): a model judges the partial solution, with no training.
 
-- `self_certainty`: a step's score is the geometric mean of the probabilities the
-  generator gave its own tokens, exp(mean log-probability). It reads the
-  log-probabilities step generation already returned, so it costs no model call:
-  the cheapest PRM, and a measure of how sure the model was, not of correctness.
-- `llm`: a model judges the partial solution. The problem and the steps so far
-  are shown with the question "is every step so far correct?", the reply is
-  prefilled with "Verdict:", and the score is P(Yes) / (P(Yes) + P(No)) at the
-  next token (`verdict.verdict_probability`): one prefill and one token per
-  scored prefix, on the spec's `model` alias (default: the node's model).
+The problem and the steps so far are shown with the question "is every step so
+far correct?", the reply is prefilled with "Verdict:", and the score is P(Yes) /
+(P(Yes) + P(No)) at the next token (`_verdict.verdict_probability`): one prefill
+and one token per scored prefix, on the spec's `model` alias (default: the
+node's model).
 
 Each prefix is judged once per node and problem: a search that scores its
 particles every step asks the `llm` PRM only about the newest step of each, and
@@ -27,8 +23,8 @@ from orchestra.backends import CONTINUATION, LOGPROBS
 from orchestra.context import Context
 from orchestra.reward.process_reward import PRMSpec, Step, process_reward_model
 from orchestra.problem import Message
-from orchestra.techniques.candidate_list import clip
-from orchestra.techniques.verdict import verdict_probability
+from orchestra.techniques._candidate_list import clip
+from orchestra.techniques._verdict import verdict_probability
 
 LLM_PRM_PROMPT = """Problem:
 {problem}
@@ -37,20 +33,6 @@ Solution so far (it may be unfinished):
 {steps}
 
 Is every step of the solution so far correct? Answer Yes or No."""
-
-
-@process_reward_model("self_certainty", requires=(LOGPROBS,))
-async def self_certainty(ctx: Context, spec: PRMSpec, steps: Sequence[Step]) -> list[float]:
-    """exp(mean token log-probability) of each step, from the generator's own logprobs."""
-    scores = []
-    for index, step in enumerate(steps):
-        if step.logprobs is None:
-            raise ValueError(
-                f"step {index} has no token log-probabilities: the self_certainty PRM reads the "
-                "generator's own, so its steps must come from step generation on a backend with logprobs"
-            )
-        scores.append(math.exp(sum(step.logprobs) / len(step.logprobs)) if step.logprobs else 1.0)
-    return scores
 
 
 #: Verdicts already paid for, per node context: (model alias, prefix text) -> P(Yes).

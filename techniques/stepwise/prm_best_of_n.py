@@ -14,8 +14,8 @@ from orchestra.budget import BudgetExceeded
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.technique import technique
-from orchestra.techniques.step_generation import PartialAnswer
-from orchestra.techniques.step_search import StepSearchParams, answer_candidates, search_parts
+from orchestra.techniques.stepwise._step_generation import PartialAnswer
+from orchestra.techniques.stepwise._step_search import StepSearchParams, answer_candidates, search_parts
 
 
 @technique("prm_best_of_n", StepSearchParams, requires=(CONTINUATION,), min_inputs=0)

@@ -1,0 +1,1 @@
+"""Built-in scorers, one module each, named for the scorer it registers (`orchestra.scorer`)."""
