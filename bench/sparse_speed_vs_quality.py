@@ -15,8 +15,8 @@ A kernel section times the two MLP products of one layer at batch 1 — dense
 `F.linear` against the column-skipping GEMV (`kernels/cpu_sparse_gemv.py`) at
 each sparsity — the ceiling TEAL's CPU path can reach.
 
-    .venv/bin/python bench/sparse.py                       # 30 problems, sparsities 0..0.6
-    .venv/bin/python bench/sparse.py --problems 10 --sparsities 0,0.5
+    .venv/bin/python bench/sparse_speed_vs_quality.py       # 30 problems, sparsities 0..0.6
+    .venv/bin/python bench/sparse_speed_vs_quality.py --problems 10 --sparsities 0,0.5
 
 Results (markdown + JSON) go under bench/results/.
 """
@@ -256,8 +256,8 @@ def report(args, rows: list[Row], kernels: list[dict]) -> None:
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"sparse-{stamp}.md").write_text(text)
-    (RESULTS / f"sparse-{stamp}.json").write_text(
+    (RESULTS / f"sparse_speed_vs_quality-{stamp}.md").write_text(text)
+    (RESULTS / f"sparse_speed_vs_quality-{stamp}.json").write_text(
         json.dumps({"args": vars(args), "rows": [asdict(r) for r in rows], "kernels": kernels}, indent=2)
     )
 

@@ -12,8 +12,8 @@ Task groups:
 - grounded: summarise / edit / answer from a given text (drafts can be copied from the context);
 - free: open generation with nothing to copy.
 
-    .venv/bin/python bench/speculative.py                # all methods, 128 new tokens
-    .venv/bin/python bench/speculative.py --tokens 64 --methods prompt_lookup token_recycling
+    .venv/bin/python bench/speculative_speedup.py           # all methods, 128 new tokens
+    .venv/bin/python bench/speculative_speedup.py --tokens 64 --methods prompt_lookup token_recycling
 
 The table is printed and written (markdown + JSON) under bench/results/.
 """
@@ -168,9 +168,9 @@ def main() -> None:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     meta = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "tokens": args.tokens, "date": stamp,
-            "command": f"bench/speculative.py --tokens {args.tokens} --threads {args.threads} --methods {' '.join(args.methods)}"}
-    (RESULTS / f"speculative-{stamp}.md").write_text(f"{json.dumps(meta)}\n\n{table}\n")
-    (RESULTS / f"speculative-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
+            "command": f"bench/speculative_speedup.py --tokens {args.tokens} --threads {args.threads} --methods {' '.join(args.methods)}"}
+    (RESULTS / f"speculative_speedup-{stamp}.md").write_text(f"{json.dumps(meta)}\n\n{table}\n")
+    (RESULTS / f"speculative_speedup-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
 
 
 if __name__ == "__main__":

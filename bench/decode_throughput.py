@@ -17,8 +17,8 @@ Every contender generates exactly the same number of tokens (EOS is suppressed
 until the limit: `min_tokens` / `min_new_tokens`), so tokens/s compare like
 with like. Run:
 
-    .venv/bin/python bench/engine.py                  # the full comparison (several minutes)
-    .venv/bin/python bench/engine.py --quick          # fewer tokens, HF one-at-a-time timed on a subset
+    .venv/bin/python bench/decode_throughput.py          # the full comparison (several minutes)
+    .venv/bin/python bench/decode_throughput.py --quick  # fewer tokens, HF one-at-a-time timed on a subset
 
 The table is printed and written (markdown + JSON) under bench/results/.
 """
@@ -333,7 +333,7 @@ def main() -> None:
                         help="time only this many HF one-at-a-time calls per scenario and scale (they run in sequence)")
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp's server")
     parser.add_argument("--quick", action="store_true", help="32 tokens, 8 concurrent prompts, serial limit 4")
-    parser.add_argument("--out", type=Path, default=None, help="markdown report path (default bench/results/engine-TIME.md)")
+    parser.add_argument("--out", type=Path, default=None, help="markdown report path (default bench/results/decode_throughput-TIME.md)")
     args = parser.parse_args()
     if args.quick:
         args.tokens, args.concurrent, args.serial_limit = 32, 8, args.serial_limit or 4
@@ -412,7 +412,7 @@ def main() -> None:
     header["load average at end (1 min)"] = round(os.getloadavg()[0], 1)
     report = render(rows, facts, header)
     print(report)
-    out = args.out or RESULTS / f"engine-{datetime.now().strftime('%Y%m%d-%H%M%S')}.md"
+    out = args.out or RESULTS / f"decode_throughput-{datetime.now().strftime('%Y%m%d-%H%M%S')}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     out.with_suffix(".json").write_text(json.dumps(
