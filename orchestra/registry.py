@@ -64,6 +64,9 @@ class Registry(Generic[T]):
         known = self._entries.get(name)
         if known is not None and known is not entry and not _same_definition(known, entry):
             raise DuplicateName(f"{self.kind} {name!r} is already registered")
+        lazy = self._lazy.get(name)
+        if known is None and lazy is not None and lazy != _address(entry):
+            raise DuplicateName(f"{self.kind} {name!r} is already registered (as {lazy})")
         self._entries[name] = entry
         return entry
 
@@ -119,6 +122,11 @@ class Registry(Generic[T]):
             self._loaded = True
         finally:
             self._loading = False
+
+
+def _address(entry: object) -> str:
+    """"module:QualifiedName" of a class or function, as lazy built-ins are declared."""
+    return f"{getattr(entry, '__module__', '')}:{getattr(entry, '__qualname__', '')}"
 
 
 def _same_definition(a: object, b: object) -> bool:

@@ -7,11 +7,11 @@ pyproject's `[tool.setuptools.package-dir]` mapping, so `techniques/` is
 stacked boxes, bottom to top, with the imports between two layers as one arrow
 labelled with how many module pairs it stands for:
 
-    entry points   orchestra (the package face), orchestra.cli, orchestra.server, orchestra.api
+    entry points   orchestra (the package face), orchestra.cli, orchestra.server
     search         orchestra.search
     techniques     orchestra.techniques
-    core           the rest of orchestra/*: recipe, executor, context, budget, cache, registry, tasks, ...
-    backends       orchestra.backends, and the backend module of the core folder (Backend, ModelSpec)
+    core           the rest of orchestra/*: recipe, executor, api, context, budget, cache, registry, tasks, ...
+    backends       orchestra.backends: Backend, ModelSpec, the local engine, openai, vllm
     kernels        orchestra.kernels: numerical code
 
 Imports point down. An import that breaks a layer rule (`rule_broken`) is drawn
@@ -53,16 +53,15 @@ LAYERS = ("kernels", "backends", "core", "techniques", "search", "entry points")
 LAYER_NOTES = {
     "kernels": "numerical code: speculative and sparse decoding, Triton kernels",
     "backends": "Backend base class and registry, ModelSpec, local engine, openai, vllm",
-    "core": "recipe, executor, context, budget, cache, registries, tasks, reward, scaling",
+    "core": "recipe, executor, api, context, budget, cache, registries, tasks, reward, scaling",
     "techniques": "one file per technique; scorers, PRMs, step-wise search",
     "search": "architecture search over recipes (optuna)",
-    "entry points": "orchestra (the package face), cli, server, api",
+    "entry points": "orchestra (the package face), cli, server",
 }
 
-#: Modules of the core folder that belong to the backend layer.
-BACKEND_MODULES_IN_CORE = ("orchestra.backend", "orchestra.backend_options")
-#: The entry points: what users and servers call.
-ENTRY_POINTS = ("orchestra.cli", "orchestra.server", "orchestra.api")
+#: The entry points: the command line and the server (the Python API, `orchestra.api`, is the
+#: core's own face: `orchestra scale` and the search build on it).
+ENTRY_POINTS = ("orchestra.cli", "orchestra.server")
 #: The core modules a backend may import: the foundation everything stands on.
 FOUNDATION = (
     "orchestra.registry",
@@ -77,7 +76,7 @@ BACKEND_FACE = (
     "orchestra.backends",
     "orchestra.backends.base",
     "orchestra.backends.model_spec",
-    *BACKEND_MODULES_IN_CORE,
+    "orchestra.backends.generation",
 )
 
 
@@ -96,7 +95,7 @@ def layer_of(module: str) -> str:
     ):
         if _within(module, (package,)):
             return layer
-    if _within(module, ("orchestra.backends", *BACKEND_MODULES_IN_CORE)):
+    if _within(module, ("orchestra.backends",)):
         return "backends"
     return "core"
 
