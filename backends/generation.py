@@ -8,6 +8,7 @@ OpenAI-compatible servers, plugins) takes and returns the same ones.
 from __future__ import annotations
 
 import hashlib
+import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -136,3 +137,12 @@ class BackendInfo(BaseModel):
     name: str
     parameters: int | None = None
     context_length: int | None = None
+
+
+def add_logprob(top: dict[str, float], text: str, logprob: float) -> None:
+    """Count a token's probability towards `top[text]`, in log space: tokens that decode to the
+    same text (" Yes" spelled two ways) are one answer to whoever reads the map."""
+    known = top.get(text)
+    if known is not None:  # log(exp(a) + exp(b)), without underflow
+        logprob = max(known, logprob) + math.log1p(math.exp(-abs(known - logprob)))
+    top[text] = logprob

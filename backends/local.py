@@ -20,7 +20,6 @@ gets the same prefix reuse, up to where re-tokenization differs.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ from orchestra.backends.generation import (
     Completion,
     GenerationRequest,
     GenerationResult,
+    add_logprob,
 )
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
 from orchestra.backends.local_engine.options import SparseOptions, SpeculativeOptions
@@ -310,11 +310,7 @@ class LocalBackend(Backend):
         for pairs in positions:
             top: dict[str, float] = {}
             for token_id, logprob in pairs:
-                text = self.tokenizer.decode([token_id])
-                if text in top:  # log(exp(a) + exp(b)), without underflow
-                    a = top[text]
-                    logprob = max(a, logprob) + math.log1p(math.exp(-abs(a - logprob)))
-                top[text] = logprob
+                add_logprob(top, self.tokenizer.decode([token_id]), logprob)
             out.append(top)
         return tuple(out)
 

@@ -14,7 +14,6 @@ happens when a server fails, is `EndpointPool`'s business.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import re
 import time
@@ -32,6 +31,7 @@ from orchestra.backends.generation import (
     Completion,
     GenerationRequest,
     GenerationResult,
+    add_logprob,
 )
 from orchestra.backends.model_spec import ModelSpec
 from orchestra.usage import Usage
@@ -380,10 +380,7 @@ def _top_logprob_maps(block: Any, k: int) -> tuple[dict[str, float], ...] | None
         )[:k]
         merged: dict[str, float] = {}
         for token, logprob in ranked:
-            if token in merged:  # log(exp(a) + exp(b)), without underflow
-                a = merged[token]
-                logprob = max(a, logprob) + math.log1p(math.exp(-abs(a - logprob)))
-            merged[token] = logprob
+            add_logprob(merged, token, logprob)
         maps.append(merged)
     return tuple(maps)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path

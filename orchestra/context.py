@@ -172,6 +172,15 @@ class Context:
         result = await handle.generate(request)
         return [self.candidate(c, handle.alias, result.prompt_tokens, parents) for c in result.completions]
 
+    async def ask(self, prompt: str, *, max_tokens: int, temperature: float = 0.0, model: str | None = None) -> str:
+        """The model's one reply to a single user prompt, with this node's seed: text a critic,
+        ranker or summariser reads and parses, not a candidate answer."""
+        request = GenerationRequest(
+            messages=(Message(role="user", content=prompt),), max_tokens=max_tokens, temperature=temperature, seed=self.seed
+        )
+        result = await self.model(model).generate(request)
+        return result.completions[0].text
+
     def candidate(
         self, completion: Completion, model: str, prompt_tokens: int, parents: tuple[str, ...] = ()
     ) -> Candidate:

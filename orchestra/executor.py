@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from orchestra.backends import Backend, get_backend
+from orchestra.backends import get_backend
 from orchestra.budget import BudgetExceeded, Limits, Meter
 from orchestra.cache import GenerationCache
 from orchestra.candidate import Candidate

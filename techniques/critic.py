@@ -14,10 +14,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestra.backends import GenerationRequest
 from orchestra.candidate import Candidate
 from orchestra.context import Context
-from orchestra.problem import Message
 from orchestra.technique import technique
 from orchestra.techniques._candidate_list import clip
 
@@ -72,14 +70,7 @@ def parse_critique(text: str) -> str | None:
 async def critique(ctx: Context, candidate: Candidate, params: CriticParams) -> str | None:
     """One candidate's critique (parsed), or None when the model wrote nothing usable."""
     prompt = CRITIC_PROMPT.format(problem=ctx.problem.prompt, solution=clip(candidate.text) or "(empty)")
-    request = GenerationRequest(
-        messages=(Message(role="user", content=prompt),),
-        max_tokens=params.max_tokens,
-        temperature=params.temperature,
-        seed=ctx.seed,
-    )
-    result = await ctx.model().generate(request)
-    return parse_critique(result.completions[0].text)
+    return parse_critique(await ctx.ask(prompt, max_tokens=params.max_tokens, temperature=params.temperature))
 
 
 @technique("critic", CriticParams, must_be_followed_by=("rank", "fuse"))

@@ -18,7 +18,6 @@ from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestra.backends import GenerationRequest
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message
@@ -67,15 +66,7 @@ def answers_tally(drafts: list[Candidate]) -> str:
 async def distill(ctx: Context, drafts: list[Candidate], params: PDRParams) -> str:
     """A short summary of the drafts (or their answers' tally when the model writes none)."""
     prompt = DISTILL_PROMPT.format(problem=ctx.problem.prompt, k=len(drafts), drafts=numbered(drafts))
-    result = await ctx.model().generate(
-        GenerationRequest(
-            messages=(Message(role="user", content=prompt),),
-            max_tokens=params.workspace_max_tokens,
-            temperature=0.0,
-            seed=ctx.seed,
-        )
-    )
-    return clip(result.completions[0].text) or answers_tally(drafts)
+    return clip(await ctx.ask(prompt, max_tokens=params.workspace_max_tokens)) or answers_tally(drafts)
 
 
 def from_workspace(problem: str, workspace: str) -> tuple[Message, ...]:

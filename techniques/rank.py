@@ -14,10 +14,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestra.backends import GenerationRequest
 from orchestra.candidate import Candidate
 from orchestra.context import Context
-from orchestra.problem import Message
 from orchestra.technique import technique
 from orchestra.techniques._candidate_list import numbered
 
@@ -110,14 +108,8 @@ async def rank(ctx: Context, inputs: list[Candidate], params: RankParams) -> lis
             k=len(inputs),
             example=_example(len(inputs)),
         )
-        request = GenerationRequest(
-            messages=(Message(role="user", content=prompt),),
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            seed=ctx.seed,
-        )
-        result = await ctx.model().generate(request)
-        parsed = parse_ranking(result.completions[0].text, len(inputs))
+        reply = await ctx.ask(prompt, max_tokens=params.max_tokens, temperature=params.temperature)
+        parsed = parse_ranking(reply, len(inputs))
         fell_back = parsed is None
         order = fallback_order(inputs, params.fallback_score) if parsed is None else parsed
     return [

@@ -18,7 +18,6 @@ import asyncio
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestra.backends import GenerationRequest
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.problem import Message
@@ -64,15 +63,7 @@ class RefineParams(BaseModel):
 
 async def feedback_on(ctx: Context, candidate: Candidate, params: RefineParams) -> str:
     prompt = FEEDBACK_PROMPT.format(problem=ctx.problem.prompt, solution=clip(candidate.text) or "(empty)")
-    result = await ctx.model().generate(
-        GenerationRequest(
-            messages=(Message(role="user", content=prompt),),
-            max_tokens=params.feedback_max_tokens,
-            temperature=params.temperature,
-            seed=ctx.seed,
-        )
-    )
-    return result.completions[0].text.strip()
+    return (await ctx.ask(prompt, max_tokens=params.feedback_max_tokens, temperature=params.temperature)).strip()
 
 
 async def refine_chain(ctx: Context, start: Candidate, params: RefineParams) -> Candidate:

@@ -15,7 +15,6 @@ from orchestra import registry as registry_module
 from orchestra import scorer as scorer_module
 from orchestra import technique as technique_module
 from orchestra.candidate import Candidate
-from orchestra.scorer import scorer
 from orchestra.technique import technique
 
 from fake_backend import fake_backend, vote_recipe, write_sums  # noqa: F401

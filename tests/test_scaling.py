@@ -208,7 +208,7 @@ def test_cli_scale_writes_table_csv_and_plot(tmp_path: Path, fake_backend, monke
 
 
 def test_cli_scale_errors(tmp_path: Path, fake_backend) -> None:
-    from orchestra import cli, terminal
+    from orchestra import cli
 
     path = tmp_path / "vote.yaml"
     path.write_text(recipe(n=4).to_yaml())

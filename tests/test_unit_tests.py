@@ -12,7 +12,7 @@ import pytest
 from fake_backend import FakeBackend, fake_backend  # noqa: F401  (fake_backend is a fixture)
 
 import orchestra
-from orchestra.backends import BACKENDS, BackendInfo, Completion, GenerationRequest, GenerationResult, Prompt
+from orchestra.backends import BACKENDS, Completion, GenerationRequest, GenerationResult, Prompt
 from orchestra.candidate import Candidate
 from orchestra.code_execution.assert_runner import AssertResults, run_asserts
 from orchestra.code_execution.generated_tests import docstring_examples, parse_tests
