@@ -144,7 +144,7 @@ BACKENDS: Registry[type[Backend]] = Registry(
     lazy={
         "local": "orchestra.backends.local:LocalBackend",
         "openai": "orchestra.backends.openai_http:OpenAIBackend",
-        "vllm": "orchestra.backends.vllm_engine:VLLMBackend",
+        "vllm": "orchestra.backends.vllm_offline:VLLMBackend",
     },
 )
 

@@ -122,7 +122,7 @@ def spec(**vllm_options) -> ModelSpec:
 
 
 def test_engine_arguments_pass_through(fake_vllm):
-    from orchestra.backends.vllm_engine import VLLMBackend
+    from orchestra.backends.vllm_offline import VLLMBackend
 
     speculative = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 3}
     VLLMBackend(spec(speculative_config=speculative, max_model_len=2048, engine_args={"enforce_eager": True}))
@@ -143,7 +143,7 @@ def test_engine_arguments_pass_through(fake_vllm):
 
 
 def test_concurrent_requests_are_one_generate_call(fake_vllm):
-    from orchestra.backends.vllm_engine import VLLMBackend
+    from orchestra.backends.vllm_offline import VLLMBackend
 
     backend = VLLMBackend(spec())
     ask = [
@@ -171,7 +171,7 @@ def test_concurrent_requests_are_one_generate_call(fake_vllm):
 
 
 def test_an_assistant_turn_is_continued_and_top_tokens_are_mapped(fake_vllm):
-    from orchestra.backends.vllm_engine import VLLMBackend
+    from orchestra.backends.vllm_offline import VLLMBackend
 
     backend = VLLMBackend(spec())
     request = GenerationRequest(
@@ -221,7 +221,7 @@ def test_vllm_options_are_validated():
 
 def test_without_vllm_the_message_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "vllm", None)  # what `import vllm` meets when it is not installed
-    from orchestra.backends.vllm_engine import VLLMBackend
+    from orchestra.backends.vllm_offline import VLLMBackend
 
     with pytest.raises(BackendUnavailable, match=r"pip install 'orchestra\[vllm\]'"):
         VLLMBackend(spec())
