@@ -60,6 +60,7 @@ class DraftModelDrafter:
             raise ValueError(f"confidence must be in [0, 1), got {confidence}")
         self.forward = forward
         self.max_draft_tokens = max_draft_tokens
+        self.max_nodes = max_draft_tokens + 1
         self.initial_draft_tokens = initial_draft_tokens
         self.draft_tokens = initial_draft_tokens
         self.adaptive = adaptive

@@ -59,6 +59,7 @@ class TokenRecyclingDrafter:
             raise ValueError(f"top_k ({top_k}) must cover the widest level ({max(widths)})")
         self.top_k = top_k
         self.template = tree_template(widths, expand)
+        self.max_nodes = len(self.template) + 1
         self.adjacency = torch.zeros((vocab_size, top_k), dtype=torch.long)
         self.known = torch.zeros(vocab_size, dtype=torch.bool)
 

@@ -87,7 +87,7 @@ class _Recording:
 
     def __init__(self, inner):
         self.inner, self.trees = inner, []
-        self.samples = inner.samples
+        self.samples, self.max_nodes = inner.samples, inner.max_nodes
 
     def propose(self, context, sampling, stream):
         tree = self.inner.propose(context, sampling, stream)

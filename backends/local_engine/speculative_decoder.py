@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from orchestra.backends.local_engine.kv_pool import KVPool, KVPoolFull
+from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.llama_runner import LlamaRunner
 from orchestra.backends.local_engine.sampling import SamplingParams, choose_tokens
 from orchestra.backends.local_engine.sequence import Sequence
@@ -128,12 +128,17 @@ class SpeculativeDecoder:
         """Requests that want per-position extras (top logprobs, hidden states) decode plainly."""
         return not params.top_logprobs and not params.hidden_states
 
+    @property
+    def max_nodes(self) -> int:
+        """Most nodes a draft tree has: the KV positions a round writes past the sequence's end."""
+        return self.drafter.max_nodes
+
     def advance(
         self, sequence: Sequence, pool: KVPool, eos_ids: frozenset[int], context_length: int
-    ) -> tuple[list[int], list[float]] | None:
-        """Tokens (and raw log-probabilities) that follow `sequence`, at least one; None if the
-        pool cannot hold the draft (the caller decodes plainly). The sequence is not modified:
-        the caller appends the tokens, checks stops, and advances `kv_length` per token."""
+    ) -> tuple[list[int], list[float]]:
+        """Tokens (and raw log-probabilities) that follow `sequence`, at least one. The pool must
+        hold `max_nodes` positions past the sequence's KV (the scheduler reserves them). The
+        sequence is not modified: the scheduler appends the tokens and checks stops."""
         params = sequence.params
         context = sequence.context
         start = sequence.kv_length  # the root (last token) goes here
@@ -142,10 +147,6 @@ class SpeculativeDecoder:
         tree = self.drafter.propose(context, sampling, sequence.stream)
         room = min(sequence.limit - len(sequence.tokens), context_length - start) - 1
         tree = _limit_depth(tree, max(room, 0))
-        try:
-            pool.reserve(sequence.slot + 1, start + len(tree))
-        except KVPoolFull:
-            return None
         device = self.runner.device
         depths = tree.depths()
         logits = self.runner.forward_tree(
