@@ -42,7 +42,7 @@ from orchestra.backend import (
     GenerationResult,
 )
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
-from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig
+from orchestra.backends.local_engine.speculative.decoder import SpeculativeConfig
 from orchestra.models import load_pretrained
 from orchestra.recipe import ModelSpec
 from orchestra.usage import Usage
@@ -87,9 +87,12 @@ class LocalBackend:
         if spec.sparse is None:
             return None
         from orchestra.kernels.sparse_mlp import build_mlp_plugin
+        from orchestra.paths import teal_thresholds_folder
 
         options = spec.sparse
-        return build_mlp_plugin(options.method, options.sparsity, self.model, self.tokenizer, spec.model, options.kernel)
+        return build_mlp_plugin(
+            options.method, options.sparsity, self.model, self.tokenizer, spec.model, teal_thresholds_folder(), options.kernel
+        )
 
     def _speculative_config(self, spec: ModelSpec) -> SpeculativeConfig | None:
         if spec.speculative is None:

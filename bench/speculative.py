@@ -32,7 +32,7 @@ import torch
 from rich.progress import Progress
 
 from orchestra.backends.local_engine import EngineConfig, InferenceEngine, SamplingParams
-from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig
+from orchestra.backends.local_engine.speculative.decoder import SpeculativeConfig
 from orchestra.models import load_pretrained
 
 RESULTS = Path(__file__).resolve().parent / "results"

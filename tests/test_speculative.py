@@ -15,8 +15,8 @@ from orchestra.backend_options import SpeculativeOptions
 from orchestra.backends.local_engine import EngineConfig, InferenceEngine, SamplingParams
 from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.llama_runner import LlamaRunner, PrefillRow
-from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig
-from orchestra.kernels.draft_tree import DraftTree, ancestor_mask
+from orchestra.backends.local_engine.speculative.decoder import SpeculativeConfig
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree, ancestor_mask
 from orchestra.models import load_pretrained
 from orchestra.recipe import ModelSpec
 

@@ -1,4 +1,4 @@
-"""Speculative-decoding kernels without a model: tree layout, verification, rejection sampling, drafters."""
+"""Speculative decoding without a model: tree layout, verification, rejection sampling, drafters."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import random
 import pytest
 import torch
 
-from orchestra.kernels.draft_model import DraftModelDrafter
-from orchestra.kernels.draft_tree import DraftTree, ancestor_mask, depth_positions, verification_mask
-from orchestra.kernels.drafter import DraftSampling
-from orchestra.kernels.prompt_lookup import PromptLookupDrafter
+from orchestra.backends.local_engine.speculative.draft_model import DraftModelDrafter
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree, ancestor_mask, depth_positions, verification_mask
+from orchestra.backends.local_engine.speculative.drafter import DraftSampling
+from orchestra.backends.local_engine.speculative.prompt_lookup import PromptLookupDrafter
+from orchestra.backends.local_engine.speculative.token_recycling import TokenRecyclingDrafter, tree_template
+from orchestra.backends.local_engine.speculative.verification import Verdict, accept_matching, compact_path
 from orchestra.kernels.rejection_sampling import inverse_cdf, processed_probs, speculative_chain, verify_rows
-from orchestra.kernels.token_recycling import TokenRecyclingDrafter, tree_template
-from orchestra.kernels.verification import Verdict, accept_matching, compact_path
 
 # A tree:      0
 #            /   \

@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from orchestra.kernels.draft_tree import ancestor_mask, verification_mask  # noqa: E402
+from orchestra.backends.local_engine.speculative.draft_tree import ancestor_mask, verification_mask  # noqa: E402
 from orchestra.kernels.rejection_sampling import inverse_cdf, verify_rows  # noqa: E402
 
 

@@ -40,7 +40,8 @@ from orchestra.backends.local_engine.prefix_cache import PrefixCache
 from orchestra.backends.local_engine.sampling import SamplingParams, choose_tokens, sample_stream
 from orchestra.backends.local_engine.scheduler import Sampled, Scheduler, StepPlan
 from orchestra.backends.local_engine.sequence import FinishedSequence, Sequence
-from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig, SpeculativeDecoder
+from orchestra.backends.local_engine.speculative import SpeculativeDecoder
+from orchestra.backends.local_engine.speculative.decoder import SpeculativeConfig
 from orchestra.backends.local_engine.stopping import StopChecker
 
 

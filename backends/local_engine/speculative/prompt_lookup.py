@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import torch
 
-from orchestra.kernels.draft_tree import DraftTree
-from orchestra.kernels.drafter import DraftSampling
-from orchestra.kernels.verification import Verdict
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree
+from orchestra.backends.local_engine.speculative.drafter import DraftSampling
+from orchestra.backends.local_engine.speculative.verification import Verdict
 
 
 class PromptLookupDrafter:

@@ -1,28 +1,19 @@
-"""Speculative decoding for a lone sequence: draft several tokens, verify them in one forward.
+"""The speculative decoding loop: draft, verify in one forward, keep the accepted path.
 
-On a CPU a decode step of a small model is bound by reading the weights, so a
-forward over a handful of tokens costs little more than over one. When exactly
-one sequence runs (batch 1: an interactive request, a long answer), the engine
-hands its decode step here: a drafter proposes a tree of guesses, the target
-scores every node in one `forward_tree` pass, and the accepted path becomes
-part of the sequence — several tokens for one target forward.
+One round per engine step of a lone sequence (the scheduler reserved KV room
+for the largest draft tree behind it):
 
-Lossless by construction:
-- deterministic drafts (prompt lookup, Token Recycling, a greedy draft model) are
-  accepted by *matching*: at each node the target picks its own token — argmax,
-  or a sample drawn with the very uniform plain decoding would have drawn for
-  that token — and the walk continues only into the child that drafted it. The
-  output is plain decoding's output, seed for seed;
-- sampled drafts (a draft model under `acceptance: rejection`) are verified by
-  rejection sampling: the output follows the target's distribution exactly,
-  but a given seed yields a different sample than plain decoding.
-
-With several sequences running the engine's batched step is used unchanged.
+1. the drafter proposes a tree of guesses rooted at the sequence's last token;
+2. the target scores every node in one `forward_tree` pass (each node sees the
+   prefix and its own ancestors);
+3. the verdict — by matching the target's own picks, or by rejection sampling
+   for sampled drafts — names the accepted path; its KV is moved into place,
+   the drafter learns from the logits, and the path's tokens go back to the
+   engine: several tokens for one target forward.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,15 +21,15 @@ import torch
 
 from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.llama_runner import LlamaRunner
-from orchestra.backends.local_engine.sampling import SamplingParams, choose_tokens
+from orchestra.backends.local_engine.sampling import SamplingParams
 from orchestra.backends.local_engine.sequence import Sequence
-from orchestra.kernels.draft_model import DraftModelDrafter
-from orchestra.kernels.draft_tree import DraftTree, ancestor_mask
-from orchestra.kernels.drafter import DraftSampling, Drafter
-from orchestra.kernels.prompt_lookup import PromptLookupDrafter
-from orchestra.kernels.rejection_sampling import processed_probs, speculative_chain
-from orchestra.kernels.token_recycling import DEFAULT_WIDTHS, TokenRecyclingDrafter
-from orchestra.kernels.verification import Verdict, accept_matching, compact_path
+from orchestra.backends.local_engine.speculative.draft_forwards import RunnerForward, build_draft_forward
+from orchestra.backends.local_engine.speculative.draft_model import DraftModelDrafter
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree, ancestor_mask, depth_positions
+from orchestra.backends.local_engine.speculative.drafter import DraftSampling, Drafter
+from orchestra.backends.local_engine.speculative.prompt_lookup import PromptLookupDrafter
+from orchestra.backends.local_engine.speculative.token_recycling import DEFAULT_WIDTHS, TokenRecyclingDrafter
+from orchestra.backends.local_engine.speculative.verification import compact_path, verify_by_matching, verify_by_rejection
 
 METHODS = ("prompt_lookup", "draft_model", "token_recycling")
 
@@ -78,8 +69,6 @@ def build_drafter(config: SpeculativeConfig, runner: LlamaRunner) -> Drafter:
     if config.method == "token_recycling":
         vocab = runner.lm_head.weight.shape[0]
         return TokenRecyclingDrafter(vocab, config.top_k, config.tree_widths, config.tree_expand)
-    from orchestra.backends.local_engine.draft_forwards import RunnerForward, build_draft_forward
-
     forward = RunnerForward(build_draft_forward(config.draft, runner, dict(config.draft_options)))
     return DraftModelDrafter(
         forward,
@@ -102,16 +91,6 @@ class SpeculativeStats:
     def mean_accepted_length(self) -> float:
         """Tokens emitted per target forward (1.0 is plain decoding)."""
         return self.emitted_tokens / self.rounds if self.rounds else 0.0
-
-
-class _Fixed:
-    """A stand-in random stream that returns one given uniform (a node's draw)."""
-
-    def __init__(self, value: float):
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
 
 
 class SpeculativeDecoder:
@@ -148,23 +127,22 @@ class SpeculativeDecoder:
         room = min(sequence.limit - len(sequence.tokens), context_length - start) - 1
         tree = _limit_depth(tree, max(room, 0))
         device = self.runner.device
-        depths = tree.depths()
         logits = self.runner.forward_tree(
             pool,
             sequence.slot,
             start,
             torch.tensor(tree.tokens, device=device),
-            torch.tensor(depths, device=device) + start,
+            depth_positions(tree, start, device),
             ancestor_mask(tree.parents, device),
         )
-        early = [i for i, depth in enumerate(depths) if len(sequence.tokens) + depth < params.min_tokens]
+        early = [i for i, depth in enumerate(tree.depths()) if len(sequence.tokens) + depth < params.min_tokens]
         if early:
             eos = torch.tensor(sorted(eos_ids), device=logits.device)
             logits[torch.tensor(early, device=logits.device)[:, None], eos[None, :]] = float("-inf")
         if rejection and tree.draft_probs is not None and len(tree) > 1:
-            verdict = self._verify_by_rejection(tree, logits, params, sequence.stream)
+            verdict = verify_by_rejection(tree, logits, params, sequence.stream)
         else:
-            verdict = self._verify_by_matching(tree, depths, logits, params, sequence.stream)
+            verdict = verify_by_matching(tree, logits, params, sequence.stream)
         compact_path(pool.storage, sequence.slot, start, verdict.path)
         self.drafter.observe(tree, logits, verdict)
         rows = torch.tensor(verdict.path, device=logits.device)
@@ -176,36 +154,6 @@ class SpeculativeDecoder:
         self.stats.accepted_tokens += verdict.accepted
         self.stats.emitted_tokens += len(verdict.tokens)
         return list(verdict.tokens), logprobs
-
-    def _verify_by_matching(
-        self, tree: DraftTree, depths: list[int], logits: torch.Tensor, params: SamplingParams, stream: random.Random
-    ) -> Verdict:
-        if params.temperature > 0:
-            # The uniforms plain decoding would draw for the next tokens, one per depth; the stream
-            # is then advanced by exactly the tokens emitted, as if they had been decoded one by one.
-            state = stream.getstate()
-            draws = [stream.random() for _ in range(max(depths) + 1)]
-            streams = [_Fixed(draws[depth]) for depth in depths]
-        else:
-            streams = [_Fixed(0.0)] * len(depths)
-        picks, _ = choose_tokens(logits.clone(), [params] * len(depths), streams)
-        verdict = accept_matching(tree, picks)
-        if params.temperature > 0:
-            stream.setstate(state)
-            for _ in verdict.tokens:
-                stream.random()
-        return verdict
-
-    def _verify_by_rejection(
-        self, tree: DraftTree, logits: torch.Tensor, params: SamplingParams, stream: random.Random
-    ) -> Verdict:
-        k = len(tree) - 1
-        target = processed_probs(logits, params.temperature, params.top_k, params.top_p)
-        drafted = torch.tensor(tree.tokens[1:], device=logits.device)
-        accept_uniforms = torch.tensor([stream.random() for _ in range(k)])
-        residual_uniforms = torch.tensor([stream.random() for _ in range(k + 1)])
-        kept, emitted = speculative_chain(target, tree.draft_probs.to(target.device), drafted, accept_uniforms, residual_uniforms)
-        return Verdict(tuple(range(kept + 1)), tuple(emitted))
 
     def finish(self) -> None:
         self.drafter.finish()

@@ -7,11 +7,10 @@ gives it a private KV pool and the drafter's incremental interface. Built in:
 
 - `layer_skip` — the target's first `layers` decoder layers, then its final norm
   and LM head (self-speculative drafting: no second model, shared weights);
-- `model` — a separate, smaller model with the same tokenizer (`model: ALIAS`).
-
-- `sparse` — the target itself with TEAL-sparse decode MLPs (sparse self-drafting:
-  `orchestra.kernels.sparse_draft`); needs the target's `tokenizer` and
-  `model_name` (to calibrate or load its thresholds), which `LocalBackend` passes.
+- `model` — a separate, smaller model with the same tokenizer (`model: ALIAS`);
+- `sparse` — the target itself with TEAL-sparse decode MLPs (sparse self-drafting);
+  needs the target's `tokenizer` and `model_name` (to calibrate or load its
+  thresholds), which `LocalBackend` passes.
 
 Other kinds register themselves with `register_draft_forward`.
 """
@@ -88,13 +87,21 @@ def sparse_mlps(
 ) -> LlamaRunner:
     """The target drafting for itself with `sparsity` of its decode-MLP inputs dropped (TEAL).
 
-    Same weights, no copy; the dense target verifies, so the output stays lossless.
+    A shallow copy of the runner with a `TealMLP` plugin: same weights, same KV layout,
+    the target itself left dense. TEAL, not CoreInfer: it needs no per-sequence state, so
+    the draft runs on its own pool without the engine's prefill/decode hooks. The dense
+    target verifies, so the output stays lossless.
     """
-    from orchestra.kernels.sparse_draft import sparse_draft_forward
+    from orchestra.kernels.sparse_mlp import TealMLP
+    from orchestra.kernels.teal_calibration import load_or_calibrate
+    from orchestra.paths import teal_thresholds_folder
 
     if not 0.0 < sparsity < 1.0:
         raise ValueError(f"the sparse draft's sparsity must be in (0, 1), got {sparsity}")
-    return sparse_draft_forward(target, tokenizer, model_name, sparsity, kernel)
+    thresholds = load_or_calibrate(target.model, tokenizer, model_name, sparsity, teal_thresholds_folder())
+    draft = copy.copy(target)
+    draft.mlp_plugin = TealMLP(thresholds, kernel)
+    return draft
 
 
 class RunnerForward:

@@ -23,10 +23,10 @@ from typing import Protocol
 
 import torch
 
-from orchestra.kernels.draft_tree import DraftTree
-from orchestra.kernels.drafter import DraftSampling
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree
+from orchestra.backends.local_engine.speculative.drafter import DraftSampling
+from orchestra.backends.local_engine.speculative.verification import Verdict
 from orchestra.kernels.rejection_sampling import inverse_cdf, processed_probs
-from orchestra.kernels.verification import Verdict
 
 
 class IncrementalForward(Protocol):

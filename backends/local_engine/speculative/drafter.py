@@ -9,8 +9,8 @@ from typing import Protocol
 
 import torch
 
-from orchestra.kernels.draft_tree import DraftTree
-from orchestra.kernels.verification import Verdict
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree
+from orchestra.backends.local_engine.speculative.verification import Verdict
 
 
 @dataclass(frozen=True)
