@@ -42,7 +42,6 @@ from orchestra.backend import (
     GenerationResult,
 )
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
-from orchestra.backends.local_engine.speculative.decoder import SpeculativeConfig
 from orchestra.models import load_pretrained
 from orchestra.recipe import ModelSpec
 from orchestra.usage import Usage
@@ -73,9 +72,13 @@ class LocalBackend:
         self.model.to(self.device)
         self.parameters = sum(p.numel() for p in self.model.parameters())
         config = engine_config or EngineConfig(max_batch_size=spec.max_batch_size)
-        speculative = self._speculative_config(spec)
         self.engine = InferenceEngine(
-            self.model, self.tokenizer, config, speculative=speculative, mlp_plugin=self._sparse_mlp(spec)
+            self.model,
+            self.tokenizer,
+            config,
+            speculative=spec.speculative,
+            mlp_plugin=self._sparse_mlp(spec),
+            model_name=spec.model,
         )
         self.context_length = self.engine.context_length
         self._encoded: dict[str, list[int]] = {}
@@ -93,14 +96,6 @@ class LocalBackend:
         return build_mlp_plugin(
             options.method, options.sparsity, self.model, self.tokenizer, spec.model, teal_thresholds_folder(), options.kernel
         )
-
-    def _speculative_config(self, spec: ModelSpec) -> SpeculativeConfig | None:
-        if spec.speculative is None:
-            return None
-        options = spec.speculative.model_dump()
-        if spec.speculative.draft == "sparse":  # sparse self-drafting calibrates on this model
-            options["draft_options"] = {**options["draft_options"], "tokenizer": self.tokenizer, "model_name": spec.model}
-        return SpeculativeConfig(**options)
 
     def _resolve_dtype(self, spec: ModelSpec) -> str:
         if spec.dtype != "auto":

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from orchestra.backend_options import SparseOptions
+from orchestra.backends.local_engine.options import SparseOptions
 from orchestra.kernels import core_neurons, cpu_sparse_gemv, triton_sparse_gemv
 from orchestra.kernels.sparse_mlp import CoreNeuronMLP, TealMLP, dense_mlp, slice_mlp
 from orchestra.kernels.teal_calibration import TealThresholds, magnitude_threshold

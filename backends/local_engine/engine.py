@@ -36,12 +36,13 @@ import torch
 from orchestra.backends.local_engine.config import EngineConfig
 from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.llama_runner import LlamaRunner
+from orchestra.backends.local_engine.options import SpeculativeOptions
 from orchestra.backends.local_engine.prefix_cache import PrefixCache
 from orchestra.backends.local_engine.sampling import SamplingParams, choose_tokens, sample_stream
 from orchestra.backends.local_engine.scheduler import Sampled, Scheduler, StepPlan
 from orchestra.backends.local_engine.sequence import FinishedSequence, Sequence
 from orchestra.backends.local_engine.speculative import SpeculativeDecoder
-from orchestra.backends.local_engine.speculative.decoder import SpeculativeConfig
+from orchestra.backends.local_engine.speculative.draft_forwards import DraftTarget
 from orchestra.backends.local_engine.stopping import StopChecker
 
 
@@ -79,16 +80,23 @@ class InferenceEngine:
         tokenizer,
         config: EngineConfig | None = None,
         eos_ids: set[int] | None = None,
-        speculative: SpeculativeConfig | None = None,
+        speculative: SpeculativeOptions | None = None,
         mlp_plugin=None,
+        model_name: str | None = None,
     ):
+        """`model_name` names the model for what is stored about it on disk (a sparse draft's
+        calibrated thresholds)."""
         self.config = config or EngineConfig()
         self.model = model
         self.runner = _make_runner(model, self.config, sparse=mlp_plugin is not None)
         #: Sparse decode MLPs (`orchestra.kernels.sparse_mlp`); None keeps the dense path.
         self.runner.mlp_plugin = mlp_plugin
         #: Batch-1 speculative decoding (None: every step is the plain batched decode).
-        self.speculative = SpeculativeDecoder(speculative, self.runner) if speculative is not None else None
+        self.speculative = (
+            SpeculativeDecoder(speculative, DraftTarget(self.runner, tokenizer, model_name))
+            if speculative is not None
+            else None
+        )
         if eos_ids is None:
             eos = model.generation_config.eos_token_id
             eos = eos if isinstance(eos, list) else [eos]

@@ -14,69 +14,37 @@ for the largest draft tree behind it):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from orchestra.backends.local_engine.kv_pool import KVPool
-from orchestra.backends.local_engine.llama_runner import LlamaRunner
+from orchestra.backends.local_engine.options import SpeculativeOptions
 from orchestra.backends.local_engine.sampling import SamplingParams
 from orchestra.backends.local_engine.sequence import Sequence
-from orchestra.backends.local_engine.speculative.draft_forwards import RunnerForward, build_draft_forward
+from orchestra.backends.local_engine.speculative.draft_forwards import DraftTarget, RunnerForward, build_draft_forward
 from orchestra.backends.local_engine.speculative.draft_model import DraftModelDrafter
 from orchestra.backends.local_engine.speculative.draft_tree import DraftTree, ancestor_mask, depth_positions
 from orchestra.backends.local_engine.speculative.drafter import DraftSampling, Drafter
 from orchestra.backends.local_engine.speculative.prompt_lookup import PromptLookupDrafter
-from orchestra.backends.local_engine.speculative.token_recycling import DEFAULT_WIDTHS, TokenRecyclingDrafter
+from orchestra.backends.local_engine.speculative.token_recycling import TokenRecyclingDrafter
 from orchestra.backends.local_engine.speculative.verification import compact_path, verify_by_matching, verify_by_rejection
 
-METHODS = ("prompt_lookup", "draft_model", "token_recycling")
-
-
-@dataclass(frozen=True)
-class SpeculativeConfig:
-    """Which drafter, and its knobs (the recipe's `speculative:` block, validated there)."""
-
-    method: str = "prompt_lookup"
-    #: Most tokens one chain draft proposes (prompt lookup, draft model).
-    draft_tokens: int = 8
-    min_ngram: int = 1
-    max_ngram: int = 3
-    #: Draft model: the cheaper forward (`layer_skip`, `model`, or a registered one) and its options.
-    draft: str = "layer_skip"
-    draft_options: dict[str, Any] = field(default_factory=dict)
-    adaptive: bool = True
-    initial_draft_tokens: int = 4
-    confidence: float = 0.0
-    #: Token Recycling: top-k kept per token, and the static tree's shape.
-    top_k: int = 8
-    tree_widths: tuple[int, ...] = DEFAULT_WIDTHS
-    tree_expand: int = 2
-    #: `match` (seed-for-seed identical to plain decoding) or `rejection` (draft model samples its drafts).
-    acceptance: str = "match"
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"speculative method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.acceptance not in ("match", "rejection"):
-            raise ValueError(f"acceptance must be 'match' or 'rejection', got {self.acceptance!r}")
-
-
-def build_drafter(config: SpeculativeConfig, runner: LlamaRunner) -> Drafter:
-    if config.method == "prompt_lookup":
-        return PromptLookupDrafter(config.max_ngram, config.min_ngram, config.draft_tokens)
-    if config.method == "token_recycling":
-        vocab = runner.lm_head.weight.shape[0]
-        return TokenRecyclingDrafter(vocab, config.top_k, config.tree_widths, config.tree_expand)
-    forward = RunnerForward(build_draft_forward(config.draft, runner, dict(config.draft_options)))
+def build_drafter(options: SpeculativeOptions, target: DraftTarget) -> Drafter:
+    """The drafter `options.method` names, with its knobs."""
+    if options.method == "prompt_lookup":
+        return PromptLookupDrafter(options.max_ngram, options.min_ngram, options.draft_tokens)
+    if options.method == "token_recycling":
+        vocab = target.runner.lm_head.weight.shape[0]
+        return TokenRecyclingDrafter(vocab, options.top_k, options.tree_widths, options.tree_expand)
+    forward = RunnerForward(build_draft_forward(options.draft, target, options.draft_options))
     return DraftModelDrafter(
         forward,
-        max_draft_tokens=config.draft_tokens,
-        initial_draft_tokens=min(config.initial_draft_tokens, config.draft_tokens),
-        adaptive=config.adaptive,
-        confidence=config.confidence,
-        sample=config.acceptance == "rejection",
+        max_draft_tokens=options.draft_tokens,
+        initial_draft_tokens=min(options.initial_draft_tokens, options.draft_tokens),
+        adaptive=options.adaptive,
+        confidence=options.confidence,
+        sample=options.acceptance == "rejection",
     )
 
 
@@ -96,10 +64,10 @@ class SpeculativeStats:
 class SpeculativeDecoder:
     """Draft, verify, keep the accepted path: one round per engine step of a lone sequence."""
 
-    def __init__(self, config: SpeculativeConfig, runner: LlamaRunner, drafter: Drafter | None = None):
-        self.config = config
-        self.runner = runner
-        self.drafter = drafter or build_drafter(config, runner)
+    def __init__(self, options: SpeculativeOptions, target: DraftTarget, drafter: Drafter | None = None):
+        self.options = options
+        self.runner = target.runner
+        self.drafter = drafter or build_drafter(options, target)
         self.stats = SpeculativeStats()
 
     @staticmethod
@@ -121,7 +89,7 @@ class SpeculativeDecoder:
         params = sequence.params
         context = sequence.context
         start = sequence.kv_length  # the root (last token) goes here
-        rejection = self.drafter.samples and params.temperature > 0 and self.config.acceptance == "rejection"
+        rejection = self.drafter.samples and params.temperature > 0 and self.options.acceptance == "rejection"
         sampling = DraftSampling(params.temperature, params.top_k, params.top_p) if rejection else None
         tree = self.drafter.propose(context, sampling, sequence.stream)
         room = min(sequence.limit - len(sequence.tokens), context_length - start) - 1

@@ -1,6 +1,7 @@
 """Cheaper forwards of the target that a draft-model drafter can run: a registry of builders.
 
-A builder takes the target's `LlamaRunner` and options and returns a runner-like
+A builder takes the `DraftTarget` (the target's `LlamaRunner`, and the tokenizer
+and name it was loaded with) and options and returns a runner-like
 object with the same `prefill` / `decode` methods and pool geometry
 (`num_layers`, `kv_heads`, `head_dim`, `dtype`, `device`); `RunnerForward`
 gives it a private KV pool and the drafter's incremental interface. Built in:
@@ -9,8 +10,7 @@ gives it a private KV pool and the drafter's incremental interface. Built in:
   and LM head (self-speculative drafting: no second model, shared weights);
 - `model` — a separate, smaller model with the same tokenizer (`model: ALIAS`);
 - `sparse` — the target itself with TEAL-sparse decode MLPs (sparse self-drafting);
-  needs the target's `tokenizer` and `model_name` (to calibrate or load its
-  thresholds), which `LocalBackend` passes.
+  calibrates (or loads) its thresholds with the target's tokenizer and name.
 
 Other kinds register themselves with `register_draft_forward`.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,14 +27,26 @@ import torch
 from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.llama_runner import LlamaRunner, PrefillRow
 
-#: builder(target_runner, **options) -> a runner-like object (prefill/decode over a KVPool).
+
+
+@dataclass(frozen=True)
+class DraftTarget:
+    """The model a draft forward drafts for: its runner, and what it was loaded with
+    (for draft forwards that calibrate on it, like `sparse`)."""
+
+    runner: LlamaRunner
+    tokenizer: Any = None
+    model_name: str | None = None
+
+
+#: builder(target, **options) -> a runner-like object (prefill/decode over a KVPool).
 DraftForwardBuilder = Callable[..., Any]
 
 _BUILDERS: dict[str, DraftForwardBuilder] = {}
 
 
 def register_draft_forward(name: str) -> Callable[[DraftForwardBuilder], DraftForwardBuilder]:
-    """Decorator: make `builder(target_runner, **options)` available as `draft: NAME`."""
+    """Decorator: make `builder(target, **options)` available as `draft: NAME`."""
 
     def add(builder: DraftForwardBuilder) -> DraftForwardBuilder:
         _BUILDERS[name] = builder
@@ -46,45 +59,44 @@ def draft_forward_names() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_draft_forward(name: str, target: LlamaRunner, options: dict[str, Any]) -> Any:
+def build_draft_forward(name: str, target: DraftTarget, options: dict[str, Any]) -> Any:
     if name not in _BUILDERS:
         raise ValueError(f"unknown draft forward {name!r}; known: {', '.join(draft_forward_names())}")
     return _BUILDERS[name](target, **options)
 
 
 @register_draft_forward("layer_skip")
-def layer_skip(target: LlamaRunner, layers: int | None = None) -> LlamaRunner:
+def layer_skip(target: DraftTarget, layers: int | None = None) -> LlamaRunner:
     """The target truncated to its first `layers` layers (default: a third), same norm and head.
 
     A shallow copy: every weight is the target's own tensor, nothing is duplicated.
     """
-    layers = layers if layers is not None else max(1, target.num_layers // 3)
-    if not 1 <= layers < target.num_layers:
-        raise ValueError(f"layer_skip keeps 1..{target.num_layers - 1} of the target's layers, got {layers}")
-    draft = copy.copy(target)
-    draft.layers = target.layers[:layers]
+    runner = target.runner
+    layers = layers if layers is not None else max(1, runner.num_layers // 3)
+    if not 1 <= layers < runner.num_layers:
+        raise ValueError(f"layer_skip keeps 1..{runner.num_layers - 1} of the target's layers, got {layers}")
+    draft = copy.copy(runner)
+    draft.layers = runner.layers[:layers]
     draft.num_layers = layers
     return draft
 
 
 @register_draft_forward("model")
-def separate_model(target: LlamaRunner, model: str, dtype: str | None = None) -> LlamaRunner:
+def separate_model(target: DraftTarget, model: str, dtype: str | None = None) -> LlamaRunner:
     """Another model (an alias `orchestra.models` knows, or an HF folder) with the target's vocabulary."""
     from orchestra.models import load_pretrained
 
-    dtype = dtype or str(target.dtype).removeprefix("torch.")
+    dtype = dtype or str(target.runner.dtype).removeprefix("torch.")
     hf_model, _ = load_pretrained(model, dtype)
-    hf_model.to(target.device)
+    hf_model.to(target.runner.device)
     runner = LlamaRunner(hf_model)
-    if runner.lm_head.weight.shape[0] != target.lm_head.weight.shape[0]:
+    if runner.lm_head.weight.shape[0] != target.runner.lm_head.weight.shape[0]:
         raise ValueError(f"draft model {model!r} has a different vocabulary size than the target")
     return runner
 
 
 @register_draft_forward("sparse")
-def sparse_mlps(
-    target: LlamaRunner, tokenizer: Any, model_name: str, sparsity: float = 0.5, kernel: str = "auto"
-) -> LlamaRunner:
+def sparse_mlps(target: DraftTarget, sparsity: float = 0.5, kernel: str = "auto") -> LlamaRunner:
     """The target drafting for itself with `sparsity` of its decode-MLP inputs dropped (TEAL).
 
     A shallow copy of the runner with a `TealMLP` plugin: same weights, same KV layout,
@@ -98,8 +110,11 @@ def sparse_mlps(
 
     if not 0.0 < sparsity < 1.0:
         raise ValueError(f"the sparse draft's sparsity must be in (0, 1), got {sparsity}")
-    thresholds = load_or_calibrate(target.model, tokenizer, model_name, sparsity, teal_thresholds_folder())
-    draft = copy.copy(target)
+    if target.tokenizer is None or target.model_name is None:
+        raise ValueError("the sparse draft calibrates on the target: it needs the target's tokenizer and model name")
+    runner = target.runner
+    thresholds = load_or_calibrate(runner.model, target.tokenizer, target.model_name, sparsity, teal_thresholds_folder())
+    draft = copy.copy(runner)
     draft.mlp_plugin = TealMLP(thresholds, kernel)
     return draft
 
