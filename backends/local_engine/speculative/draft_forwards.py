@@ -12,7 +12,8 @@ gives it a private KV pool and the drafter's incremental interface. Built in:
 - `sparse` — the target itself with TEAL-sparse decode MLPs (sparse self-drafting);
   calibrates (or loads) its thresholds with the target's tokenizer and name.
 
-Other kinds register themselves with `register_draft_forward`.
+Other kinds register with the `draft_forward(name)` decorator, from any module a
+plugin package names in the `orchestra.draft_forwards` entry-point group.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 
 from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.llama_runner import LlamaRunner, PrefillRow
-
+from orchestra.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -42,30 +43,21 @@ class DraftTarget:
 #: builder(target, **options) -> a runner-like object (prefill/decode over a KVPool).
 DraftForwardBuilder = Callable[..., Any]
 
-_BUILDERS: dict[str, DraftForwardBuilder] = {}
+#: Draft forwards by name: the built-ins below, then plugins' (entry-point group `orchestra.draft_forwards`).
+DRAFT_FORWARDS: Registry[DraftForwardBuilder] = Registry("draft forward", "orchestra.draft_forwards", [__name__])
 
 
-def register_draft_forward(name: str) -> Callable[[DraftForwardBuilder], DraftForwardBuilder]:
-    """Decorator: make `builder(target, **options)` available as `draft: NAME`."""
-
-    def add(builder: DraftForwardBuilder) -> DraftForwardBuilder:
-        _BUILDERS[name] = builder
-        return builder
-
-    return add
-
-
-def draft_forward_names() -> list[str]:
-    return sorted(_BUILDERS)
+def draft_forward(name: str) -> Callable[[DraftForwardBuilder], DraftForwardBuilder]:
+    """Decorator: make `builder(target, **options)` available as `draft: NAME` (a taken name raises)."""
+    return DRAFT_FORWARDS.decorator(name)
 
 
 def build_draft_forward(name: str, target: DraftTarget, options: dict[str, Any]) -> Any:
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown draft forward {name!r}; known: {', '.join(draft_forward_names())}")
-    return _BUILDERS[name](target, **options)
+    """The draft forward `name` for `target`; an unknown name raises `UnknownName` (with suggestions)."""
+    return DRAFT_FORWARDS.get(name)(target, **options)
 
 
-@register_draft_forward("layer_skip")
+@draft_forward("layer_skip")
 def layer_skip(target: DraftTarget, layers: int | None = None) -> LlamaRunner:
     """The target truncated to its first `layers` layers (default: a third), same norm and head.
 
@@ -81,7 +73,7 @@ def layer_skip(target: DraftTarget, layers: int | None = None) -> LlamaRunner:
     return draft
 
 
-@register_draft_forward("model")
+@draft_forward("model")
 def separate_model(target: DraftTarget, model: str, dtype: str | None = None) -> LlamaRunner:
     """Another model (an alias `orchestra.models` knows, or an HF folder) with the target's vocabulary."""
     from orchestra.models import load_pretrained
@@ -95,7 +87,7 @@ def separate_model(target: DraftTarget, model: str, dtype: str | None = None) ->
     return runner
 
 
-@register_draft_forward("sparse")
+@draft_forward("sparse")
 def sparse_mlps(target: DraftTarget, sparsity: float = 0.5, kernel: str = "auto") -> LlamaRunner:
     """The target drafting for itself with `sparsity` of its decode-MLP inputs dropped (TEAL).
 
