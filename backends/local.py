@@ -11,14 +11,10 @@ Requests made in the same event-loop tick reach the engine together, so
 identical prompts asked for at once (several nodes reading one problem) are
 prefilled once.
 
-Beyond the `Backend` protocol, for step-wise search:
-
-- `encode(request)` — the prompt's token ids;
-- `continue_tokens(token_ids, request)` — generate after exact token ids
-  (prompt ids + a completion's `token_ids`), with the request's sampling
-  settings; its messages/prompt only label the call;
-- `fork(request, completion, n)` — n continuations of one completion of
-  `request`, token-exact, its KV reused from the prefix cache.
+For step-wise search, a request whose messages end with a partial assistant
+turn and carry its `continuation_ids` (a completion's `token_ids`) continues
+token-exactly: the ids are fed as generated, so their KV is found in the
+prefix cache and only new tokens are computed.
 
 Text-level continuation (`GenerationRequest(prompt=render(r) + partial)`) gets
 the same prefix reuse automatically, up to where re-tokenization differs.
@@ -29,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Sequence as Tokens
 from dataclasses import dataclass
 
 from orchestra.backend import (
@@ -175,25 +170,6 @@ class LocalBackend:
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         return await self._run(tuple(self.encode(request)), request)
-
-    async def continue_tokens(self, token_ids: Tokens[int], request: GenerationRequest) -> GenerationResult:
-        """Generate after exactly `token_ids` with `request`'s sampling settings.
-
-        `prompt_tokens` and the usage count `token_ids` as the prompt.
-        """
-        return await self._run(tuple(int(t) for t in token_ids), request)
-
-    async def fork(self, request: GenerationRequest, completion: Completion, n: int = 1, **settings) -> GenerationResult:
-        """`n` continuations of `completion` (a sample of `request`), token-exact.
-
-        `settings` override the request's (e.g. `stop`, `max_tokens`, `seed`,
-        `first_index`); the completion's KV is still in the prefix cache if it
-        was generated here recently, so only new tokens are computed.
-        """
-        if completion.token_ids is None:
-            raise ValueError("this completion has no token ids (it came from another backend); continue from its text")
-        forked = request.model_copy(update={"n": n, **settings})
-        return await self.continue_tokens([*self.encode(request), *completion.token_ids], forked)
 
     def clear_prefix_cache(self) -> None:
         """Forget cached KV (e.g. to measure a cold prefill)."""

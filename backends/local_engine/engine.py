@@ -138,6 +138,9 @@ class InferenceEngine:
 
         Sample `i` draws from a stream seeded by `(seed, first_index + i)`, so any
         sample can be regenerated alone. Without a seed, samples are fresh each time.
+        A finished sequence is continued token-exactly by submitting its `context`
+        (prompt + completion): its KV is still in the prefix cache, so only new tokens
+        are computed.
         """
         prompt = tuple(int(t) for t in prompt_ids)
         if not prompt:
@@ -157,20 +160,6 @@ class InferenceEngine:
         ]
         self._enqueue(sequences)
         return [s.future for s in sequences]
-
-    def continue_from(
-        self, prompt_ids: Tokens[int], partial_ids: Tokens[int], params: SamplingParams, **sampling
-    ) -> list[Future]:
-        """Continue a partial completion token-exactly (step-wise search extends a step).
-
-        The result's `prompt_ids` are prompt + partial; its `token_ids` are the new tokens.
-        If the partial sequence was generated here, its KV is still in the prefix cache.
-        """
-        return self.submit([*prompt_ids, *partial_ids], params, **sampling)
-
-    def fork(self, parent: FinishedSequence, params: SamplingParams, **sampling) -> list[Future]:
-        """`n` continuations of a finished sequence (particles, beams): its KV is reused."""
-        return self.submit(parent.context, params, **sampling)
 
     def generate(self, prompt_ids: Tokens[int], params: SamplingParams, **sampling) -> list[FinishedSequence]:
         """Blocking convenience over `submit`."""

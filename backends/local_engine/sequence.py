@@ -16,10 +16,10 @@ _ids = itertools.count()
 
 @dataclass(frozen=True)
 class FinishedSequence:
-    """What a sequence produced; `token_ids` can be fed back to continue or fork it.
+    """What a sequence produced; submitting its `context` continues it token-exactly.
 
     `token_ids` end with whatever ended the sequence (the EOS token, or the tokens
-    that spelled a stop string); `text` leaves both out. Forking a sequence that
+    that spelled a stop string); `text` leaves both out. Continuing a sequence that
     ended on a stop string (a step boundary) continues after that boundary.
     """
 
