@@ -9,8 +9,7 @@ orchestra outside itself; only `orchestra.backends` imports it.
 Speculative decoding:
 
 - `rejection_sampling` — lossless speculative sampling against a draft distribution;
-- `triton_rejection_sampling` — the same as a Triton kernel;
-- `triton_tree_attention` — tree attention as a Triton kernel.
+- `triton_rejection_sampling` — the same as a Triton kernel.
 
 Sparse activation:
 
