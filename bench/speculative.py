@@ -75,7 +75,7 @@ METHODS = {
     "token_recycling_small": SpeculativeOptions(method="token_recycling", tree_widths=(2, 2, 1, 1, 1), tree_expand=1),
     "draft_layer_skip": SpeculativeOptions(method="draft_model", draft="layer_skip", draft_options={"layers": 20}),
     "draft_layer_skip_confident": SpeculativeOptions(
-        "draft_model", draft="layer_skip", draft_options={"layers": 20}, confidence=0.5
+        method="draft_model", draft="layer_skip", draft_options={"layers": 20}, confidence=0.5
     ),
 }
 
