@@ -13,7 +13,7 @@ import torch
 from orchestra.backend import GenerationRequest
 from orchestra.backends.local_engine import EngineConfig, InferenceEngine, SamplingParams
 from orchestra.kernels import teal_calibration
-from orchestra.backends.local_engine.speculative.draft_forwards import build_draft_forward
+from orchestra.backends.local_engine.speculative.draft_forwards import DraftTarget, build_draft_forward
 from orchestra.kernels.sparse_mlp import CoreNeuronMLP, TealMLP, build_mlp_plugin
 from orchestra.models import load_pretrained
 from orchestra.paths import teal_thresholds_folder
@@ -117,7 +117,7 @@ def test_sparse_decoding_produces_text_and_changes_the_computation(loaded, engin
 
 def test_sparse_draft_is_a_cheaper_copy_that_leaves_the_runner_dense(loaded, engine):
     model, tokenizer = loaded
-    draft = build_draft_forward("sparse", engine.runner, {"tokenizer": tokenizer, "model_name": MODEL, "sparsity": 0.5})
+    draft = build_draft_forward("sparse", DraftTarget(engine.runner, tokenizer, MODEL), {"sparsity": 0.5})
     assert isinstance(draft.mlp_plugin, TealMLP) and engine.runner.mlp_plugin is None
     assert draft.layers is engine.runner.layers  # same weights, nothing copied
     from orchestra.backends.local_engine.kv_pool import KVPool
