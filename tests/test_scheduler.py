@@ -1,5 +1,8 @@
 """The scheduler without a model: the plans it makes, and what `update_from_output` does with
-sampled tokens — admission, shared prefills, prefix reuse, finishing, preemption, failure."""
+sampled tokens — admission, shared prefills, prefix reuse, finishing, preemption, failure.
+
+A round either admits and prefills, or decodes; a prefill round is always followed by a
+decode round of everyone running, the newcomers included (one engine step)."""
 
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ def run(s: Scheduler, plan, token: int = 7):
     return s.update_from_output(plan, {q: Sampled([token], [0.0]) for q in everyone})
 
 
-def test_admitted_sequences_prefill_once_per_context_then_decode_in_slot_order():
+def test_admitted_sequences_prefill_once_per_context_then_decode_at_once_in_slot_order():
     s = scheduler()
     a, b, c = sequence((1, 2, 3)), sequence((1, 2, 3)), sequence((4, 5))
     s.add([a, b, c])
@@ -54,6 +57,7 @@ def test_admitted_sequences_prefill_once_per_context_then_decode_in_slot_order()
     assert run(s, plan) == []
     assert all(q.tokens == [7] and q.kv_length == len(q.context) - 1 for q in (a, b, c))
     assert s.prefix_cache.match((1, 2, 3)).length == 3  # the prefilled context went to the cache
+    s.add([sequence((6,))])  # arrives meanwhile: joins in the next step, not in this decode round
     plan = s.schedule()
     assert plan.decode == [a, c, b] and plan.prefills == []
 
@@ -62,16 +66,23 @@ def test_a_repeated_prompt_computes_only_its_last_token():
     s = scheduler()
     first = sequence((1, 2, 3, 4), max_tokens=1)
     s.add([first])
-    assert [q for q, _ in run(s, s.schedule())] == [first]  # max_tokens=1: done after the prefill
+    plan = s.schedule()
+    s.pool.storage[:, :, first.slot] = 5.0  # what its prefill would have computed
+    assert [q for q, _ in run(s, plan)] == [first]  # max_tokens=1: done after the prefill
+    assert s.schedule().decode == []  # the step's decode round: nobody left
     again = sequence((1, 2, 3, 4))
     s.add([again])
-    (prefill,) = s.schedule().prefills
+    plan = s.schedule()
+    (prefill,) = plan.prefills
     assert prefill.row.start == 3 and prefill.row.tokens == (4,) and again.computed_prompt_tokens == 1
-    assert sum(block.shape[3] for block in prefill.cached) == 3
+    cached = s.pool.storage[:, :, again.slot, :, :4]
+    assert bool((cached[..., :3, :] == 5.0).all()) and bool((cached[..., 3, :] == 0.0).all())  # copied in
+    run(s, plan)
+    run(s, s.schedule())
     whole = sequence((1, 2, 3, 4))
     s.add([whole])
     (prefill,) = s.schedule(prefix_reuse=False).prefills  # an MLP plugin that must see every token
-    assert prefill.row.start == 0 and prefill.cached == ()
+    assert prefill.row.start == 0
 
 
 def test_finished_sequences_leave_and_the_last_row_fills_the_hole():
@@ -93,7 +104,6 @@ def test_memory_pressure_preempts_the_newest_and_it_resumes_first():
     s.add([old])
     run(s, s.schedule())
     s.add([new])
-    run(s, s.schedule())
     while not (plan := s.schedule()).preempted:
         run(s, plan)
     assert plan.preempted == [new] and plan.decode == [old]

@@ -1,18 +1,19 @@
 """The inference engine: continuous batching over one model, with a shared prefix cache.
 
 A background thread owns the model and runs steps for as long as there is work.
-Each step the scheduler (`scheduler.Scheduler`, which owns the queues, the KV
-pool and the prefix cache) plans who decodes and who is admitted; the engine
-executes the plan:
+The scheduler (`scheduler.Scheduler`, which owns the queues, the KV pool and the
+prefix cache) plans each round; the engine executes the plan and hands back
+what it sampled:
 
-1. one decode forward advances every running sequence by one token — or, when a
+1. sequences submitted since the last step join the batch (as room allows),
+   each with its longest cached prefix already in its slot: the engine
+   prefills the rest (identical contexts once: the n samples of a prompt share
+   one prefill), which gives each its first token;
+2. one decode forward advances every running sequence by one token — or, when a
    sequence runs alone, a speculative round advances it by several;
-2. the admitted sequences' cached prefixes are copied into their slots and the
-   rest of their contexts prefilled (identical contexts once: the n samples of a
-   prompt share one prefill), which gives each its first token;
 3. the scheduler takes the sampled tokens: sequences that finished leave at
    once — their futures resolve, their KV goes to the prefix cache, their rows
-   are reused on the next step.
+   are reused on the next round.
 
 Everything public is thread-safe and returns `concurrent.futures.Future`s, so
 asyncio code wraps them (`asyncio.wrap_future`) and plain code blocks on them.
@@ -50,7 +51,7 @@ from orchestra.backends.local_engine.stopping import StopChecker
 class EngineStats:
     """Counters since the engine was built (or `reset_stats`)."""
 
-    steps: int = 0
+    steps: int = 0  # scheduling rounds (a step that admits newcomers is two: prefill, then decode)
     decode_steps: int = 0
     decoded_rows: int = 0  # sum of batch widths over decode steps
     prefill_forwards: int = 0
@@ -223,7 +224,8 @@ class InferenceEngine:
 
     def step(self) -> None:
         """One scheduling round: the scheduler plans, the engine runs the forwards and samples,
-        the scheduler takes the tokens (and retires whoever finished)."""
+        the scheduler takes the tokens (and retires whoever finished). A round admits and
+        prefills, or decodes (see `scheduler`)."""
         started = time.perf_counter()
         self.stats.steps += 1
         plugin = self.runner.mlp_plugin
@@ -233,19 +235,17 @@ class InferenceEngine:
         self.stats.preemptions += len(plan.preempted)
         output: dict[Sequence, Sampled] = {}
         speculated = False
+        if plan.prefills:
+            output.update(self._prefill(plan))
         decode_began = time.perf_counter()
-        # Decode before prefill: a static-shape decode pads its batch with rows that write into
-        # the slots after it, which is where this step's admitted sequences go.
         if plan.decode:
             speculated = self._speculates(plan)
             output.update(self._speculate(plan.decode[0]) if speculated else self._decode(plan.decode))
-        decode_seconds = time.perf_counter() - decode_began
-        if plan.prefills:
-            output.update(self._prefill(plan))
-        update_began = time.perf_counter()
         finished = self.scheduler.update_from_output(plan, output)
         if plan.decode:
-            self.stats.decode_seconds += decode_seconds + time.perf_counter() - update_began
+            self.stats.decode_steps += 1
+            self.stats.decoded_rows += 1 if speculated else len(plan.decode)
+            self.stats.decode_seconds += time.perf_counter() - decode_began
         if speculated and finished:
             self.speculative.finish()
         for sequence, finish in finished:
@@ -253,13 +253,8 @@ class InferenceEngine:
         self.stats.busy_seconds += time.perf_counter() - started
 
     def _prefill(self, plan: StepPlan) -> dict[Sequence, Sampled]:
-        """Copy each context's cached prefix into its leader's slot, compute the rest, and sample
-        every admitted sequence's first token (followers share their leader's logits)."""
-        for prefill in plan.prefills:
-            position = 0
-            for block in prefill.cached:
-                self.pool.write(prefill.leader.slot, position, block)
-                position += block.shape[3]
+        """Compute each admitted context past its cached prefix and sample every admitted
+        sequence's first token (followers share their leader's logits)."""
         self.stats.prompt_tokens_reused += plan.reused_tokens
         self.stats.prompt_tokens_computed += plan.computed_tokens
 
@@ -300,7 +295,7 @@ class InferenceEngine:
         logits, hidden = self.runner.decode(self.pool, tokens, positions, want_hidden)
         if logits.is_cuda:
             torch.cuda.synchronize()
-        self._count_decode(time.perf_counter() - began, len(running))
+        self._count_forward(time.perf_counter() - began)
         return self._sample(running, logits, hidden)
 
     def _speculates(self, plan: StepPlan) -> bool:
@@ -311,15 +306,13 @@ class InferenceEngine:
         """A speculative round for the lone running sequence: several tokens for one target forward."""
         began = time.perf_counter()
         tokens, logprobs = self.speculative.advance(sequence, self.pool, self.stops.eos_ids, self.context_length)
-        self._count_decode(time.perf_counter() - began, 1)
+        self._count_forward(time.perf_counter() - began)
         self.stats.generated_tokens += len(tokens)
         return {sequence: Sampled(tokens, logprobs)}
 
-    def _count_decode(self, forward: float, rows: int) -> None:
-        self.stats.forward_seconds += forward
-        self.stats.decode_forward_seconds += forward
-        self.stats.decode_steps += 1
-        self.stats.decoded_rows += rows
+    def _count_forward(self, seconds: float) -> None:
+        self.stats.forward_seconds += seconds
+        self.stats.decode_forward_seconds += seconds
 
     def _sample(
         self, sequences: list[Sequence], logits: torch.Tensor, hidden: torch.Tensor | None

@@ -1,32 +1,32 @@
-"""Who runs this step, and where their KV lives: continuous batching at token granularity.
+"""Who runs next, and where their KV lives: continuous batching at token granularity.
 
 The scheduler owns the waiting queue, the running batch, the batch's KV pool and
-the prefix cache. Each engine step it returns a `StepPlan`; the engine executes
-it (copies the cached prefixes in, runs the forwards, samples) and hands back
-what it sampled through `update_from_output`, which appends the tokens,
-finishes the sequences that stopped and frees their rows. Nothing else changes
-the queues or decides where a sequence's KV goes.
+the prefix cache. Each round it returns a `StepPlan`; the engine executes it
+(runs the forwards, samples) and hands back what it sampled through
+`update_from_output`, which appends the tokens, finishes the sequences that
+stopped and frees their rows. Nothing else changes the queues or decides where
+a sequence's KV goes.
 
-Planning a step:
+An engine step is one or two rounds:
 
-1. sequences whose callers went away leave the batch;
-2. every running sequence decodes one token: its row grows by a position, and
-   when the pool would outgrow its memory limit the most recently admitted
-   sequence is preempted — its KV goes to the prefix cache and it waits again at
-   the front of the queue, resuming where it was (recomputing at most what the
-   prefix cache evicted meanwhile);
-3. waiting sequences join as long as there are free rows (`max_batch_size`),
-   the pool can hold the batch at its new width, and the step's prefill work
-   stays under `prefill_tokens` (so a flood of new prompts cannot stall running
-   sequences for long). Each looks up its longest cached prefix and prefills
-   only the rest; identical contexts admitted together are prefilled once and
-   copied to the others (the n samples of a prompt). They decode from the next
-   step on;
-4. a sequence that runs alone with nobody waiting gets room for a speculative
+1. admission: sequences whose callers went away leave; waiting sequences join
+   as long as there are free rows (`max_batch_size`), the pool can hold the
+   batch at its new width, and the prefill work stays under `prefill_tokens` (so
+   a flood of new prompts cannot stall running sequences for long). Each copies
+   its longest cached prefix into its slot and prefills only the rest; identical
+   contexts admitted together are prefilled once and copied to the others (the
+   n samples of a prompt). The prefill gives each its first token;
+2. decode: every running sequence — those just admitted too — advances by one
+   token. Its row grows by a position, and when the pool would outgrow its
+   memory limit the most recently admitted sequence is preempted: its KV goes
+   to the prefix cache and it waits again at the front of the queue, resuming
+   where it was (recomputing at most what the prefix cache evicted meanwhile).
+   A sequence running alone with nobody waiting gets room for a speculative
    round (`lookahead` positions), if the engine speculates.
 
-A sequence leaves the batch the step it finishes; nobody waits for the longest
-sequence of "its" batch, because there are no fixed batches.
+When nobody can join, the step is the decode round alone. A sequence leaves the
+batch the round it finishes; nobody waits for the longest sequence of "its"
+batch, because there are no fixed batches.
 """
 
 from __future__ import annotations
@@ -49,9 +49,7 @@ class Prefill:
     """Admitted sequences with one context: the first (the leader) computes it, the others copy its KV."""
 
     sequences: tuple[Sequence, ...]
-    #: KV blocks of the context's longest cached prefix, to be written at the leader's position 0 on.
-    cached: tuple[torch.Tensor, ...]
-    #: What the forward computes: the leader's slot, from the end of the cached prefix on.
+    #: What the forward computes: the leader's slot, from the end of the cached prefix (already in the slot) on.
     row: PrefillRow
 
     @property
@@ -65,14 +63,14 @@ class Prefill:
 
 @dataclass
 class StepPlan:
-    """One engine step: who decodes, who prefills (and which tokens), who was preempted or failed."""
+    """One scheduling round: who prefills (and which tokens), who decodes, who was preempted or failed."""
 
-    #: Running sequences that decode one token, in slot order (slot i holds decode[i]).
-    decode: list[Sequence] = field(default_factory=list)
-    #: Sequences admitted this step; they occupy the slots after the decoding ones.
+    #: Sequences admitted this round; they take the slots after the running ones.
     prefills: list[Prefill] = field(default_factory=list)
     #: The prefills' rows, grouped into forwards of at most `prefill_tokens` tokens.
     chunks: list[list[PrefillRow]] = field(default_factory=list)
+    #: Running sequences that decode one token, in slot order (slot i holds decode[i]).
+    decode: list[Sequence] = field(default_factory=list)
     #: KV positions reserved past the lone decoding sequence for a speculative round (0: none).
     lookahead: int = 0
     #: Sequences sent back to the queue to free memory (their KV went to the prefix cache).
@@ -118,7 +116,8 @@ class Scheduler:
         self.lookahead = lookahead
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-        self._steps = 0
+        self._rounds = 0
+        self._decode_next = False  # a prefill round is followed by a decode round
 
     def add(self, sequences: list[Sequence]) -> None:
         self.waiting.extend(sequences)
@@ -130,26 +129,31 @@ class Scheduler:
     # ----- planning ----------------------------------------------------------------------------
 
     def schedule(self, prefix_reuse: bool = True) -> StepPlan:
-        """The next step's plan. `prefix_reuse=False` prefills every prompt token (an MLP plugin
-        that must see the whole prompt, such as core neurons, asks for that)."""
-        self._steps += 1
+        """The next round's plan: admit and prefill newcomers, or — when none can join, and always
+        right after a prefill round — decode every running sequence. `prefix_reuse=False` prefills
+        every prompt token (an MLP plugin that must see the whole prompt, such as core neurons)."""
+        self._rounds += 1
         plan = StepPlan()
-        self._free([s for s in self.running if s.future.cancelled()])
-        if any(s.future.cancelled() for s in self.waiting):
-            self.waiting = deque(s for s in self.waiting if not s.future.cancelled())
+        if not self._decode_next:
+            self._free([s for s in self.running if s.future.cancelled()])
+            if any(s.future.cancelled() for s in self.waiting):
+                self.waiting = deque(s for s in self.waiting if not s.future.cancelled())
+            admitted = self._admit()
+            if admitted:
+                plan.prefills = self._place(admitted, prefix_reuse)
+                plan.chunks = self._chunks([prefill.row for prefill in plan.prefills])
+                self._decode_next = True
+                return plan
+            if not self.running and self.waiting:
+                head = self.waiting.popleft()  # cannot fit even alone
+                plan.failed.append((head, KVPoolFull(
+                    f"a {len(head.context)}-token sequence does not fit the KV cache limit "
+                    f"({self.pool.byte_limit / 2**20:.0f} MiB); raise kv_cache_bytes"
+                )))
+        self._decode_next = False
         plan.preempted = self._reserve_decode()
         plan.decode = list(self.running)
-        admitted = self._admit()
-        if not admitted and not self.running and self.waiting:
-            head = self.waiting.popleft()  # cannot fit even alone
-            plan.failed.append((head, KVPoolFull(
-                f"a {len(head.context)}-token sequence does not fit the KV cache limit "
-                f"({self.pool.byte_limit / 2**20:.0f} MiB); raise kv_cache_bytes"
-            )))
-        if admitted:
-            plan.prefills = self._place(admitted, prefix_reuse)
-            plan.chunks = self._chunks([prefill.row for prefill in plan.prefills])
-        if self.lookahead and len(plan.decode) == 1 and not plan.prefills and not self.waiting:
+        if self.lookahead and len(plan.decode) == 1 and not self.waiting:
             plan.lookahead = self._reserve_lookahead(plan.decode[0])
         return plan
 
@@ -205,7 +209,7 @@ class Scheduler:
         decoding_width = max((s.kv_length + 1 for s in self.running), default=0)
         for offset, sequence in enumerate([*leaders, *followers], start=len(self.running)):
             sequence.slot = offset
-            sequence.admitted_at = self._steps
+            sequence.admitted_at = self._rounds
         self.running.extend([*leaders, *followers])
         self.pool.reserve(len(self.running), max(decoding_width, *(len(context) for context in groups)))
 
@@ -216,8 +220,11 @@ class Scheduler:
             found = self.prefix_cache.match(context, limit=len(context) - 1 if prefix_reuse else 0)
             if not leader.prefilled:
                 leader.computed_prompt_tokens = max(0, len(leader.prompt_ids) - found.length)
-            row = PrefillRow(leader.slot, found.length, context[found.length :])
-            prefills.append(Prefill(tuple(group), found.blocks, row))
+            position = 0
+            for block in found.blocks:  # the cached prefix goes into the slot; the forward computes the rest
+                self.pool.write(leader.slot, position, block)
+                position += block.shape[3]
+            prefills.append(Prefill(tuple(group), PrefillRow(leader.slot, found.length, context[found.length :])))
         return prefills
 
     def _chunks(self, rows: list[PrefillRow]) -> list[list[PrefillRow]]:
@@ -286,6 +293,7 @@ class Scheduler:
         """Empty the queue and the batch (the engine failed or closed); returns everyone."""
         everyone = [*self.running, *self.waiting]
         self.running, self.waiting = [], deque()
+        self._decode_next = False
         for sequence in everyone:
             sequence.slot, sequence.kv_length = -1, 0
         self.pool.release()
