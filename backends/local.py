@@ -38,7 +38,6 @@ from orchestra.backends.generation import (
 )
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
 from orchestra.backends.local_engine.options import SparseOptions, SpeculativeOptions
-from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig
 from orchestra.backends.model_spec import ModelSpec
 from orchestra.models import load_pretrained
 from orchestra.usage import Usage
@@ -93,9 +92,13 @@ class LocalBackend(Backend):
         self.model.to(self.device)
         self.parameters = sum(p.numel() for p in self.model.parameters())
         config = engine_config or EngineConfig(max_batch_size=spec.max_batch_size)
-        speculative = self._speculative_config(spec)
         self.engine = InferenceEngine(
-            self.model, self.tokenizer, config, speculative=speculative, mlp_plugin=self._sparse_mlp(spec)
+            self.model,
+            self.tokenizer,
+            config,
+            speculative=self.options.speculative,
+            mlp_plugin=self._sparse_mlp(spec),
+            model_name=spec.model,
         )
         self.context_length = self.engine.context_length
         self._encoded: dict[str, tuple[int, ...]] = {}
@@ -108,16 +111,11 @@ class LocalBackend(Backend):
         if options is None:
             return None
         from orchestra.kernels.sparse_mlp import build_mlp_plugin
+        from orchestra.paths import teal_thresholds_folder
 
-        return build_mlp_plugin(options.method, options.sparsity, self.model, self.tokenizer, spec.model, options.kernel)
-
-    def _speculative_config(self, spec: ModelSpec) -> SpeculativeConfig | None:
-        if self.options.speculative is None:
-            return None
-        options = self.options.speculative.model_dump()
-        if self.options.speculative.draft == "sparse":  # sparse self-drafting calibrates on this model
-            options["draft_options"] = {**options["draft_options"], "tokenizer": self.tokenizer, "model_name": spec.model}
-        return SpeculativeConfig(**options)
+        return build_mlp_plugin(
+            options.method, options.sparsity, self.model, self.tokenizer, spec.model, teal_thresholds_folder(), options.kernel
+        )
 
     def _resolve_dtype(self, spec: ModelSpec) -> str:
         if spec.dtype != "auto":

@@ -40,6 +40,7 @@ from orchestra.kernels.cpu_sparse_gemv import thresholded_gemv
 from orchestra.kernels.sparse_mlp import build_mlp_plugin, slice_mlp
 from orchestra.kernels.teal_calibration import magnitude_threshold
 from orchestra.models import load_pretrained
+from orchestra.paths import teal_thresholds_folder
 from orchestra.tasks import load_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -179,7 +180,7 @@ def main() -> None:
     rows: list[Row] = []
     for method in methods:
         for sparsity in sparsities:
-            plugin = build_mlp_plugin(method, sparsity, model, tokenizer, MODEL)
+            plugin = build_mlp_plugin(method, sparsity, model, tokenizer, MODEL, teal_thresholds_folder())
             dense_rates, sparse_rates = [], []
             decode_rate(engine, plugin, speed_prompt, 8)  # warm-up
             for round_ in range(args.speed_rounds):

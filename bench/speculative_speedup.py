@@ -31,7 +31,7 @@ import torch
 from rich.progress import Progress
 
 from orchestra.backends.local_engine import EngineConfig, InferenceEngine, SamplingParams
-from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig
+from orchestra.backends.local_engine.options import SpeculativeOptions
 from orchestra.models import load_pretrained
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,14 +67,14 @@ FREE = [
 WARMUP = f"Summarize this recipe in two sentences.\n\n{RECIPE}"
 
 METHODS = {
-    "prompt_lookup": SpeculativeConfig("prompt_lookup", min_ngram=2, max_ngram=4, draft_tokens=8),
-    "prompt_lookup_1gram": SpeculativeConfig("prompt_lookup", min_ngram=1, max_ngram=3, draft_tokens=8),
-    "prompt_lookup_short": SpeculativeConfig("prompt_lookup", min_ngram=2, max_ngram=4, draft_tokens=4),
-    "token_recycling": SpeculativeConfig("token_recycling"),
-    "token_recycling_small": SpeculativeConfig("token_recycling", tree_widths=(2, 2, 1, 1, 1), tree_expand=1),
-    "draft_layer_skip": SpeculativeConfig("draft_model", draft="layer_skip", draft_options={"layers": 20}),
-    "draft_layer_skip_confident": SpeculativeConfig(
-        "draft_model", draft="layer_skip", draft_options={"layers": 20}, confidence=0.5
+    "prompt_lookup": SpeculativeOptions(method="prompt_lookup", min_ngram=2, max_ngram=4, draft_tokens=8),
+    "prompt_lookup_1gram": SpeculativeOptions(method="prompt_lookup", min_ngram=1, max_ngram=3, draft_tokens=8),
+    "prompt_lookup_short": SpeculativeOptions(method="prompt_lookup", min_ngram=2, max_ngram=4, draft_tokens=4),
+    "token_recycling": SpeculativeOptions(method="token_recycling"),
+    "token_recycling_small": SpeculativeOptions(method="token_recycling", tree_widths=(2, 2, 1, 1, 1), tree_expand=1),
+    "draft_layer_skip": SpeculativeOptions(method="draft_model", draft="layer_skip", draft_options={"layers": 20}),
+    "draft_layer_skip_confident": SpeculativeOptions(
+        method="draft_model", draft="layer_skip", draft_options={"layers": 20}, confidence=0.5
     ),
 }
 

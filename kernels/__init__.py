@@ -1,16 +1,15 @@
-"""Decode kernels for the local backend: speculative decoding and sparse activation.
+"""Numerical kernels of the local engine: speculative sampling maths and sparse activation.
 
 Torch reference implementations, one concept per module, with Triton versions
-for GPUs (checked on CPU under `TRITON_INTERPRET=1`). Only `orchestra.backends`
-imports this package.
+for GPUs (checked on CPU under `TRITON_INTERPRET=1`). Only numbers live here —
+the algorithms that use them (drafting, the decode loop) are in
+`orchestra.backends.local_engine` — and this package imports nothing from
+orchestra outside itself; only `orchestra.backends` imports it.
 
 Speculative decoding:
 
-- `draft_tree` — a draft tree, its ancestor mask and depth positions;
-- `verification` — acceptance by matching the target's own picks, KV compaction;
 - `rejection_sampling` — lossless speculative sampling against a draft distribution;
-- `drafter` — the drafter protocol; `prompt_lookup`, `draft_model`, `token_recycling` — the drafters;
-- `triton_tree_attention`, `triton_rejection_sampling` — the Triton kernels.
+- `triton_rejection_sampling` — the same as a Triton kernel.
 
 Sparse activation:
 
@@ -18,6 +17,5 @@ Sparse activation:
 - `teal_calibration` — TEAL's per-layer magnitude thresholds for a target sparsity;
 - `sparse_mlp` — the pluggable decode MLPs the local engine's runner calls;
 - `cpu_sparse_gemv` — a GEMV that reads only the weight columns of nonzero inputs (CPU, batch 1);
-- `triton_sparse_gemv` — the thresholded GEMV as a Triton kernel (GPU; interpreted on CPU in tests);
-- `sparse_draft` — a TEAL-sparse copy of the runner, the draft of sparse self-speculation.
+- `triton_sparse_gemv` — the thresholded GEMV as a Triton kernel (GPU; interpreted on CPU in tests).
 """

@@ -28,6 +28,7 @@ At sparsity 0 both run the dense arithmetic itself, so outputs equal dense exact
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
@@ -193,14 +194,16 @@ def build_mlp_plugin(
     model,
     tokenizer,
     model_name: str,
+    thresholds_folder: Path,
     kernel: TealKernel = "auto",
 ) -> CoreNeuronMLP | TealMLP:
-    """The decode MLP for `method` at `sparsity` (TEAL thresholds loaded or calibrated)."""
+    """The decode MLP for `method` at `sparsity` (TEAL thresholds loaded from `thresholds_folder`,
+    or calibrated and stored there)."""
     config = model.config
     if method == "coreinfer":
         return CoreNeuronMLP(sparsity, config.num_hidden_layers, config.intermediate_size)
     if method == "teal":
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-        return TealMLP(load_or_calibrate(model, tokenizer, model_name, sparsity), kernel)
+        return TealMLP(load_or_calibrate(model, tokenizer, model_name, sparsity, thresholds_folder), kernel)
     raise ValueError(f"unknown sparse method {method!r}; use 'coreinfer' or 'teal'")

@@ -10,10 +10,10 @@ test `|x| > t`.
 Thresholds are calibrated once per (model, dtype, sparsity) on the activations
 of a few built-in conversations (`CALIBRATION_TEXTS`, run densely through the
 model's own forward): `t` is the `sparsity` quantile of |x| over all calibration
-tokens of that layer. They are stored as JSON under
-`$ORCHESTRA_HOME/sparse/teal/` and computed on first load when missing (well
-under a second for the default model), so they are reproducible and
-inspectable.
+tokens of that layer. They are stored as JSON in a folder the caller names (the
+local backend's is `$ORCHESTRA_HOME/sparse/teal/`) and computed on first load
+when missing (well under a second for the default model), so they are
+reproducible and inspectable.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from orchestra.paths import home
 
 #: Conversations whose activations set the thresholds: arithmetic, reasoning, code, prose —
 #: the kinds of text orchestra's recipes feed the model.
@@ -156,17 +154,19 @@ def thresholds_for(mlp_inputs: Sequence[torch.Tensor], down_inputs: Sequence[tor
     )
 
 
-def thresholds_path(model_name: str, dtype: torch.dtype, sparsity: float, texts=CALIBRATION_TEXTS) -> Path:
-    """Where the thresholds for this model, dtype, sparsity and calibration set are stored."""
+def thresholds_path(
+    folder: Path, model_name: str, dtype: torch.dtype, sparsity: float, texts=CALIBRATION_TEXTS
+) -> Path:
+    """Where in `folder` the thresholds for this model, dtype, sparsity and calibration set are stored."""
     digest = hashlib.sha256(json.dumps([model_name, str(dtype), texts]).encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_")[-60:]
-    return home() / "sparse" / "teal" / f"{slug}-{str(dtype).removeprefix('torch.')}-s{sparsity:.3f}-{digest}.json"
+    return folder / f"{slug}-{str(dtype).removeprefix('torch.')}-s{sparsity:.3f}-{digest}.json"
 
 
-def load_or_calibrate(model, tokenizer, model_name: str, sparsity: float) -> TealThresholds:
-    """Stored thresholds for (model, dtype, sparsity), calibrating and storing them if absent."""
+def load_or_calibrate(model, tokenizer, model_name: str, sparsity: float, folder: Path) -> TealThresholds:
+    """Thresholds for (model, dtype, sparsity) stored in `folder`, calibrating and storing them if absent."""
     dtype = next(model.parameters()).dtype
-    path = thresholds_path(model_name, dtype, sparsity)
+    path = thresholds_path(folder, model_name, dtype, sparsity)
     if path.exists():
         try:
             stored = TealThresholds.from_json(json.loads(path.read_text()))

@@ -14,3 +14,8 @@ def home() -> Path:
 
 def default_cache_path() -> Path:
     return home() / "generations.sqlite"
+
+
+def teal_thresholds_folder() -> Path:
+    """Where the local engine keeps TEAL's calibrated sparsity thresholds (`orchestra.kernels.teal_calibration`)."""
+    return home() / "sparse" / "teal"

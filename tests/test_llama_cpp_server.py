@@ -103,7 +103,7 @@ def test_a_recipe_runs_end_to_end_against_llama_cpp(llama_server, tmp_path):
 
 def test_greedy_through_the_backend_matches_a_direct_call(llama_server):
     spec = ModelSpec(backend="openai", model=DEFAULT_MODEL, openai={"endpoints": [llama_server]})
-    backend = engine.get_backend(spec)
+    backend = backends_base.get_backend(spec)
     question = (Message(role="user", content="What is 4 + 5?"),)
     request = GenerationRequest(messages=question, max_tokens=10, temperature=0.0, logprobs=True)
     result = asyncio.run(backend.generate(request))
@@ -123,7 +123,7 @@ def test_greedy_through_the_backend_matches_a_direct_call(llama_server):
 
 def test_an_assistant_turn_is_continued_on_llama_cpp(llama_server):
     spec = ModelSpec(backend="openai", model=DEFAULT_MODEL, openai={"endpoints": [llama_server]})
-    backend = engine.get_backend(spec)
+    backend = backends_base.get_backend(spec)
     conversation = (Message(role="user", content="What is 4 + 5?"), Message(role="assistant", content="4 + 5 ="))
     request = GenerationRequest(messages=conversation, max_tokens=4, temperature=0.0)
     result = asyncio.run(backend.generate(request))

@@ -126,23 +126,25 @@ def test_overlong_prompt_is_refused_clearly(backend):
         generate(backend, GenerationRequest(prompt=huge, max_tokens=2))
 
 
-def test_completions_carry_token_ids_that_fork_continues_exactly(backend):
+def test_completions_carry_token_ids_that_continuation_ids_continue_exactly(backend):
     request = ask(PROMPTS[4], max_tokens=20, stop=("zzzz",))
     whole = generate(backend, request)[0].completions[0]
     step = generate(backend, request.model_copy(update={"max_tokens": 6}))[0].completions[0]
     assert step.token_ids == whole.token_ids[:6]
-    async def fork():
-        return await backend.fork(request, step, n=2, max_tokens=14)
-    forked = asyncio.run(fork())
-    assert forked.prompt_tokens == backend.count_prompt_tokens(request) + 6
-    assert forked.usage.cached_prompt_tokens == forked.prompt_tokens - 1  # the step's KV was cached
-    for completion in forked.completions:
+
+    def continuing(partial_ids: tuple[int, ...], **settings) -> GenerationRequest:
+        partial = Message(role="assistant", content=backend.tokenizer.decode(partial_ids))
+        return request.model_copy(
+            update={"messages": (*request.messages, partial), "continuation_ids": partial_ids, **settings}
+        )
+
+    children = generate(backend, continuing(step.token_ids, n=2, max_tokens=14))[0]
+    assert children.prompt_tokens == backend.count_prompt_tokens(request) + 6
+    assert children.usage.cached_prompt_tokens == children.prompt_tokens - 1  # the step's KV was cached
+    for completion in children.completions:
         assert step.token_ids + completion.token_ids == whole.token_ids
         assert step.text + completion.text == whole.text
-    async def resume():
-        prefix = [*backend.encode(request), *whole.token_ids[:3]]
-        return await backend.continue_tokens(prefix, request.model_copy(update={"max_tokens": 17}))
-    resumed = asyncio.run(resume()).completions[0]
+    resumed = generate(backend, continuing(whole.token_ids[:3], max_tokens=17))[0].completions[0]
     assert whole.token_ids[:3] + resumed.token_ids == whole.token_ids
 
 

@@ -1,5 +1,5 @@
 """The inference engine on the real default model (float32): exactness, prefix reuse,
-continuous batching, seeds, fork/continue, hidden states, memory limits, static shapes."""
+continuous batching, seeds, token-exact continuation, hidden states, memory limits, static shapes."""
 
 from __future__ import annotations
 
@@ -142,18 +142,18 @@ def test_short_requests_leave_while_a_long_one_keeps_decoding(loaded, engine):
     assert long.result().finish_reason == "length" and len(long.result().token_ids) == 48
 
 
-def test_fork_and_continue_reuse_the_kv_and_match_one_long_decode(loaded, engine):
+def test_continuations_reuse_the_kv_and_match_one_long_decode(loaded, engine):
     _, tokenizer = loaded
     ids = encode(tokenizer, PROMPTS[4])
     whole = engine.generate(ids, greedy(24, stop=("zzzz",)))[0]
     step = engine.generate(ids, greedy(8))[0]
-    forks = [f.result() for f in engine.fork(step, greedy(16, stop=("zzzz",)), n=3)]
-    for fork in forks:
-        assert fork.prompt_ids == tuple(ids) + step.token_ids
-        assert step.token_ids + fork.token_ids == whole.token_ids
-    # the step's KV was cached when it finished: the forks compute one token (the step's last)
-    assert sum(f.computed_prompt_tokens for f in forks) == 1
-    resumed = engine.continue_from(ids, step.token_ids[:5], greedy(19, stop=("zzzz",)))[0].result()
+    children = engine.generate(step.context, greedy(16, stop=("zzzz",)), n=3)  # particles of one step
+    for child in children:
+        assert child.prompt_ids == tuple(ids) + step.token_ids
+        assert step.token_ids + child.token_ids == whole.token_ids
+    # the step's KV was cached when it finished: the children compute one token (the step's last)
+    assert sum(c.computed_prompt_tokens for c in children) == 1
+    resumed = engine.generate([*ids, *step.token_ids[:5]], greedy(19, stop=("zzzz",)))[0]
     assert step.token_ids[:5] + resumed.token_ids == whole.token_ids
     assert resumed.computed_prompt_tokens == 1
 

@@ -13,10 +13,11 @@ import torch
 from orchestra.backends import GenerationRequest
 from orchestra.backends.local_engine import EngineConfig, InferenceEngine, SamplingParams
 from orchestra.kernels import teal_calibration
-from orchestra.kernels.sparse_draft import sparse_draft_forward
+from orchestra.backends.local_engine.speculative.draft_forwards import DraftTarget, build_draft_forward
 from orchestra.kernels.sparse_mlp import CoreNeuronMLP, TealMLP, build_mlp_plugin
 from orchestra.models import load_pretrained
 from orchestra.backends import ModelSpec
+from orchestra.paths import teal_thresholds_folder
 
 pytestmark = pytest.mark.model
 
@@ -41,7 +42,7 @@ def engine(loaded):
 @pytest.fixture(autouse=True)
 def private_thresholds(tmp_path, monkeypatch):
     """Thresholds are stored under a temporary home, so a test never reads a stale file."""
-    monkeypatch.setattr(teal_calibration, "home", lambda: tmp_path)
+    monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))
 
 
 def encode(tokenizer, prompt: str) -> list[int]:
@@ -70,8 +71,8 @@ def test_teal_thresholds_hit_the_target_sparsity(loaded, tmp_path, monkeypatch):
     seen = []
     collect = teal_calibration.collect_mlp_activations
     monkeypatch.setattr(teal_calibration, "collect_mlp_activations", lambda *a: seen.append(collect(*a)) or seen[-1])
-    thresholds = teal_calibration.load_or_calibrate(model, tokenizer, MODEL, sparsity)
-    stored = list(tmp_path.glob("sparse/teal/*.json"))
+    thresholds = teal_calibration.load_or_calibrate(model, tokenizer, MODEL, sparsity, tmp_path / "teal")
+    stored = list(tmp_path.glob("teal/*.json"))
     assert len(stored) == 1 and json.loads(stored[0].read_text())["sparsity"] == sparsity
     (mlp_inputs, down_inputs), = seen  # the calibration's own activations
     assert mlp_inputs[0].shape[0] == sum(len(ids) for ids in teal_calibration.calibration_token_ids(tokenizer))
@@ -79,7 +80,7 @@ def test_teal_thresholds_hit_the_target_sparsity(loaded, tmp_path, monkeypatch):
         assert (mlp_inputs[layer].abs() <= thresholds.mlp_input[layer]).float().mean().item() == pytest.approx(sparsity, abs=0.01)
         assert (down_inputs[layer].abs() <= thresholds.down_input[layer]).float().mean().item() == pytest.approx(sparsity, abs=0.01)
     # a second load reads the stored file rather than calibrating again
-    assert teal_calibration.load_or_calibrate(model, tokenizer, MODEL, sparsity) == thresholds
+    assert teal_calibration.load_or_calibrate(model, tokenizer, MODEL, sparsity, tmp_path / "teal") == thresholds
     assert len(seen) == 1
     # on prompts it never saw, the share stays near the target (held-out check, looser)
     held_mlp, held_down = collect(model, [encode(tokenizer, p) for p in PROMPTS])
@@ -95,14 +96,14 @@ def test_sparsity_zero_decodes_exactly_the_dense_tokens(loaded, engine):
     model, tokenizer = loaded
     dense = greedy(engine, tokenizer, None)
     assert greedy(engine, tokenizer, CoreNeuronMLP(0.0, model.config.num_hidden_layers, model.config.intermediate_size)) == dense
-    assert greedy(engine, tokenizer, build_mlp_plugin("teal", 0.0, model, tokenizer, MODEL)) == dense
+    assert greedy(engine, tokenizer, build_mlp_plugin("teal", 0.0, model, tokenizer, MODEL, teal_thresholds_folder())) == dense
 
 
 @pytest.mark.parametrize("method", ["coreinfer", "teal"])
 def test_sparse_decoding_produces_text_and_changes_the_computation(loaded, engine, method):
     model, tokenizer = loaded
     dense = greedy(engine, tokenizer, None)
-    plugin = build_mlp_plugin(method, 0.3, model, tokenizer, MODEL)
+    plugin = build_mlp_plugin(method, 0.3, model, tokenizer, MODEL, teal_thresholds_folder())
     alone = greedy(engine, tokenizer, plugin)
     together = greedy(engine, tokenizer, plugin, batched=True)  # union of core sets / per-row thresholds
     for tokens in (*alone, *together):
@@ -116,7 +117,7 @@ def test_sparse_decoding_produces_text_and_changes_the_computation(loaded, engin
 
 def test_sparse_draft_is_a_cheaper_copy_that_leaves_the_runner_dense(loaded, engine):
     model, tokenizer = loaded
-    draft = sparse_draft_forward(engine.runner, tokenizer, MODEL, sparsity=0.5)
+    draft = build_draft_forward("sparse", DraftTarget(engine.runner, tokenizer, MODEL), {"sparsity": 0.5})
     assert isinstance(draft.mlp_plugin, TealMLP) and engine.runner.mlp_plugin is None
     assert draft.layers is engine.runner.layers  # same weights, nothing copied
     from orchestra.backends.local_engine.kv_pool import KVPool

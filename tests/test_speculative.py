@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orchestra.backends.local_engine.options import SpeculativeOptions
 from orchestra.backends.local_engine import EngineConfig, InferenceEngine, SamplingParams
 from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.llama_runner import LlamaRunner, PrefillRow
-from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig
-from orchestra.kernels.draft_tree import DraftTree, ancestor_mask
+from orchestra.backends.local_engine.options import SpeculativeOptions
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree, ancestor_mask
+from orchestra.backends.local_engine.speculative.token_recycling import TokenRecyclingDrafter, tree_template
 from orchestra.models import load_pretrained
 from orchestra.backends import ModelSpec
 
@@ -87,7 +87,7 @@ class _Recording:
 
     def __init__(self, inner):
         self.inner, self.trees = inner, []
-        self.samples = inner.samples
+        self.samples, self.max_nodes = inner.samples, inner.max_nodes
 
     def propose(self, context, sampling, stream):
         tree = self.inner.propose(context, sampling, stream)
@@ -102,11 +102,11 @@ class _Recording:
 
 
 CONFIGS = {
-    "prompt_lookup": SpeculativeConfig("prompt_lookup", draft_tokens=8),
-    "token_recycling": SpeculativeConfig("token_recycling"),
-    "layer_skip": SpeculativeConfig("draft_model", draft="layer_skip", draft_options={"layers": 10}),
+    "prompt_lookup": SpeculativeOptions(method="prompt_lookup", draft_tokens=8),
+    "token_recycling": SpeculativeOptions(method="token_recycling"),
+    "layer_skip": SpeculativeOptions(method="draft_model", draft="layer_skip", draft_options={"layers": 10}),
     # The draft is a second copy of the target: checks 100% acceptance (on fewer prompts, it costs double).
-    "draft_is_target": SpeculativeConfig("draft_model", draft="model", draft_options={"model": "smollm2-135m-instruct"}),
+    "draft_is_target": SpeculativeOptions(method="draft_model", draft="model", draft_options={"model": "smollm2-135m-instruct"}),
 }
 PROMPTS_CHECKED = {"draft_is_target": 6}
 
@@ -140,12 +140,10 @@ def test_every_drafter_reproduces_plain_greedy_on_20_prompts(name, loaded, promp
 def test_sparse_self_drafting_is_lossless(loaded, prompts, plain_greedy, tmp_path, monkeypatch):
     """The model with TEAL-sparse MLPs drafts, the dense model verifies: plain greedy output."""
     monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))  # thresholds calibrated afresh, stored here
-    config = SpeculativeConfig(
-        "draft_model",
-        draft="sparse",
-        draft_options={"tokenizer": loaded[1], "model_name": "smollm2-135m-instruct", "sparsity": 0.5},
+    options = SpeculativeOptions(method="draft_model", draft="sparse", draft_options={"sparsity": 0.5})
+    engine = InferenceEngine(
+        *loaded, EngineConfig(prefix_cache_bytes=0), speculative=options, model_name="smollm2-135m-instruct"
     )
-    engine = InferenceEngine(*loaded, EngineConfig(prefix_cache_bytes=0), speculative=config)
     try:
         for ids, expected in zip(prompts[:6], plain_greedy[:6]):
             assert engine.generate(ids, SamplingParams(max_tokens=NEW_TOKENS))[0].token_ids == expected
@@ -177,7 +175,7 @@ def test_tree_forward_logits_equal_the_chain_along_each_path(loaded, prompts):
 
 @pytest.mark.parametrize("method", ["prompt_lookup", "token_recycling"])
 def test_seeded_sampling_with_matching_acceptance_equals_plain_sampling(method, loaded, prompts, plain):
-    engine = InferenceEngine(*loaded, EngineConfig(prefix_cache_bytes=0), speculative=SpeculativeConfig(method))
+    engine = InferenceEngine(*loaded, EngineConfig(prefix_cache_bytes=0), speculative=SpeculativeOptions(method=method))
     params = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=16)
     try:
         for seed, ids in enumerate(prompts[:4]):
@@ -189,7 +187,7 @@ def test_seeded_sampling_with_matching_acceptance_equals_plain_sampling(method, 
 
 
 def test_rejection_sampling_with_the_target_as_draft_keeps_almost_everything(loaded, prompts):
-    config = SpeculativeConfig("draft_model", draft="model", draft_options={"model": "smollm2-135m-instruct"},
+    config = SpeculativeOptions(method="draft_model", draft="model", draft_options={"model": "smollm2-135m-instruct"},
                                acceptance="rejection", initial_draft_tokens=4, adaptive=False)
     engine = InferenceEngine(*loaded, EngineConfig(prefix_cache_bytes=0), speculative=config)
     try:
@@ -202,7 +200,7 @@ def test_rejection_sampling_with_the_target_as_draft_keeps_almost_everything(loa
 
 
 def test_batched_decoding_is_untouched_when_several_sequences_run(loaded, prompts, plain_greedy):
-    engine = InferenceEngine(*loaded, EngineConfig(prefix_cache_bytes=0), speculative=SpeculativeConfig("prompt_lookup"))
+    engine = InferenceEngine(*loaded, EngineConfig(prefix_cache_bytes=0), speculative=SpeculativeOptions(method="prompt_lookup"))
     try:
         with engine.together():
             futures = [engine.submit(ids, SamplingParams(max_tokens=NEW_TOKENS))[0] for ids in prompts[:3]]
@@ -214,10 +212,13 @@ def test_batched_decoding_is_untouched_when_several_sequences_run(loaded, prompt
     assert engine.speculative.stats.emitted_tokens <= max(len(t) for t in plain_greedy[:3])
 
 
-def test_recipe_options_reach_the_engine_and_the_cache_key():
+def test_recipe_options_reach_the_engine_and_the_cache_key(loaded):
     options = SpeculativeOptions(method="token_recycling", tree_widths=(3, 2, 1), top_k=4)
-    config = SpeculativeConfig(**options.model_dump())
-    assert config.tree_widths == (3, 2, 1) and config.method == "token_recycling"
+    engine = InferenceEngine(*loaded, speculative=options)
+    drafter = engine.speculative.drafter
+    assert isinstance(drafter, TokenRecyclingDrafter) and drafter.top_k == 4
+    assert drafter.template == tree_template((3, 2, 1), 2)
+    assert engine.scheduler.lookahead == len(drafter.template) + 1  # KV room for the whole tree
     assert ModelSpec(speculative=options).key() == ModelSpec().key()  # lossless seed for seed: cache shared
     rejection = ModelSpec(speculative=SpeculativeOptions(method="draft_model", acceptance="rejection"))
     assert rejection.key() != ModelSpec().key()

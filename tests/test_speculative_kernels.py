@@ -1,4 +1,4 @@
-"""Speculative-decoding kernels without a model: tree layout, verification, rejection sampling, drafters."""
+"""Speculative decoding without a model: tree layout, verification, rejection sampling, drafters."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import random
 import pytest
 import torch
 
-from orchestra.kernels.draft_model import DraftModelDrafter
-from orchestra.kernels.draft_tree import DraftTree, ancestor_mask, depth_positions, verification_mask
-from orchestra.kernels.drafter import DraftSampling
-from orchestra.kernels.prompt_lookup import PromptLookupDrafter
+from orchestra.backends.local_engine.speculative.draft_model import DraftModelDrafter
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree, ancestor_mask, depth_positions
+from orchestra.backends.local_engine.speculative.drafter import DraftSampling
+from orchestra.backends.local_engine.speculative.prompt_lookup import PromptLookupDrafter
+from orchestra.backends.local_engine.speculative.token_recycling import TokenRecyclingDrafter, tree_template
+from orchestra.backends.local_engine.speculative.verification import Verdict, accept_matching, compact_path
 from orchestra.kernels.rejection_sampling import inverse_cdf, processed_probs, speculative_chain, verify_rows
-from orchestra.kernels.token_recycling import TokenRecyclingDrafter, tree_template
-from orchestra.kernels.verification import Verdict, accept_matching, compact_path
 
 # A tree:      0
 #            /   \
@@ -34,8 +34,6 @@ def test_tree_structure_mask_and_positions():
     for node in range(len(TREE)):
         assert set(mask[node].nonzero().flatten().tolist()) == set(TREE.path_to(node))
     assert depth_positions(TREE, 100).tolist() == [100, 101, 101, 102, 102, 102, 103]
-    full = verification_mask(mask, 5)
-    assert full.shape == (7, 12) and bool(full[:, :5].all()) and torch.equal(full[:, 5:], mask)
 
 
 def test_tree_rejects_bad_parents():

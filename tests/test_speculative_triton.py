@@ -1,4 +1,4 @@
-"""The Triton speculative kernels against their torch references, on CPU under TRITON_INTERPRET=1.
+"""The Triton rejection-sampling kernel against its torch reference, on CPU under TRITON_INTERPRET=1.
 
 Skipped only where triton cannot be imported (it is in the `test` extra on Linux x86-64).
 Triton reads the interpreter switch when it is first imported, and loading a
@@ -20,11 +20,8 @@ os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from orchestra.kernels.draft_tree import ancestor_mask, verification_mask  # noqa: E402
 from orchestra.kernels.rejection_sampling import inverse_cdf, verify_rows  # noqa: E402
-
 
 _FRESH_RUN: list[subprocess.CompletedProcess] = []
 
@@ -44,29 +41,6 @@ def _interpreted(module_name: str, request: pytest.FixtureRequest):
         return None
     module = sys.modules.get(module_name)
     return importlib.reload(module) if module is not None else importlib.import_module(module_name)
-
-
-@pytest.mark.parametrize("parents", [(-1, 0, 1, 2, 3), (-1, 0, 0, 1, 1, 2, 3, 6)])
-def test_tree_attention_kernel_matches_masked_sdpa(parents, request):
-    kernel = _interpreted("orchestra.kernels.triton_tree_attention", request)
-    if kernel is None:
-        return
-    generator = torch.Generator().manual_seed(len(parents))
-    heads, kv_heads, head_dim, prefix = 6, 2, 16, 45
-    nodes = len(parents)
-    q = torch.randn(heads, nodes, head_dim, generator=generator)
-    keys = torch.randn(kv_heads, prefix + nodes, head_dim, generator=generator)
-    values = torch.randn(kv_heads, prefix + nodes, head_dim, generator=generator)
-    tree = ancestor_mask(parents)
-    expected = F.scaled_dot_product_attention(
-        q[None], keys[None], values[None], attn_mask=verification_mask(tree, prefix)[None, None],
-        scale=head_dim**-0.5, enable_gqa=True,
-    )[0]
-    got = kernel.tree_attention_triton(q, keys, values, prefix, tree, head_dim**-0.5, block=16)
-    assert torch.allclose(got, expected, atol=1e-5)
-    # The mask matters: attending to every node gives something else.
-    everything = kernel.tree_attention_triton(q, keys, values, prefix, torch.ones_like(tree), head_dim**-0.5, block=16)
-    assert not torch.allclose(everything, expected, atol=1e-3)
 
 
 def test_rejection_kernel_matches_the_torch_reference(request):

@@ -1,15 +1,19 @@
 """The inference engine: continuous batching over one model, with a shared prefix cache.
 
-A background thread owns the model, the KV pool and the prefix cache, and runs
-steps for as long as there is work:
+A background thread owns the model and runs steps for as long as there is work.
+The scheduler (`scheduler.Scheduler`, which owns the queues, the KV pool and the
+prefix cache) plans each round; the engine executes the plan and hands back
+what it sampled:
 
-1. sequences submitted since the last step join the batch (as room allows);
-   each looks up its longest cached prefix, copies that KV into its slot and
-   prefills only the rest; identical contexts admitted together are prefilled
-   once and copied to the others (the n samples of a prompt);
-2. one decode step advances every running sequence by one token;
-3. sequences that finished leave at once — their futures resolve, their KV goes
-   to the prefix cache, their rows are reused on the next step.
+1. sequences submitted since the last step join the batch (as room allows),
+   each with its longest cached prefix already in its slot: the engine
+   prefills the rest (identical contexts once: the n samples of a prompt share
+   one prefill), which gives each its first token;
+2. one decode forward advances every running sequence by one token — or, when a
+   sequence runs alone, a speculative round advances it by several;
+3. the scheduler takes the sampled tokens: sequences that finished leave at
+   once — their futures resolve, their KV goes to the prefix cache, their rows
+   are reused on the next round.
 
 Everything public is thread-safe and returns `concurrent.futures.Future`s, so
 asyncio code wraps them (`asyncio.wrap_future`) and plain code blocks on them.
@@ -31,21 +35,23 @@ from dataclasses import dataclass
 import torch
 
 from orchestra.backends.local_engine.config import EngineConfig
-from orchestra.backends.local_engine.kv_pool import KVPool, KVPoolFull
-from orchestra.backends.local_engine.llama_runner import LlamaRunner, PrefillRow
+from orchestra.backends.local_engine.kv_pool import KVPool
+from orchestra.backends.local_engine.llama_runner import LlamaRunner
+from orchestra.backends.local_engine.options import SpeculativeOptions
 from orchestra.backends.local_engine.prefix_cache import PrefixCache
 from orchestra.backends.local_engine.sampling import SamplingParams, choose_tokens, sample_stream
-from orchestra.backends.local_engine.scheduler import Scheduler
+from orchestra.backends.local_engine.scheduler import Sampled, Scheduler, StepPlan
 from orchestra.backends.local_engine.sequence import FinishedSequence, Sequence
-from orchestra.backends.local_engine.speculative_decoder import SpeculativeConfig, SpeculativeDecoder
-from orchestra.backends.local_engine.stopping import Finish, StopChecker
+from orchestra.backends.local_engine.speculative import SpeculativeDecoder
+from orchestra.backends.local_engine.speculative.draft_forwards import DraftTarget
+from orchestra.backends.local_engine.stopping import StopChecker
 
 
 @dataclass
 class EngineStats:
     """Counters since the engine was built (or `reset_stats`)."""
 
-    steps: int = 0
+    steps: int = 0  # scheduling rounds (a step that admits newcomers is two: prefill, then decode)
     decode_steps: int = 0
     decoded_rows: int = 0  # sum of batch widths over decode steps
     prefill_forwards: int = 0
@@ -55,7 +61,7 @@ class EngineStats:
     preemptions: int = 0
     busy_seconds: float = 0.0  # wall time inside steps
     forward_seconds: float = 0.0  # of which: the model's forward passes
-    decode_seconds: float = 0.0  # wall time of decode phases (forward + sampling + bookkeeping)
+    decode_seconds: float = 0.0  # wall time of decode phases (forward + sampling + the step's bookkeeping)
     decode_forward_seconds: float = 0.0  # of which: the decode forward passes
 
     @property
@@ -75,16 +81,23 @@ class InferenceEngine:
         tokenizer,
         config: EngineConfig | None = None,
         eos_ids: set[int] | None = None,
-        speculative: SpeculativeConfig | None = None,
+        speculative: SpeculativeOptions | None = None,
         mlp_plugin=None,
+        model_name: str | None = None,
     ):
+        """`model_name` names the model for what is stored about it on disk (a sparse draft's
+        calibrated thresholds)."""
         self.config = config or EngineConfig()
         self.model = model
         self.runner = _make_runner(model, self.config, sparse=mlp_plugin is not None)
         #: Sparse decode MLPs (`orchestra.kernels.sparse_mlp`); None keeps the dense path.
         self.runner.mlp_plugin = mlp_plugin
         #: Batch-1 speculative decoding (None: every step is the plain batched decode).
-        self.speculative = SpeculativeDecoder(speculative, self.runner) if speculative is not None else None
+        self.speculative = (
+            SpeculativeDecoder(speculative, DraftTarget(self.runner, tokenizer, model_name))
+            if speculative is not None
+            else None
+        )
         if eos_ids is None:
             eos = model.generation_config.eos_token_id
             eos = eos if isinstance(eos, list) else [eos]
@@ -103,13 +116,13 @@ class InferenceEngine:
             fixed_shape=getattr(self.runner, "pool_shape", None),
         )
         self.prefix_cache = PrefixCache(self.config.prefix_cache_bytes)
-        self.scheduler = Scheduler(self.config.max_batch_size, self.config.prefill_tokens)
+        lookahead = self.speculative.max_nodes if self.speculative is not None else 0
+        self.scheduler = Scheduler(self.config, self.pool, self.prefix_cache, self.stops, lookahead)
         self.stats = EngineStats()
         self._inbox: list[Sequence] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closing = False
-        self._step_index = 0
 
     # ----- public API (any thread) ---------------------------------------------------------
 
@@ -126,6 +139,9 @@ class InferenceEngine:
 
         Sample `i` draws from a stream seeded by `(seed, first_index + i)`, so any
         sample can be regenerated alone. Without a seed, samples are fresh each time.
+        A finished sequence is continued token-exactly by submitting its `context`
+        (prompt + completion): its KV is still in the prefix cache, so only new tokens
+        are computed.
         """
         prompt = tuple(int(t) for t in prompt_ids)
         if not prompt:
@@ -145,20 +161,6 @@ class InferenceEngine:
         ]
         self._enqueue(sequences)
         return [s.future for s in sequences]
-
-    def continue_from(
-        self, prompt_ids: Tokens[int], partial_ids: Tokens[int], params: SamplingParams, **sampling
-    ) -> list[Future]:
-        """Continue a partial completion token-exactly (step-wise search extends a step).
-
-        The result's `prompt_ids` are prompt + partial; its `token_ids` are the new tokens.
-        If the partial sequence was generated here, its KV is still in the prefix cache.
-        """
-        return self.submit([*prompt_ids, *partial_ids], params, **sampling)
-
-    def fork(self, parent: FinishedSequence, params: SamplingParams, **sampling) -> list[Future]:
-        """`n` continuations of a finished sequence (particles, beams): its KV is reused."""
-        return self.submit(parent.context, params, **sampling)
 
     def generate(self, prompt_ids: Tokens[int], params: SamplingParams, **sampling) -> list[FinishedSequence]:
         """Blocking convenience over `submit`."""
@@ -213,78 +215,54 @@ class InferenceEngine:
                     self.step()
             except Exception as error:  # a failed step fails its own sequences, not the engine
                 self._fail_all(error)
-            if self.scheduler.idle:
-                self.pool.release()  # hand the batch's KV memory back between bursts
 
     def _fail_all(self, error: BaseException) -> None:
         with self._wake:
             queued, self._inbox = self._inbox, []
-        everyone = [*self.scheduler.running, *self.scheduler.waiting, *queued]
-        self.scheduler.running.clear()
-        self.scheduler.waiting.clear()
-        for sequence in everyone:
-            sequence.slot, sequence.kv_length = -1, 0
+        for sequence in [*self.scheduler.abort(), *queued]:
             _settle(sequence.future, error=error)
 
     def step(self) -> None:
-        """One scheduling round: admit and prefill newcomers, then decode everyone one token."""
+        """One scheduling round: the scheduler plans, the engine runs the forwards and samples,
+        the scheduler takes the tokens (and retires whoever finished). A round admits and
+        prefills, or decodes (see `scheduler`)."""
         started = time.perf_counter()
-        self._step_index += 1
         self.stats.steps += 1
-        self._drop_cancelled()
-        admitted = self.scheduler.admit(self.pool)
-        if not admitted and not self.scheduler.running and self.scheduler.waiting:
-            head = self.scheduler.waiting.popleft()  # cannot fit even alone
-            _settle(
-                head.future,
-                error=KVPoolFull(
-                    f"a {len(head.context)}-token sequence does not fit the KV cache limit "
-                    f"({self.config.kv_cache_bytes / 2**20:.0f} MiB); raise kv_cache_bytes"
-                ),
-            )
-        if admitted:
-            self._prefill(admitted)
-        if self.scheduler.running:
-            self._decode()
+        plugin = self.runner.mlp_plugin
+        plan = self.scheduler.schedule(prefix_reuse=plugin is None or not plugin.needs_whole_prompt)
+        for sequence, error in plan.failed:
+            _settle(sequence.future, error=error)
+        self.stats.preemptions += len(plan.preempted)
+        output: dict[Sequence, Sampled] = {}
+        speculated = False
+        if plan.prefills:
+            output.update(self._prefill(plan))
+        decode_began = time.perf_counter()
+        if plan.decode:
+            speculated = self._speculates(plan)
+            output.update(self._speculate(plan.decode[0]) if speculated else self._decode(plan.decode))
+        finished = self.scheduler.update_from_output(plan, output)
+        if plan.decode:
+            self.stats.decode_steps += 1
+            self.stats.decoded_rows += 1 if speculated else len(plan.decode)
+            self.stats.decode_seconds += time.perf_counter() - decode_began
+        if speculated and finished:
+            self.speculative.finish()
+        for sequence, finish in finished:
+            _settle(sequence.future, sequence.finished(finish.reason, finish.text))
         self.stats.busy_seconds += time.perf_counter() - started
 
-    def _drop_cancelled(self) -> None:
-        gone = {s for s in self.scheduler.running if s.cancelled or s.future.cancelled()}
-        if gone:
-            self._remove(gone)
-
-    def _prefill(self, admitted: list[Sequence]) -> None:
-        running = self.scheduler.running
-        groups: dict[tuple[int, ...], list[Sequence]] = {}
-        for sequence in admitted:
-            groups.setdefault(tuple(sequence.context), []).append(sequence)
-        leaders = [group[0] for group in groups.values()]
-        followers = [s for group in groups.values() for s in group[1:]]
-        base = len(running)
-        for offset, sequence in enumerate([*leaders, *followers]):
-            sequence.slot = base + offset
-            sequence.admitted_at = self._step_index
-        running.extend([*leaders, *followers])
-
-        self._reserve(len(running), max(len(context) for context in groups))
-        rows: list[PrefillRow] = []
-        for leader, context in zip(leaders, groups):
-            # At least the last token is computed: its logits pick the first new token.
-            found = self.prefix_cache.match(context, limit=self._reusable_prefix(context))
-            rows.append(PrefillRow(leader.slot, found.length, context[found.length :]))
-            position = 0
-            for block in found.blocks:
-                self.pool.write(leader.slot, position, block)
-                position += block.shape[3]
-            if not leader.prefilled:
-                leader.computed_prompt_tokens = max(0, len(leader.prompt_ids) - found.length)
-            self.stats.prompt_tokens_reused += found.length
-            self.stats.prompt_tokens_computed += len(context) - found.length
+    def _prefill(self, plan: StepPlan) -> dict[Sequence, Sampled]:
+        """Compute each admitted context past its cached prefix and sample every admitted
+        sequence's first token (followers share their leader's logits)."""
+        self.stats.prompt_tokens_reused += plan.reused_tokens
+        self.stats.prompt_tokens_computed += plan.computed_tokens
 
         logits_of: dict[int, torch.Tensor] = {}
         hidden_of: dict[int, torch.Tensor] = {}
-        want_hidden = any(s.params.hidden_states for s in admitted)
-        for chunk in self._prefill_chunks(rows):
+        sequences = [s for prefill in plan.prefills for s in prefill.sequences]
+        want_hidden = any(s.params.hidden_states for s in sequences)
+        for chunk in plan.chunks:
             began = time.perf_counter()
             logits, hidden = self.runner.prefill(self.pool, chunk, want_hidden)
             self.stats.forward_seconds += time.perf_counter() - began
@@ -295,181 +273,68 @@ class InferenceEngine:
                     hidden_of[row.slot] = hidden[i]
 
         plugin = self.runner.mlp_plugin
-        if plugin is not None:
-            for leader, group in zip(leaders, groups.values()):
-                for sequence in group:  # followers read the same context: the leader's state
-                    sequence.mlp_state = plugin.prefilled(leader.slot) if sequence is leader else leader.mlp_state
-        order: list[Sequence] = []
         leader_slot: list[int] = []
-        for leader, (context, group) in zip(leaders, groups.items()):
-            leader.kv_length = len(context)
-            leader.prefilled = True
-            self.prefix_cache.insert(context, lambda a, b, slot=leader.slot: self.pool.read(slot, a, b))
-            for follower in group[1:]:
-                self.pool.copy_slot(leader.slot, follower.slot, len(context))
-                follower.kv_length = len(context)
-                follower.prefilled = True
-                self.stats.prompt_tokens_reused += len(context)
-            order.extend(group)
-            leader_slot.extend([leader.slot] * len(group))
+        for prefill in plan.prefills:
+            state = plugin.prefilled(prefill.leader.slot) if plugin is not None else None
+            for sequence in prefill.sequences:  # followers read the same context: the leader's state
+                sequence.mlp_state = state
+                leader_slot.append(prefill.leader.slot)
         logits = torch.stack([logits_of[slot] for slot in leader_slot])
         hidden = torch.stack([hidden_of[slot] for slot in leader_slot]) if want_hidden else None
-        self._emit(order, logits, hidden)
+        return self._sample(sequences, logits, hidden)
 
-    def _reusable_prefix(self, context: tuple[int, ...]) -> int:
-        """Most prompt tokens taken from the prefix cache: all but the last (whose logits pick the
-        first new token), or none when the MLP plugin must see the whole prompt (core neurons)."""
-        plugin = self.runner.mlp_plugin
-        if plugin is not None and plugin.needs_whole_prompt:
-            return 0
-        return len(context) - 1
-
-    def _prefill_chunks(self, rows: list[PrefillRow]) -> list[list[PrefillRow]]:
-        """Rows grouped so that each forward computes at most `prefill_tokens` tokens (rows are
-        packed, so a chunk costs its total length) — one long prompt never runs alone."""
-        chunks: list[list[PrefillRow]] = []
-        current: list[PrefillRow] = []
-        size = 0
-        for row in sorted(rows, key=lambda r: len(r.tokens)):
-            if current and size + len(row.tokens) > self.config.prefill_tokens:
-                chunks.append(current)
-                current, size = [], 0
-            current.append(row)
-            size += len(row.tokens)
-        if current:
-            chunks.append(current)
-        return chunks
-
-    def _reserve(self, slots: int, length: int) -> None:
-        """Grow the pool for the batch; admission already checked that this fits."""
-        self.pool.reserve(slots, length)
-
-    def _reserve_for_decode(self) -> None:
-        """Grow the pool by a position, preempting the newest sequences if memory says no."""
-        while True:
-            running = self.scheduler.running
-            try:
-                self.pool.reserve(len(running), max(s.kv_length for s in running) + 1)
-                return
-            except KVPoolFull:
-                victim = self.scheduler.preemption_victim()
-                if victim is None:
-                    raise
-                self._preempt(victim)
-
-    def _preempt(self, victim: Sequence) -> None:
-        self.stats.preemptions += 1
-        if victim.kv_length > 0:
-            self._remember(victim)
-        self._remove({victim})
-        victim.kv_length = 0
-        self.scheduler.requeue(victim)
-
-    def _decode(self) -> None:
-        began = time.perf_counter()
-        lone = self.scheduler.running[0] if len(self.scheduler.running) == 1 else None
-        if (
-            self.speculative is not None
-            and lone is not None
-            and not self.scheduler.waiting
-            and self.speculative.handles(lone.params)
-            and self._speculate(lone, began)
-        ):
-            return
-        self._reserve_for_decode()  # may preempt: read the running list after it
-        running = self.scheduler.running
+    def _decode(self, running: list[Sequence]) -> dict[Sequence, Sampled]:
+        """One token for every running sequence (slot i holds running[i])."""
         device = self.runner.device
         tokens = torch.tensor([s.tokens[-1] for s in running], device=device)
         positions = torch.tensor([s.kv_length for s in running], device=device)
         want_hidden = any(s.params.hidden_states for s in running)
-        forward_began = time.perf_counter()
+        began = time.perf_counter()
         if self.runner.mlp_plugin is not None:
             self.runner.mlp_plugin.begin_decode([s.mlp_state for s in running])
         logits, hidden = self.runner.decode(self.pool, tokens, positions, want_hidden)
         if logits.is_cuda:
             torch.cuda.synchronize()
-        forward = time.perf_counter() - forward_began
-        for sequence in running:
-            sequence.kv_length += 1
-        self._emit(list(running), logits, hidden)
-        self.stats.forward_seconds += forward
-        self.stats.decode_forward_seconds += forward
-        self.stats.decode_steps += 1
-        self.stats.decoded_rows += len(running)
-        self.stats.decode_seconds += time.perf_counter() - began
+        self._count_forward(time.perf_counter() - began)
+        return self._sample(running, logits, hidden)
 
-    def _speculate(self, sequence: Sequence, began: float) -> bool:
-        """A speculative round for the lone running sequence; False if it could not run."""
-        advanced = self.speculative.advance(sequence, self.pool, self.stops.eos_ids, self.context_length)
-        if advanced is None:
-            return False
-        forward = time.perf_counter() - began
-        finish: Finish | None = None
-        for token, logprob in zip(*advanced):
-            sequence.tokens.append(token)
-            sequence.logprobs.append(logprob)
-            sequence.kv_length += 1
-            self.stats.generated_tokens += 1
-            finish = self.stops.check(sequence.tokens, sequence.params.stop, sequence.limit)
-            if finish is not None:
-                break
-        if finish is not None:
-            self.speculative.finish()
-            if self.config.cache_finished:
-                self._remember(sequence)
-            _settle(sequence.future, sequence.finished(finish.reason, finish.text))
-            self._remove({sequence})
-        self.stats.forward_seconds += forward
-        self.stats.decode_forward_seconds += forward
-        self.stats.decode_steps += 1
-        self.stats.decoded_rows += 1
-        self.stats.decode_seconds += time.perf_counter() - began
-        return True
+    def _speculates(self, plan: StepPlan) -> bool:
+        """Whether the lone sequence of this step gets a speculative round (room was reserved for one)."""
+        return self.speculative is not None and plan.lookahead > 0 and self.speculative.handles(plan.decode[0].params)
 
-    def _emit(self, sequences: list[Sequence], logits: torch.Tensor, hidden: torch.Tensor | None) -> None:
-        """Pick each sequence's next token; retire the ones that finished."""
+    def _speculate(self, sequence: Sequence) -> dict[Sequence, Sampled]:
+        """A speculative round for the lone running sequence: several tokens for one target forward."""
+        began = time.perf_counter()
+        tokens, logprobs = self.speculative.advance(sequence, self.pool, self.stops.eos_ids, self.context_length)
+        self._count_forward(time.perf_counter() - began)
+        self.stats.generated_tokens += len(tokens)
+        return {sequence: Sampled(tokens, logprobs)}
+
+    def _count_forward(self, seconds: float) -> None:
+        self.stats.forward_seconds += seconds
+        self.stats.decode_forward_seconds += seconds
+
+    def _sample(
+        self, sequences: list[Sequence], logits: torch.Tensor, hidden: torch.Tensor | None
+    ) -> dict[Sequence, Sampled]:
+        """Each sequence's next token (row i of `logits` is sequences[i]'s)."""
         early = [i for i, s in enumerate(sequences) if len(s.tokens) < s.params.min_tokens]
         if early:
             eos = torch.tensor(sorted(self.stops.eos_ids), device=logits.device)
             rows = torch.tensor(early, device=logits.device)
             logits[rows[:, None], eos[None, :]] = float("-inf")
-        _record_top(sequences, logits)
+        top = _top_tokens(sequences, logits)
         chosen, logprobs = choose_tokens(logits, [s.params for s in sequences], [s.stream for s in sequences])
         self.stats.generated_tokens += len(sequences)
-        finished: list[tuple[Sequence, Finish]] = []
-        for i, sequence in enumerate(sequences):
-            sequence.tokens.append(chosen[i])
-            sequence.logprobs.append(logprobs[i])
-            if sequence.params.hidden_states and hidden is not None:
-                sequence.hidden.append(hidden[i].float().cpu())
-            finish = self.stops.check(sequence.tokens, sequence.params.stop, sequence.limit)
-            if finish is not None:
-                finished.append((sequence, finish))
-        if finished:
-            for sequence, finish in finished:
-                if self.config.cache_finished:
-                    self._remember(sequence)
-                _settle(sequence.future, sequence.finished(finish.reason, finish.text))
-            self._remove({s for s, _ in finished})
-
-    def _remember(self, sequence: Sequence) -> None:
-        """Put a sequence's computed KV into the prefix cache."""
-        context = sequence.context[: sequence.kv_length]
-        self.prefix_cache.insert(context, lambda a, b, slot=sequence.slot: self.pool.read(slot, a, b))
-
-    def _remove(self, gone: set[Sequence]) -> None:
-        """Take sequences out of the batch; fill their rows with the last rows (no reshuffle)."""
-        running = self.scheduler.running
-        alive = [s for s in running if s not in gone]
-        width = len(alive)
-        holes = sorted(s.slot for s in running if s in gone and s.slot < width)
-        movers = sorted((s for s in alive if s.slot >= width), key=lambda s: s.slot)
-        for hole, sequence in zip(holes, movers):
-            self.pool.copy_slot(sequence.slot, hole, sequence.kv_length)
-            sequence.slot = hole
-        for sequence in gone:
-            sequence.slot = -1
-        self.scheduler.running = sorted(alive, key=lambda s: s.slot)
+        return {
+            sequence: Sampled(
+                [chosen[i]],
+                [logprobs[i]],
+                top[i],
+                hidden[i].float().cpu() if sequence.params.hidden_states and hidden is not None else None,
+            )
+            for i, sequence in enumerate(sequences)
+        }
 
 
 def _settle(future: Future, result: object = None, error: BaseException | None = None) -> None:
@@ -493,15 +358,15 @@ def _make_runner(model, config: EngineConfig, sparse: bool = False):
     return LlamaRunner(model)
 
 
-def _record_top(sequences: list[Sequence], logits: torch.Tensor) -> None:
-    """Append this position's most likely tokens to each sequence that asked for them,
-    under the raw (untempered) distribution: what a verifier reads P("Yes") from."""
+def _top_tokens(sequences: list[Sequence], logits: torch.Tensor) -> list[tuple[tuple[int, float], ...] | None]:
+    """This position's most likely tokens for each sequence that asked for them (None for the
+    others), under the raw (untempered) distribution: what a verifier reads P("Yes") from."""
     widest = max(s.params.top_logprobs for s in sequences)
     if not widest:
-        return
+        return [None] * len(sequences)
     values, ids = torch.log_softmax(logits.float(), dim=-1).topk(widest, dim=-1)
     values, ids = values.tolist(), ids.tolist()
-    for row, sequence in enumerate(sequences):
-        k = sequence.params.top_logprobs
-        if k:
-            sequence.top.append(tuple(zip(ids[row][:k], values[row][:k])))
+    return [
+        tuple(zip(ids[row][: s.params.top_logprobs], values[row][: s.params.top_logprobs])) if s.params.top_logprobs else None
+        for row, s in enumerate(sequences)
+    ]

@@ -1,7 +1,8 @@
-"""The local engine's settings a recipe may give: speculative decoding and sparse activation.
+"""Settings of the local engine's optional decoding methods: speculative decoding and sparse MLPs.
 
-Pydantic models without torch, so a recipe's `speculative:` and `sparse:` blocks
-are validated with the recipe, before any model loads; the engine reads them as is.
+A recipe's `speculative:` and `sparse:` blocks, validated with the rest of the
+recipe before anything runs. Plain pydantic, no torch: importing this module
+does not load the engine.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ _ids = itertools.count()
 
 @dataclass(frozen=True)
 class FinishedSequence:
-    """What a sequence produced; `token_ids` can be fed back to continue or fork it.
+    """What a sequence produced; submitting its `context` continues it token-exactly.
 
     `token_ids` end with whatever ended the sequence (the EOS token, or the tokens
-    that spelled a stop string); `text` leaves both out. Forking a sequence that
+    that spelled a stop string); `text` leaves both out. Continuing a sequence that
     ended on a stop string (a step boundary) continues after that boundary.
     """
 
@@ -42,7 +42,7 @@ class FinishedSequence:
 
 @dataclass(eq=False)
 class Sequence:
-    """Mutable state, owned by the engine thread."""
+    """Mutable state, owned by the engine thread: the scheduler places it and appends its tokens."""
 
     prompt_ids: tuple[int, ...]
     params: SamplingParams
@@ -59,8 +59,7 @@ class Sequence:
     computed_prompt_tokens: int = 0
     prefilled: bool = False
     mlp_state: object = None  # what the runner's MLP plugin learnt from this sequence's prefill
-    admitted_at: int = 0  # engine step that last admitted it (preemption takes the newest)
-    cancelled: bool = False
+    admitted_at: int = 0  # scheduler step that last admitted it (preemption takes the newest)
 
     @property
     def context(self) -> list[int]:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import torch
 
-from orchestra.kernels.draft_tree import DraftTree
-from orchestra.kernels.drafter import DraftSampling
-from orchestra.kernels.verification import Verdict
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree
+from orchestra.backends.local_engine.speculative.drafter import DraftSampling
+from orchestra.backends.local_engine.speculative.verification import Verdict
 
 
 class PromptLookupDrafter:
@@ -30,6 +30,7 @@ class PromptLookupDrafter:
         if draft_tokens < 1:
             raise ValueError(f"draft_tokens must be >= 1, got {draft_tokens}")
         self.max_ngram, self.min_ngram, self.draft_tokens = max_ngram, min_ngram, draft_tokens
+        self.max_nodes = draft_tokens + 1
 
     def lookup(self, context: Sequence[int]) -> list[int]:
         """The tokens that followed the latest earlier occurrence of the context's final n-gram."""

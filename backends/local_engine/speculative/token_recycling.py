@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import torch
 
-from orchestra.kernels.draft_tree import DraftTree
-from orchestra.kernels.drafter import DraftSampling
-from orchestra.kernels.verification import Verdict
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree
+from orchestra.backends.local_engine.speculative.drafter import DraftSampling
+from orchestra.backends.local_engine.speculative.verification import Verdict
 
 #: Default template: at depth d every node gets `widths[d]` children, except that only the
 #: first `deep_expand` children of a level are expanded further (the likeliest branches).
@@ -59,6 +59,7 @@ class TokenRecyclingDrafter:
             raise ValueError(f"top_k ({top_k}) must cover the widest level ({max(widths)})")
         self.top_k = top_k
         self.template = tree_template(widths, expand)
+        self.max_nodes = len(self.template) + 1
         self.adjacency = torch.zeros((vocab_size, top_k), dtype=torch.long)
         self.known = torch.zeros(vocab_size, dtype=torch.bool)
 

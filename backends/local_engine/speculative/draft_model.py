@@ -23,10 +23,10 @@ from typing import Protocol
 
 import torch
 
-from orchestra.kernels.draft_tree import DraftTree
-from orchestra.kernels.drafter import DraftSampling
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree
+from orchestra.backends.local_engine.speculative.drafter import DraftSampling
+from orchestra.backends.local_engine.speculative.verification import Verdict
 from orchestra.kernels.rejection_sampling import inverse_cdf, processed_probs
-from orchestra.kernels.verification import Verdict
 
 
 class IncrementalForward(Protocol):
@@ -60,6 +60,7 @@ class DraftModelDrafter:
             raise ValueError(f"confidence must be in [0, 1), got {confidence}")
         self.forward = forward
         self.max_draft_tokens = max_draft_tokens
+        self.max_nodes = max_draft_tokens + 1
         self.initial_draft_tokens = initial_draft_tokens
         self.draft_tokens = initial_draft_tokens
         self.adaptive = adaptive

@@ -1,12 +1,18 @@
 """Which drafted tokens the target keeps, and moving the kept ones' KV into place.
 
-Acceptance by matching is shared by every deterministic drafter (prompt lookup,
+Acceptance by matching (`verify_by_matching`) is shared by every deterministic drafter (prompt lookup,
 Token Recycling, a greedy draft model): the target picks its own token at each
 node — argmax when greedy, a sample drawn with the uniform it would have used
 in plain decoding otherwise — and the walk descends into the child that drafted
 exactly that token. The emitted tokens are always the target's own picks, so
 the output is the one plain decoding gives, token for token: a draft can only
 save forward passes, never change a result.
+
+Sampled drafts (a draft model under `acceptance: rejection`) are verified by
+rejection sampling instead (`verify_by_rejection`, the maths in
+`orchestra.kernels.rejection_sampling`): the output follows the target's
+distribution exactly, but a given seed yields a different sample than plain
+decoding.
 
 After a tree forward the accepted path's KV sits at scattered node slots;
 `compact_path` moves it to consecutive positions so the cache again holds one
@@ -16,11 +22,14 @@ never attended to (attention reads up to the sequence's length).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
 
-from orchestra.kernels.draft_tree import DraftTree
+from orchestra.backends.local_engine.sampling import SamplingParams, choose_tokens
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree
+from orchestra.kernels.rejection_sampling import processed_probs, speculative_chain
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,51 @@ def accept_matching(tree: DraftTree, target_tokens: list[int]) -> Verdict:
         node = following
         path.append(node)
         tokens.append(target_tokens[node])
+
+
+def verify_by_matching(tree: DraftTree, logits: torch.Tensor, params: SamplingParams, stream: random.Random) -> Verdict:
+    """The target's own pick at every node (`logits` `[nodes, vocab]`), then `accept_matching`.
+
+    Sampling draws, per depth, the uniform plain decoding would draw for that token; the
+    stream is then advanced by exactly the tokens emitted, as if they had been decoded one by one.
+    """
+    depths = tree.depths()
+    if params.temperature > 0:
+        state = stream.getstate()
+        draws = [stream.random() for _ in range(max(depths) + 1)]
+        streams = [_Fixed(draws[depth]) for depth in depths]
+    else:
+        streams = [_Fixed(0.0)] * len(depths)
+    picks, _ = choose_tokens(logits.clone(), [params] * len(depths), streams)
+    verdict = accept_matching(tree, picks)
+    if params.temperature > 0:
+        stream.setstate(state)
+        for _ in verdict.tokens:
+            stream.random()
+    return verdict
+
+
+def verify_by_rejection(tree: DraftTree, logits: torch.Tensor, params: SamplingParams, stream: random.Random) -> Verdict:
+    """Lossless speculative sampling of a sampled chain (`tree.draft_probs` holds its draft distributions)."""
+    k = len(tree) - 1
+    target = processed_probs(logits, params.temperature, params.top_k, params.top_p)
+    drafted = torch.tensor(tree.tokens[1:], device=logits.device)
+    accept_uniforms = torch.tensor([stream.random() for _ in range(k)])
+    residual_uniforms = torch.tensor([stream.random() for _ in range(k + 1)])
+    kept, emitted = speculative_chain(
+        target, tree.draft_probs.to(target.device), drafted, accept_uniforms, residual_uniforms
+    )
+    return Verdict(tuple(range(kept + 1)), tuple(emitted))
+
+
+class _Fixed:
+    """A stand-in random stream that returns one given uniform (a node's draw)."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
 
 
 def compact_path(storage: torch.Tensor, slot: int, start: int, path: tuple[int, ...] | list[int]) -> None:

@@ -92,11 +92,3 @@ def ancestor_mask(parents: tuple[int, ...] | list[int], device: torch.device | s
 def depth_positions(tree: DraftTree, start: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Rotary position of each node: `start` (the root's position) plus its depth."""
     return torch.tensor(tree.depths(), device=device) + start
-
-
-def verification_mask(tree_mask: torch.Tensor, prefix: int) -> torch.Tensor:
-    """The attention mask of a tree forward: `[nodes, prefix + nodes]`, the committed prefix
-    visible to every node, then the ancestor mask over the nodes' own keys."""
-    count = tree_mask.shape[0]
-    seen = torch.ones((count, prefix), dtype=torch.bool, device=tree_mask.device)
-    return torch.cat([seen, tree_mask], dim=1)

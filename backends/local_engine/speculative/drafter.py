@@ -9,8 +9,8 @@ from typing import Protocol
 
 import torch
 
-from orchestra.kernels.draft_tree import DraftTree
-from orchestra.kernels.verification import Verdict
+from orchestra.backends.local_engine.speculative.draft_tree import DraftTree
+from orchestra.backends.local_engine.speculative.verification import Verdict
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class Drafter(Protocol):
     #: Whether `propose` samples its drafts (and fills `draft_probs`) under a sampling request.
     #: Such drafts need rejection sampling; all others are verified by matching.
     samples: bool
+    #: Most nodes (root included) a proposed tree has: the KV room a verification needs.
+    max_nodes: int
 
     def propose(self, context: Sequence[int], sampling: DraftSampling | None, stream: random.Random) -> DraftTree:
         """A tree rooted at `context[-1]` guessing what follows `context`."""
