@@ -6,6 +6,11 @@ With BARRIER_DIR, the worker writes BARRIER_DIR/ready-INDEX once imported and wa
 for BARRIER_DIR/go, so workers of a test start their trials together however
 long each took to start on a loaded machine.
 
+With SEARCH_WORKER_HANG_DIR set, a model call made while HANG_DIR/hang exists
+writes HANG_DIR/hung and never returns: the worker stops inside a trial, which
+stays RUNNING in the study until the test kills the process — a kill at a known
+point, not at whatever moment the machine's load makes it.
+
 It is what a second machine running `orchestra search ... --storage postgresql://...`
 does, with the fake backend registered first (a subprocess cannot share the
 test's in-process registration).
@@ -13,6 +18,7 @@ test's in-process registration).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +33,15 @@ from orchestra.search.study import SearchSettings, run_worker  # noqa: E402
 if __name__ == "__main__":
     settings_path, worker, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     BACKENDS.add("fake", FakeBackend)
-    FakeBackend.delay = delay
+    hang = os.environ.get("SEARCH_WORKER_HANG_DIR")
+
+    def call_delay(request, prompt) -> float:
+        if hang and (Path(hang) / "hang").exists():
+            (Path(hang) / "hung").touch()
+            return 3600.0
+        return delay
+
+    FakeBackend.delay = call_delay
     if len(sys.argv) > 4:
         barrier = Path(sys.argv[4])
         (barrier / f"ready-{worker}").touch()

@@ -64,21 +64,25 @@ def postgres_url():
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _settings(tmp_path: Path, url: str, name: str, trials: int) -> Path:
+def _settings(tmp_path: Path, url: str, name: str, trials: int, replay: bool = True) -> Path:
     from orchestra.search.study import storage_url
 
     settings = SearchSettings(
         space=space_from_dict(fake_space()), task=write_split_sums(tmp_path / "sums.jsonl", dev=4),
         trials=trials, dev_limit=4, first_rung=None, storage=storage_url(url, tmp_path), study_name=name,
-        cache=str(tmp_path / "cache.sqlite"), heartbeat_seconds=1,
+        cache=str(tmp_path / "cache.sqlite"), heartbeat_seconds=1, replay=replay,
     )
     path = tmp_path / f"{name}.json"
     path.write_text(settings.model_dump_json())
     return path
 
 
-def _worker(settings: Path, index: int, delay: float, barrier: Path | None = None) -> subprocess.Popen:
+def _worker(
+    settings: Path, index: int, delay: float, barrier: Path | None = None, hang: Path | None = None
+) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if hang is not None:
+        env["SEARCH_WORKER_HANG_DIR"] = str(hang)
     extra = [str(barrier)] if barrier else []
     return subprocess.Popen([sys.executable, str(TESTS / "search_worker.py"), str(settings), str(index), str(delay), *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -108,18 +112,22 @@ def test_two_workers_share_one_study(tmp_path: Path, postgres_url: str) -> None:
 
 
 def test_a_killed_worker_is_resumed_without_redoing_finished_trials(tmp_path: Path, postgres_url: str) -> None:
-    settings = _settings(tmp_path, postgres_url, "killed", trials=6)
-    worker = _worker(settings, 0, delay=0.4)  # each model call sleeps: trials take a few seconds
+    # no replay: every trial calls the model, so a trial is under way whenever the worker hangs
+    settings = _settings(tmp_path, postgres_url, "killed", trials=6, replay=False)
+    hang = tmp_path / "hang"
+    hang.mkdir()
+    worker = _worker(settings, 0, delay=0.05, hang=hang)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
+    while time.monotonic() < deadline:  # two finished trials, then the worker stops inside the next one
+        time.sleep(0.2)
+        assert worker.poll() is None, worker.communicate()[0]
         try:
-            trials = _study(postgres_url, "killed").trials
+            done = [t for t in _study(postgres_url, "killed").trials if t.state in FINISHED]
         except KeyError:
             continue
-        done = [t for t in trials if t.state in FINISHED]
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-        if len(done) >= 2 and running:
+        if len(done) >= 2:
+            (hang / "hang").touch()
+        if (hang / "hung").exists():
             break
     else:
         worker.kill()
