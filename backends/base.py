@@ -5,7 +5,7 @@ subclassing `Backend` and implementing one method, `complete`; everything else
 has a default that a backend overrides only where it knows better:
 
 - `render(request)` — the text the model is fed (default: the chat template of
-  `self.tokenizer` where there is one, else a plain transcript);
+  `self.tokenizer` where there is one, else the messages as JSON);
 - `count_tokens(text)` — its length in tokens (default: `self.tokenizer`'s count,
   else an estimate of four characters per token);
 - `prepare(request)` — both at once, as a `Prompt`: done once per model call by
@@ -107,7 +107,7 @@ class Backend(ABC):
             return self.tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=not continues, continue_final_message=continues
             )
-        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+        return request.model_dump_json(include={"messages"})  # unambiguous, so cache keys never collide
 
     def count_tokens(self, text: str) -> int:
         if self.tokenizer is not None:

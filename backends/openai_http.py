@@ -194,6 +194,19 @@ class OpenAIBackend(Backend):
             return False
         return not self._continues(request) or self.servers.continue_final_message
 
+    def prepare(self, request: GenerationRequest) -> Prompt:
+        """The request as it is sent (the server renders it), counted as it renders here: the
+        cache keys on what the server is asked, the budget plans on an estimate."""
+        sent = request.model_dump_json(include={"messages", "prompt"})
+        return Prompt(text=sent, tokens=self.count_tokens(self.render(request)))
+
+    def render(self, request: GenerationRequest) -> str:
+        """With the model's chat template here, what the server will render; without it, a
+        plain transcript, whose length is close enough for an estimate."""
+        if self._templated() or request.messages is None:
+            return super().render(request)
+        return "\n".join(f"{m.role}: {m.content}" for m in request.messages)
+
     def _continuation_prompt(self, request: GenerationRequest) -> str:
         """A chat endpoint would open a new turn after an assistant message; to go on from
         its text instead, the conversation is rendered here and sent as a raw prompt."""
