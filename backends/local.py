@@ -180,10 +180,6 @@ class LocalBackend(Backend):
             ids = self._encode_text(text)
         return Prompt(text=text, tokens=len(ids), token_ids=ids)
 
-    def encode(self, request: GenerationRequest) -> list[int]:
-        """The prompt's token ids."""
-        return list(self.prepare(request).token_ids or ())
-
     def _encode_text(self, text: str) -> tuple[int, ...]:
         ids = self._encoded.get(text)
         if ids is None:

@@ -103,7 +103,8 @@ class Registry(Generic[T]):
         return sorted(set(self._entries) | set(self._lazy))
 
     def __contains__(self, name: object) -> bool:
-        return name in self.names()
+        self._load()
+        return name in self._entries or name in self._lazy
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -130,9 +131,7 @@ def _address(entry: object) -> str:
 
 
 def _same_definition(a: object, b: object) -> bool:
-    """Two entries made from the same function or class (a re-executed module re-registers)."""
-    source = lambda entry: getattr(entry, "fn", entry)  # noqa: E731  (dataclass entries wrap their function)
-    fa, fb = source(a), source(b)
-    return getattr(fa, "__module__", None) == getattr(fb, "__module__", None) and getattr(
-        fa, "__qualname__", object()
-    ) == getattr(fb, "__qualname__", object())
+    """Two entries made from the same function or class (a re-executed module re-registers);
+    dataclass entries (techniques, scorers, PRMs) are compared by the function they wrap."""
+    fa, fb = getattr(a, "fn", a), getattr(b, "fn", b)
+    return hasattr(fa, "__qualname__") and _address(fa) == _address(fb)

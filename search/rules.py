@@ -30,13 +30,13 @@ def step_problem(
 ) -> str | None:
     """Why `technique` may not come after `prefix` (None: it may)."""
     previous = prefix[-1][1] if prefix else None
-    candidates_exist = any(not _side(t) and is_generator(t) for _, t in prefix)
-    if is_generator(technique) and not _side(technique):
+    candidates_exist = any(not is_side_generator(t) and is_generator(t) for _, t in prefix)
+    if is_generator(technique) and not is_side_generator(technique):
         if prefix:
             return f"{technique} generates candidates, so it must be the first layer"
-    elif not _side(technique) and not candidates_exist:
+    elif not is_side_generator(technique) and not candidates_exist:
         return f"{technique} needs candidates: a generation layer must come first"
-    if _side(technique) and not candidates_exist:
+    if is_side_generator(technique) and not candidates_exist:
         return f"{technique} must come after the generation layer"
     wanted = get_technique(technique).must_follow
     if wanted and previous not in wanted:
@@ -81,5 +81,3 @@ def is_side_generator(technique: str) -> bool:
     """A generator of something other than answers (tests): it sits beside the candidate chain."""
     return get_technique(technique).side_generator
 
-
-_side = is_side_generator

@@ -62,7 +62,7 @@ def test_prefix_state_is_the_models_last_layer_state_at_the_prefix_end() -> None
     problem = load_task(TASK).problems("train", 1)[0]
     prefix = "Let me add the numbers.\n\n"
     [state] = asyncio.run(prefix_hidden_states(handle, problem.messages, [prefix]))
-    ids = backend.encode(GenerationRequest(messages=continuation_messages(problem.messages, prefix)))
+    ids = list(backend.prepare(GenerationRequest(messages=continuation_messages(problem.messages, prefix))).token_ids)
     assert backend.tokenizer.decode(ids).endswith(prefix)  # the turn is continued, not closed
     with torch.no_grad():
         out = backend.model(torch.tensor([ids]), output_hidden_states=True)

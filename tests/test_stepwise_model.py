@@ -65,8 +65,8 @@ def test_local_backend_continues_a_step_token_exactly_from_its_cache() -> None:
 
     step, follow, result = asyncio.run(go())
     assert step.finish_reason == "stop" and step.stopped_by == "\n\n" and step.token_ids
-    prompt_ids = backend.encode(first)
-    assert backend.encode(follow) == [*prompt_ids, *step.token_ids]  # exactly the generated tokens
+    prompt_ids = list(backend.prepare(first).token_ids)
+    assert list(backend.prepare(follow).token_ids) == [*prompt_ids, *step.token_ids]  # exactly the generated tokens
     # the prompt and the step were in the prefix cache: at most the last token is prefilled again
     assert result.usage.cached_prompt_tokens >= len(prompt_ids) + len(step.token_ids) - 1
 
