@@ -1,5 +1,11 @@
 """Scorers: functions that rate a candidate, each writing `Candidate.scores[name]`.
 
+Most scorers rate one candidate alone. A `pool` scorer rates all the candidates
+of a node at once, because what it reads depends on the others (a trained
+verifier reads how often an answer recurs in the pool). A scorer that takes an
+`argument` is named `name:argument` in a recipe (`orm:verifiers/mine.safetensors`);
+the scores are stored under the full name.
+
 Built-in scorers live in `orchestra.techniques.scorers`; third-party ones
 register through the `orchestra.scorers` entry-point group (an entry point names
 a module whose import registers them). A scorer marked `oracle` reads the
@@ -20,7 +26,9 @@ from orchestra.registry import Registry
 if TYPE_CHECKING:
     from orchestra.context import Context
 
-ScorerFn = Callable[["Context", Candidate], Awaitable[float]]
+#: `(ctx, candidate) -> score`, or for a pool scorer `(ctx, candidates) -> scores`; a scorer that
+#: takes an argument gets it as the keyword `argument` (None when the name gave none).
+ScorerFn = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -29,15 +37,25 @@ class Scorer:
     fn: ScorerFn
     oracle: bool
     requires: frozenset[str]
+    pool: bool = False
+    #: What may follow `name:` (for help and errors); None: the scorer takes no argument.
+    argument: str | None = None
 
 
 #: Every scorer by name: the built-ins, then the `orchestra.scorers` entry points.
 SCORERS: Registry[Scorer] = Registry("scorer", "orchestra.scorers", ["orchestra.techniques"])
 
 
-def scorer(name: str, *, oracle: bool = False, requires: tuple[str, ...] = ()):
-    """Register an async `(ctx, candidate) -> float` as a scorer (higher is better)."""
-    return SCORERS.decorator(name, lambda fn: Scorer(name, fn, oracle, frozenset(requires)))
+def scorer(
+    name: str, *, oracle: bool = False, requires: tuple[str, ...] = (), pool: bool = False, argument: str | None = None
+):
+    """Register an async `(ctx, candidate) -> float` as a scorer (higher is better).
+
+    With `pool=True` the function is `(ctx, candidates) -> list[float]`, called once
+    for a node's candidates. With `argument` (a description of it), the scorer may be
+    named `name:ARGUMENT` and gets the argument as the keyword `argument`.
+    """
+    return SCORERS.decorator(name, lambda fn: Scorer(name, fn, oracle, frozenset(requires), pool, argument))
 
 
 def scorers() -> dict[str, Scorer]:
@@ -45,7 +63,18 @@ def scorers() -> dict[str, Scorer]:
 
 
 def get_scorer(name: str) -> Scorer:
-    return SCORERS.get(name)
+    """The scorer a (possibly `name:argument`) scorer name refers to."""
+    return _resolve(name)[0]
+
+
+def _resolve(name: str) -> tuple[Scorer, str | None]:
+    base, colon, argument = name.partition(":")
+    spec = SCORERS.get(base)
+    if colon and spec.argument is None:
+        raise ValueError(f"scorer {base!r} takes no argument, got {name!r}")
+    if colon and not argument:
+        raise ValueError(f"scorer name {name!r} has an empty argument after ':' (expected {spec.argument})")
+    return spec, argument or None
 
 
 def _known_scorer(name: str) -> str:
@@ -79,10 +108,16 @@ def scorers_needs(params: BaseModel) -> frozenset[str]:
 
 async def apply_scorer(ctx: Context, name: str, candidates: list[Candidate]) -> list[Candidate]:
     """Score each candidate that lacks `name`, keeping ids (the text is unchanged)."""
-    spec = get_scorer(name)
+    spec, argument = _resolve(name)
+    extra = {"argument": argument} if spec.argument is not None else {}
+    if spec.pool:  # the pool is read as a whole: rescore all when any lacks the score
+        if all(name in c.scores for c in candidates):
+            return list(candidates)
+        values = await spec.fn(ctx, list(candidates), **extra)
+        return [c.with_score(name, value) for c, value in zip(candidates, values, strict=True)]
     out = []
     for candidate in candidates:
         if name not in candidate.scores:
-            candidate = candidate.with_score(name, await spec.fn(ctx, candidate))
+            candidate = candidate.with_score(name, await spec.fn(ctx, candidate, **extra))
         out.append(candidate)
     return out

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file, safe_open, save_file
 
 HeadKind = Literal["linear", "mlp"]
+Meta = TypeVar("Meta", bound=BaseModel)
 #: Key of the metadata JSON in the safetensors header.
 METADATA_KEY = "orchestra_probe"
 #: Width of the MLP head's hidden layer: small, the labelled set is a few thousand steps.
@@ -128,30 +129,46 @@ def train_head(
     return head
 
 
-def save_probe(path: str | Path, head: ProbeHead, metadata: ProbeMetadata) -> None:
-    """Write the probe (weights + metadata in the header) and a readable `.json` beside it."""
+def write_head_file(path: str | Path, head: ProbeHead, metadata: BaseModel, key: str) -> None:
+    """Write a head's weights with `metadata` as JSON under `key` in the header, and a readable `.json` beside it.
+
+    Probes and outcome verifiers share this format; the key tells them apart.
+    """
     path = Path(path)
-    if metadata.head != head.kind:
-        raise ValueError(f"metadata says head {metadata.head!r} but the head is {head.kind!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().contiguous() for name, tensor in head.state_dict().items()}
-    save_file(tensors, str(path), metadata={METADATA_KEY: metadata.model_dump_json()})
+    save_file(tensors, str(path), metadata={key: metadata.model_dump_json()})
     path.with_suffix(".json").write_text(json.dumps(metadata.model_dump(), indent=2) + "\n")
 
 
-def read_metadata(path: str | Path) -> ProbeMetadata:
-    """The metadata stored in a probe file's header, without loading its weights."""
+def read_head_metadata(path: str | Path, key: str, metadata_type: type[Meta], what: str, trainer: str) -> Meta:
+    """The metadata under `key` in a head file's header, without loading its weights.
+
+    `what` names the kind of file in errors ("probe"), `trainer` the command that writes one.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"probe file {path} does not exist; train one with `orchestra reward train`")
+        raise FileNotFoundError(f"{what} file {path} does not exist; train one with `{trainer}`")
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
     except Exception as error:  # safetensors raises its own error types for non-safetensors files
         raise ValueError(f"{path} is not a safetensors file: {error}") from None
-    if METADATA_KEY not in header:
-        raise ValueError(f"{path} is a safetensors file but not an orchestra probe (no {METADATA_KEY!r} metadata)")
-    return ProbeMetadata.model_validate_json(header[METADATA_KEY])
+    if key not in header:
+        raise ValueError(f"{path} is a safetensors file but not an orchestra {what} (no {key!r} metadata)")
+    return metadata_type.model_validate_json(header[key])
+
+
+def save_probe(path: str | Path, head: ProbeHead, metadata: ProbeMetadata) -> None:
+    """Write the probe (weights + metadata in the header) and a readable `.json` beside it."""
+    if metadata.head != head.kind:
+        raise ValueError(f"metadata says head {metadata.head!r} but the head is {head.kind!r}")
+    write_head_file(path, head, metadata, METADATA_KEY)
+
+
+def read_metadata(path: str | Path) -> ProbeMetadata:
+    """The metadata stored in a probe file's header, without loading its weights."""
+    return read_head_metadata(path, METADATA_KEY, ProbeMetadata, "probe", "orchestra reward train")
 
 
 def load_probe(path: str | Path) -> tuple[ProbeHead, ProbeMetadata]:
