@@ -119,3 +119,43 @@ def test_pool_scorer_scores_the_whole_pool_once(monkeypatch) -> None:
     scored = asyncio.run(apply_scorer(None, "orm:f.safetensors", pool))  # type: ignore[arg-type]
     assert [c.scores["orm:f.safetensors"] for c in scored] == [0.0, 1.0, 2.0] and calls == [(3, "f.safetensors")]
     assert asyncio.run(apply_scorer(None, "orm:f.safetensors", scored)) == scored and len(calls) == 1  # type: ignore[arg-type]
+
+
+TASK = "reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_digits=1&operators=[+]"
+
+
+@pytest.mark.model
+def test_reward_train_outcome_then_the_orm_scorer_in_a_recipe(tmp_path) -> None:
+    """Train on 6 real pools, then a recipe whose `samples` node draws those very pools replays them
+    from the cache, and best-of-n by `orm:FILE` picks by the trained verifier."""
+    from typer.testing import CliRunner
+
+    import orchestra
+    from orchestra.cli import app
+    from orchestra.recipe import Recipe
+
+    out, cache = tmp_path / "orm.safetensors", tmp_path / "cache.sqlite"
+    trained = CliRunner().invoke(app, [
+        "reward", "train", "--outcome", "--task", TASK, "--out", str(out), "-n", "6", "--samples", "4",
+        "--max-tokens", "64", "--temperature", "0.3", "--dtype", "float32", "--epochs", "30", "--splits", "2", "--cache", str(cache),
+    ])
+    if "nothing to learn from" in trained.output:
+        pytest.fail(f"the pools came out all one class; pick other settings:\n{trained.output}")
+    assert trained.exit_code == 0, trained.output
+    assert "held-out AUC, verifier" in trained.output and "vote share baseline" in trained.output
+    meta = read_metadata(out)
+    assert (meta.model, meta.problems, meta.answers, meta.samples_per_problem) == ("local:smollm2-135m-instruct", 6, 24, 4)
+    shown = CliRunner().invoke(app, ["reward", "show", str(out)])
+    assert shown.exit_code == 0 and "positive_share" in shown.output
+
+    recipe = Recipe.model_validate({
+        "name": "orm_pick",
+        "models": {"small": {"model": "smollm2-135m-instruct", "dtype": "float32"}},
+        "nodes": [
+            {"id": "samples", "technique": "sample", "params": {"n": 4, "temperature": 0.3, "max_tokens": 64}},
+            {"id": "best", "technique": "best_of_n", "inputs": ["samples"], "params": {"scorer": f"orm:{out}"}},
+        ],
+    })
+    result = orchestra.run(recipe, TASK, split="train", limit=6, cache=cache)
+    assert result.summary.usage.cache_hits == 24  # every sample replayed: the training pools are the recipe's
+    assert all(r.status == "ok" for r in result.results)
