@@ -45,11 +45,11 @@ def run(
         folder = base / r.name if compare else base
         with accuracy_progress() as progress:
             bar = progress.add_task(r.name, total=len(problems), accuracy="-")
-            scores: list[float] = []
+            right: list[bool] = []
 
-            def tick(result, bar=bar, scores=scores) -> None:
-                scores.append(result.score)
-                progress.update(bar, advance=1, accuracy=f"{sum(scores) / len(scores):.0%}")
+            def tick(result, bar=bar, right=right) -> None:
+                right.append(result.correct)
+                progress.update(bar, advance=1, accuracy=f"{sum(right) / len(right):.0%}")
 
             try:
                 result = asyncio.run(

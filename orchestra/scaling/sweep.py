@@ -43,7 +43,7 @@ from orchestra.budget import Budget, Limits
 from orchestra.cache import GenerationCache
 from orchestra.candidate import Candidate
 from orchestra.errors import RecipeError
-from orchestra.metrics import majority_at_k, pass_at_k
+from orchestra.metrics import is_correct, majority_at_k, pass_at_k
 from orchestra.problem import Problem
 from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult, RunResult
@@ -236,7 +236,7 @@ def judge_pool(task: Task, problem: Problem, candidates: Sequence[Candidate]) ->
         vote = task.normalize(candidate.answer) if candidate.answer is not None else None
         key = vote if vote is not None else ("text", candidate.text)
         if key not in verdicts:
-            verdicts[key] = vote is not None and task.score(problem, candidate.text, candidate.answer) >= 1.0
+            verdicts[key] = vote is not None and is_correct(task.score(problem, candidate.text, candidate.answer))
         judged.append(PoolSample(vote=vote, correct=verdicts[key]))
     return judged
 
