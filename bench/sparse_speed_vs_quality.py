@@ -9,7 +9,7 @@ For each method and sparsity, in one process on the default model (float32, batc
 - agreement: greedy answers to the task's problems against the dense greedy
   answers — the share of the dense tokens reproduced before the first
   difference (1.0: identical), averaged over problems;
-- accuracy: the task's score of those greedy answers, against dense.
+- accuracy: the share of those greedy answers exactly right, against dense.
 
 A kernel section times the two MLP products of one layer at batch 1 — dense
 `F.linear` against the column-skipping GEMV (`kernels/cpu_sparse_gemv.py`) at
@@ -39,6 +39,7 @@ from orchestra.backends.local_engine import EngineConfig, InferenceEngine, Sampl
 from orchestra.kernels.cpu_sparse_gemv import thresholded_gemv
 from orchestra.kernels.sparse_mlp import build_mlp_plugin, slice_mlp
 from orchestra.kernels.teal_calibration import magnitude_threshold
+from orchestra.metrics import accuracy
 from orchestra.models import load_pretrained
 from orchestra.paths import teal_thresholds_folder
 from orchestra.tasks import load_task
@@ -174,7 +175,7 @@ def main() -> None:
     log(f"dense greedy answers to {len(problems)} problems")
     dense_answers = greedy_answers(engine, None, prompts, args.max_tokens)
     dense_scores = score(dense_answers) if prompts else [0.0]
-    dense_accuracy = sum(dense_scores) / len(dense_scores)
+    dense_accuracy = accuracy(dense_scores)  # exact: partial credit is wrong
     log(f"dense accuracy {dense_accuracy:.3f}")
 
     rows: list[Row] = []
@@ -200,7 +201,7 @@ def main() -> None:
                 speedup=statistics.median(s / d for s, d in zip(sparse_rates, dense_rates)),
                 token_agreement=sum(agreement(d, s) for d, s in zip(dense_answers, answers)) / max(len(answers), 1),
                 identical_answers=sum(d == s for d, s in zip(dense_answers, answers)),
-                accuracy=sum(scores) / len(scores),
+                accuracy=accuracy(scores),
                 dense_accuracy=dense_accuracy,
                 problems=len(problems),
             )

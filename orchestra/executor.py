@@ -21,6 +21,7 @@ from orchestra.cache import GenerationCache
 from orchestra.candidate import Candidate
 from orchestra.context import Context, Ledger, ModelHandle
 from orchestra.graph import execution_layers
+from orchestra.metrics import is_correct
 from orchestra.problem import Problem
 from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult, RunResult, RunSummary
@@ -223,7 +224,7 @@ class Executor:
     ) -> tuple[float, bool]:
         """The output's score, and whether any candidate anywhere was right."""
         score = self._score(problem, best) if best else 0.0
-        return score, score >= 1.0 or self._covered(problem, pools)
+        return score, is_correct(score) or self._covered(problem, pools)
 
     def _score(self, problem: Problem, candidate: Candidate) -> float:
         if self.task is None:
@@ -243,6 +244,6 @@ class Executor:
                 if key in seen:
                     continue
                 seen.add(key)
-                if self.task.score(problem, candidate.text, candidate.answer) >= 1.0:
+                if is_correct(self.task.score(problem, candidate.text, candidate.answer)):
                     return True
         return False

@@ -2,7 +2,11 @@
 
 Small pure functions, so the run summary, the scaling curves and the tests all
 compute a figure the same way. Each takes plain numbers or answers, never a
-run: whoever holds the samples decides what counts as one answer and as right.
+run: whoever holds the samples decides what counts as one answer.
+
+What counts as right is decided here, once: a score of at least 1 (`is_correct`).
+A task may give partial credit (reasoning-gym scores some wrong answers 0.5);
+that is a separate figure (`partial_credit`), never part of accuracy.
 """
 
 from __future__ import annotations
@@ -85,8 +89,19 @@ def majority_at_k(
     return total / count
 
 
+def is_correct(score: float) -> bool:
+    """Exactly right: a task's score of at least 1. Partial credit is wrong."""
+    return score >= 1.0
+
+
 def accuracy(scores: Iterable[float]) -> float:
-    """Mean score over problems (partial credit counts as its fraction); 0.0 for no problems."""
+    """Share of problems exactly right (`is_correct`); 0.0 for no problems."""
+    values = list(scores)
+    return sum(is_correct(v) for v in values) / len(values) if values else 0.0
+
+
+def partial_credit(scores: Iterable[float]) -> float:
+    """Mean score over problems, partial credit counted as its fraction; 0.0 for no problems."""
     values = list(scores)
     return sum(values) / len(values) if values else 0.0
 
@@ -97,12 +112,11 @@ def coverage(covered: Iterable[bool]) -> float:
     return sum(bool(v) for v in values) / len(values) if values else 0.0
 
 
-def cost_per_correct(cost: float, correct: float) -> float | None:
+def cost_per_correct(cost: float, correct: int) -> float | None:
     """Cost (tokens, FLOPs, seconds) spent per correct answer; None when nothing was right.
 
-    `correct` is the number of correct answers (a sum of scores, so partial
-    credit counts). None rather than infinity: the figure does not exist, and
-    None survives JSON.
+    `correct` is the number of exactly right answers (`is_correct`). None
+    rather than infinity: the figure does not exist, and None survives JSON.
     """
     if cost < 0 or correct < 0:
         raise ValueError(f"cost and correct must be non-negative, got cost={cost}, correct={correct}")

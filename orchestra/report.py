@@ -1,10 +1,12 @@
-"""Terminal tables for run summaries (rich)."""
+"""Terminal tables and lines for run summaries and comparisons (rich)."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
+from orchestra.comparison import Comparison
 from orchestra.results import RunResult
+from orchestra.significance import Interval
 
 
 def _flops(value: float) -> str:
@@ -14,18 +16,38 @@ def _flops(value: float) -> str:
     return f"{value:.0f}"
 
 
-def results_table(runs: list[RunResult], title: str | None = None) -> Table:
-    """One row per run: accuracy, coverage, cost per problem, failures.
+def accuracy_text(accuracy: float, interval: Interval | None) -> str:
+    """`62.0% [55.1, 68.9]`: a share with its confidence interval (the share alone when there is none)."""
+    if interval is None:
+        return f"{accuracy:.1%}"
+    return f"{accuracy:.1%} [{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
 
-    `cover` is the share of problems where some candidate was right (what a
-    perfect selector would score); `replayed` counts samples served by the
-    generation cache; `cut` counts problems a budget limit stopped early.
+
+def _shows_partial_credit(runs: list[RunResult]) -> bool:
+    return any(
+        r.summary.partial_credit is not None and abs(r.summary.partial_credit - r.summary.accuracy) > 1e-12 for r in runs
+    )
+
+
+def results_table(runs: list[RunResult], title: str | None = None) -> Table:
+    """One row per run: accuracy with its 95% interval, coverage, cost per problem, failures.
+
+    `acc` counts exactly right answers; `partial` (shown only when a task gave
+    partial credit) is the mean score. `cover` is the share of problems where
+    some candidate was right (what a perfect selector would score); `replayed`
+    counts samples served by the generation cache; `cut` counts problems a
+    budget limit stopped early.
     """
-    table = Table(title=title, header_style="bold")
+    partial = _shows_partial_credit(runs)
+    caption = "acc: share exactly right [95% CI, bootstrap over problems]"
+    if partial:
+        caption += " · partial: mean score with partial credit"
+    table = Table(title=title, header_style="bold", caption=caption)
     for column, justify in [
         ("recipe", "left"),
         ("n", "right"),
         ("acc", "right"),
+        *([("partial", "right")] if partial else []),
         ("cover", "right"),
         ("tok/prob", "right"),
         ("FLOPs/prob", "right"),
@@ -40,7 +62,8 @@ def results_table(runs: list[RunResult], title: str | None = None) -> Table:
         table.add_row(
             s.recipe,
             str(s.problems),
-            f"{s.accuracy:.1%}",
+            accuracy_text(s.accuracy, s.accuracy_ci),
+            *([f"{s.partial_credit:.1%}" if s.partial_credit is not None else "-"] if partial else []),
             f"{s.coverage:.1%}",
             f"{s.tokens_per_problem:.0f}",
             _flops(s.flops_per_problem),
@@ -52,16 +75,34 @@ def results_table(runs: list[RunResult], title: str | None = None) -> Table:
     return table
 
 
-def paired_line(a: RunResult, b: RunResult) -> str:
-    """Problem-by-problem comparison of two runs over the same problems."""
-    scores_b = {r.problem_id: r.correct for r in b.results}
-    both = [(r.correct, scores_b[r.problem_id]) for r in a.results if r.problem_id in scores_b]
-    only_a = sum(x and not y for x, y in both)
-    only_b = sum(y and not x for x, y in both)
-    return (
-        f"on {len(both)} shared problems: {a.summary.recipe} alone right on {only_a}, "
-        f"{b.summary.recipe} alone right on {only_b}, both right on {sum(x and y for x, y in both)}"
-    )
+def comparison_lines(comparison: Comparison) -> list[str]:
+    """Each recipe against the first: the paired difference, its CI and verdict; then what the table can see.
+
+    `quickstart − greedy: +12.0 pts [+5.0, +20.0], significant · quickstart alone right on 14, greedy
+    alone on 2, of 100 problems`, and one line saying how many problems a 10-point difference needs
+    at the disagreement rate observed.
+    """
+    if not comparison.differences:
+        return []
+    lines = []
+    for pair in comparison.differences:
+        d = pair.difference
+        lines.append(
+            f"{pair.recipe} − {pair.baseline}: {d.points()}, {d.verdict()} · "
+            f"{pair.recipe} alone right on {d.only_a}, {pair.baseline} alone on {d.only_b}, of {d.problems} problems"
+        )
+    size = f"a {100 * comparison.detectable:.0f}-point difference"
+    if len(comparison.differences) == 1:
+        (pair,) = comparison.differences
+        needs = (
+            f"{size} needs ≈{pair.problems_to_detect} problems to be seen at this disagreement rate "
+            f"(the two disagree on {pair.discordance:.0%} of problems)"
+        )
+    else:
+        each = ", ".join(f"≈{p.problems_to_detect} for {p.recipe} vs {p.baseline}" for p in comparison.differences)
+        needs = f"problems {size} needs to be seen, at each pair's disagreement rate: {each}"
+    lines.append(f"{needs}; this table has {comparison.problems}")
+    return lines
 
 
 def node_table(run: RunResult) -> Table:

@@ -1,4 +1,9 @@
-"""Typed results of a run: one `ProblemResult` per problem, and their summary."""
+"""Typed results of a run: one `ProblemResult` per problem, and their summary.
+
+Accuracy is exact (a problem is right when its score is at least 1) and comes
+with its 95% bootstrap interval over problems, so a summary says how far its
+figure can be trusted; a task's partial credit is kept beside it, never in it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestra.metrics import accuracy, cost_per_correct, coverage
+from orchestra.metrics import accuracy, cost_per_correct, coverage, is_correct, partial_credit
+from orchestra.significance import Interval, mean_interval
 from orchestra.usage import Usage
 
 Status = Literal["ok", "budget", "error"]
@@ -18,7 +24,8 @@ class ProblemResult(BaseModel):
     `status` is "budget" when a limit refused a call before the output node was
     reached (`cut_short` says which limit), "error" when a node failed.
     `coverage` is whether any candidate generated anywhere in the DAG was
-    correct: the ceiling a perfect selector would reach.
+    correct: the ceiling a perfect selector would reach. `score` is the task's
+    raw score (it may be partial credit); `correct` is whether it is exactly right.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -41,11 +48,18 @@ class ProblemResult(BaseModel):
 
     @property
     def correct(self) -> bool:
-        return self.score >= 1.0
+        return is_correct(self.score)
 
 
 class RunSummary(BaseModel):
-    """Aggregates over the problems of a run, plus where the run's time went."""
+    """Aggregates over the problems of a run, plus where the run's time went.
+
+    `accuracy` is the share of problems exactly right and `accuracy_ci` its
+    95% percentile-bootstrap interval over problems (None for no problems);
+    `partial_credit` is the mean score, which differs from accuracy only on
+    tasks that give partial credit. Fields added later have defaults, so an
+    older summary.json still reads.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -55,7 +69,13 @@ class RunSummary(BaseModel):
     problems: int
     resumed: int = Field(default=0, description="Problems whose results came from an earlier, interrupted run.")
     complete: bool
-    accuracy: float
+    accuracy: float = Field(description="Share of problems exactly right (score >= 1).")
+    accuracy_ci: Interval | None = Field(
+        default=None, description="95% percentile-bootstrap interval of accuracy over problems (None for no problems)."
+    )
+    partial_credit: float | None = Field(
+        default=None, description="Mean score, partial credit counted as its fraction (None in older summaries)."
+    )
     coverage: float
     errors: int
     cut_short: int
@@ -65,10 +85,10 @@ class RunSummary(BaseModel):
     tokens_per_problem: float
     flops_per_problem: float
     tokens_per_correct: float | None = Field(
-        default=None, description="Tokens spent per correct answer (None when nothing was right)."
+        default=None, description="Tokens spent per exactly right answer (None when nothing was right)."
     )
     flops_per_correct: float | None = Field(
-        default=None, description="FLOPs spent per correct answer (None when nothing was right)."
+        default=None, description="FLOPs spent per exactly right answer (None when nothing was right)."
     )
     seconds_per_problem: float
     wall_seconds: float
@@ -101,7 +121,8 @@ class RunSummary(BaseModel):
             for name, spent in r.usage_by_model.items():
                 by_model[name] = by_model.get(name, Usage()) + spent
         ran = count - resumed
-        right = sum(r.score for r in results)
+        right = sum(r.correct for r in results)
+        scores = [r.score for r in results]
         return cls(
             recipe=recipe,
             task=task,
@@ -109,7 +130,9 @@ class RunSummary(BaseModel):
             problems=count,
             resumed=resumed,
             complete=complete,
-            accuracy=accuracy(r.score for r in results),
+            accuracy=accuracy(scores),
+            accuracy_ci=mean_interval([float(r.correct) for r in results]) if results else None,
+            partial_credit=partial_credit(scores),
             coverage=coverage(r.coverage for r in results),
             errors=sum(r.status == "error" for r in results),
             cut_short=sum(r.status == "budget" for r in results),

@@ -83,6 +83,17 @@ def test_first_sample_alone_would_be_wrong(tmp_path: Path, fake_backend, sums) -
     assert all(r.score == 0.0 and r.coverage for r in result.results)
 
 
+def test_partial_credit_is_neither_correct_nor_coverage(tmp_path: Path, fake_backend, sums) -> None:
+    """A task half-crediting every wrong answer: the one sample (c+1) scores 0.5, which is wrong."""
+    task = load_task(sums(2))
+    exact = task.score
+    task.score = lambda problem, text, answer: max(0.5, exact(problem, text, answer))  # type: ignore[method-assign]
+    first = Recipe.model_validate({**vote_recipe(n=1), "nodes": [vote_recipe(n=1)["nodes"][0]], "output": "samples"})
+    result = orchestra.run(first, task, cache=False)
+    assert [(r.score, r.correct, r.coverage) for r in result.results] == [(0.5, False, False)] * 2
+    assert result.accuracy == 0.0 and result.summary.partial_credit == 0.5 and result.summary.tokens_per_correct is None
+
+
 def test_vote_provenance_in_trace(tmp_path: Path, fake_backend, sums) -> None:
     out = tmp_path / "run"
     orchestra.run(recipe(n=4), sums(2), out=out, cache=False)

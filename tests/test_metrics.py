@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from orchestra.metrics import accuracy, cost_per_correct, coverage, majority_at_k, pass_at_k
+from orchestra.metrics import accuracy, cost_per_correct, coverage, is_correct, majority_at_k, partial_credit, pass_at_k
 from orchestra.results import ProblemResult, RunSummary
 from orchestra.usage import Usage
 
@@ -112,8 +112,10 @@ def test_majority_at_k_samples_subsets_of_large_pools_reproducibly() -> None:
 
 
 def test_accuracy_coverage_and_cost_per_correct() -> None:
-    assert accuracy([1.0, 0.0, 0.5, 1.0]) == pytest.approx(0.625)
-    assert accuracy([]) == 0.0
+    assert accuracy([1.0, 0.0, 0.5, 1.0]) == 0.5  # exact: the half-credit answer is wrong
+    assert partial_credit([1.0, 0.0, 0.5, 1.0]) == pytest.approx(0.625)
+    assert accuracy([]) == 0.0 and partial_credit([]) == 0.0
+    assert is_correct(1.0) and not is_correct(0.999) and not is_correct(0.5)
     assert coverage([True, False, True, True]) == 0.75
     assert coverage(iter([])) == 0.0
     assert cost_per_correct(1200, 3) == 400
@@ -137,3 +139,27 @@ def test_run_summary_uses_the_metrics() -> None:
     wrong = [r.model_copy(update={"score": 0.0}) for r in results]
     nothing = RunSummary.of(wrong, recipe="r", task=None, split=None, complete=True, wall_seconds=1.0, model_seconds=0.5)
     assert nothing.tokens_per_correct is None and nothing.accuracy == 0.0
+    assert summary.accuracy_ci is not None and summary.accuracy_ci.contains(summary.accuracy)
+    assert summary.partial_credit == pytest.approx(1 / 3)
+
+
+def test_partial_credit_is_not_correct_anywhere_in_a_summary() -> None:
+    """A sign error scored 0.5 by the task: not counted right, not in tokens per correct; kept as partial credit."""
+    usage = Usage(prompt_tokens=10, completion_tokens=90)
+    results = [
+        ProblemResult(problem_id="right", status="ok", score=1.0, usage=usage),
+        ProblemResult(problem_id="half", status="ok", score=0.5, usage=usage),
+    ]
+    assert [r.correct for r in results] == [True, False]
+    summary = RunSummary.of(results, recipe="r", task=None, split=None, complete=True, wall_seconds=1.0, model_seconds=0.5)
+    assert summary.accuracy == 0.5 and summary.partial_credit == pytest.approx(0.75)
+    assert summary.tokens_per_correct == pytest.approx(200)  # both problems' tokens, one exactly right answer
+    assert summary.accuracy_ci is not None and summary.accuracy_ci.estimate == 0.5
+
+
+def test_an_empty_run_has_no_interval_and_an_old_summary_still_reads() -> None:
+    empty = RunSummary.of([], recipe="r", task=None, split=None, complete=True, wall_seconds=0.0, model_seconds=0.0)
+    assert empty.accuracy_ci is None and empty.accuracy == 0.0
+    old = empty.model_dump(exclude={"accuracy_ci", "partial_credit"})  # a summary.json written before they existed
+    restored = RunSummary.model_validate(old)
+    assert restored.accuracy_ci is None and restored.partial_credit is None

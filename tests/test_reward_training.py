@@ -127,6 +127,22 @@ def test_steps_are_labelled_by_the_share_of_correct_continuations(fake_backend, 
     assert all(s.mean_logprob is not None and s.mean_logprob < 0 for s in steps)
 
 
+def test_partial_credit_labels_a_sample_wrong(fake_backend, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+    """A task that half-credits the wrong answer 99 (as reasoning-gym half-credits a sign error):
+    the "bad" prefix's samples are all wrong, so its label is 0 and it is not a positive."""
+    FakeBackend.script = script
+    task = load_task(write_sums(tmp_path / "sums.jsonl", 1))
+    exact = task.score
+    monkeypatch.setattr(task, "score", lambda problem, text, answer: 0.5 if answer == "99" else exact(problem, text, answer))
+    handle = handle_for(StatefulFake(ModelSpec(backend="fake", model="fake-model")))
+    settings = LabellingSettings(rollouts=3, continuations=4, delimiter="| ")
+    steps = asyncio.run(label_problems(handle, task, task.problems("test"), settings))
+    by_prefix = {s.prefix: s for s in steps}
+    assert (by_prefix["bad | "].label, by_prefix["bad | "].positive) == (0.0, False)
+    assert (by_prefix["bad | Answer: 99"].label, by_prefix["bad | Answer: 99"].positive) == (0.0, False)
+    assert by_prefix["meh | "].label == pytest.approx(3 / 5)  # right answers still count 1
+
+
 def test_continuations_continue_the_prefix_and_states_cost_one_token(fake_backend, tmp_path: Path) -> None:  # noqa: F811
     settings = LabellingSettings(rollouts=3, continuations=4, delimiter="| ", max_tokens=40)
     label(tmp_path, settings)

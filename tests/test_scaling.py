@@ -19,9 +19,13 @@ from orchestra.cache import GenerationCache
 from orchestra.metrics import pass_at_k
 from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult, RunResult, RunSummary
+from orchestra.problem import Problem
+from orchestra.report import accuracy_text
 from orchestra.scaling.sweep import (
+    PoolSample,
     ScaleError,
     ScaleObserver,
+    judge_pool,
     parse_sample_counts,
     sample_nodes,
     sample_usage,
@@ -29,6 +33,8 @@ from orchestra.scaling.sweep import (
     with_sample_count,
 )
 from orchestra.scaling.report import CSV_COLUMNS, plot_curves, scale_table, write_csv
+from orchestra.significance import Interval
+from orchestra.tasks import load_task
 from orchestra.technique import technique
 from orchestra.usage import Usage
 
@@ -138,6 +144,13 @@ def test_largest_pool_is_generated_once_and_smaller_n_replay_it(tmp_path: Path, 
     rows = list(csv.DictReader(write_csv(result, tmp_path / "curve/scale.csv").open()))
     assert tuple(rows[0]) == CSV_COLUMNS and [r["n"] for r in rows] == ["1", "2", "4", "8"]
     assert rows[0]["tokens_per_correct"] == "" and float(rows[2]["accuracy"]) == 1.0
+    # Each accuracy carries its interval over problems: in the rows, scale.json, the CSV and the table.
+    assert result.row(1).accuracy_ci == Interval(estimate=0.0, low=0.0, high=0.0)
+    assert all(row.accuracy_ci is not None and row.accuracy_ci.estimate == row.accuracy for row in result.rows)
+    saved = json.loads((tmp_path / "curve/scale.json").read_text())["rows"]
+    assert [r["accuracy_ci"]["high"] for r in saved] == [row.accuracy_ci.high for row in result.rows]
+    assert (float(rows[2]["accuracy_low"]), float(rows[2]["accuracy_high"])) == (1.0, 1.0)
+    assert accuracy_text(1.0, result.row(4).accuracy_ci) == "100.0% [100.0, 100.0]"
     png = plot_curves(result, tmp_path / "curve/scale.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert scale_table(result).row_count == 4
@@ -159,6 +172,18 @@ def test_a_budget_sized_for_the_recipe_does_not_shrink_the_larger_pool(tmp_path:
                    cache=tmp_path / "cache.sqlite")
     assert [(c.n, c.max_tokens) for c in fake_backend.log.calls] == [(16, 64), (16, 64)]
     assert result.regenerated() == {} and result.row(16).cut_short == 0
+
+
+def test_a_half_credited_sample_is_wrong_in_the_pool(tmp_path: Path) -> None:
+    """pass@k and majority@k count exactly right samples only: a 0.5 from the task is wrong."""
+    from orchestra.candidate import Candidate
+
+    task = load_task(write_sums(tmp_path / "sums.jsonl", 1))
+    exact = task.score
+    task.score = lambda problem, text, answer: 0.5 if answer == "-3" else exact(problem, text, answer)  # type: ignore[method-assign]
+    problem = task.problems("test")[0]  # 2 + 1 = 3; "-3" is a sign error
+    pool = [Candidate(text=f"Answer: {a}", answer=a) for a in ("3", "-3", "-3")]
+    assert judge_pool(task, problem, pool) == [PoolSample(vote="3", correct=True)] + [PoolSample(vote="-3", correct=False)] * 2
 
 
 def test_regeneration_is_counted_from_the_nodes_cache_hits() -> None:
@@ -201,6 +226,8 @@ def test_cli_scale_writes_table_csv_and_plot(tmp_path: Path, fake_backend, monke
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 0, result.output
     assert "pass@n" in result.stdout and "maj@n" in result.stdout
+    assert "100.0% [100.0, 100.0]" in result.stdout and "95% CI" in result.stdout  # n=4, 8: every problem right
+    assert "accuracy_low" in (out / "scale.csv").read_text().splitlines()[0]
     assert "replay check: n=1, 2, 4 generated 0 samples (21 replayed from the n=8 pool)" in result.stdout
     assert f"plot: {out / 'scale.png'}" in result.stdout
     assert (out / "scale.csv").read_text().count("\n") == 5 and (out / "scale.png").stat().st_size > 0

@@ -61,7 +61,7 @@ def load_models(specs: Iterable, what: str = "models"):
 
 
 def accuracy_progress() -> Progress:
-    """The bar `run` and `scale` show: problems done, accuracy so far, time left."""
+    """The bar `run` and `scale` show: problems done, exact accuracy so far, time left."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

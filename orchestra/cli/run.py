@@ -27,7 +27,8 @@ def run(
 ) -> None:
     """Run a recipe on a task and print accuracy and cost; --compare puts more recipes side by side."""
     from orchestra.api import arun
-    from orchestra.report import node_table, paired_line, results_table
+    from orchestra.comparison import compare as compare_runs
+    from orchestra.report import comparison_lines, node_table, results_table
     from orchestra.run_folder import RunFolderMismatch
 
     recipes = [load_recipe_or_fail(recipe)] + [load_recipe_or_fail(path) for path in compare or []]
@@ -45,11 +46,11 @@ def run(
         folder = base / r.name if compare else base
         with accuracy_progress() as progress:
             bar = progress.add_task(r.name, total=len(problems), accuracy="-")
-            scores: list[float] = []
+            right: list[bool] = []
 
-            def tick(result, bar=bar, scores=scores) -> None:
-                scores.append(result.score)
-                progress.update(bar, advance=1, accuracy=f"{sum(scores) / len(scores):.0%}")
+            def tick(result, bar=bar, right=right) -> None:
+                right.append(result.correct)
+                progress.update(bar, advance=1, accuracy=f"{sum(right) / len(right):.0%}")
 
             try:
                 result = asyncio.run(
@@ -69,8 +70,11 @@ def run(
         if result.summary.usage_by_node:
             console.print(node_table(result))
     console.print(results_table(results, title=f"{task} · {split} · {len(problems)} problems"))
-    for other in results[1:]:
-        console.print(paired_line(results[0], other))
+    if compare:
+        comparison = compare_runs(results)
+        for line in comparison_lines(comparison):
+            console.print(line, highlight=False)
+        (base / "comparison.json").write_text(comparison.model_dump_json(indent=2))
     resumed = results[0].summary.resumed
     if resumed:
         console.print(f"resumed: {resumed} problems were already finished in {base} and were not rerun")
@@ -81,4 +85,4 @@ def run(
     overhead = results[0].summary.overhead_share
     if overhead is not None:
         console.print(f"time outside model calls: {overhead:.1%} of wall time")
-    console.print(f"results: {base}")
+    console.print(f"results: {base}" + (f" (comparison: {base / 'comparison.json'})" if compare else ""))

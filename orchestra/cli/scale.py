@@ -43,16 +43,16 @@ def scale(
 
     class Bars(ScaleObserver):
         def __init__(self, progress: Progress):
-            self.progress, self.bars, self.scores = progress, {}, {}
+            self.progress, self.bars, self.right = progress, {}, {}
 
         def stage(self, name: str, total: int) -> None:
             self.bars[name] = self.progress.add_task(name, total=total, accuracy="-")
-            self.scores[name] = []
+            self.right[name] = []
 
         def step(self, name: str, result=None) -> None:
             if result is not None:
-                self.scores[name].append(result.score)
-            done = self.scores[name]
+                self.right[name].append(result.correct)
+            done = self.right[name]
             self.progress.update(self.bars[name], advance=1, accuracy=f"{sum(done) / len(done):.0%}" if done else "-")
 
     store = open_cache(cache)

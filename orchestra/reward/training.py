@@ -4,10 +4,11 @@ No human labels: a step is labelled by what the generator itself does from it.
 For each training problem, `rollouts` full solutions are sampled and cut into
 steps at `delimiter`. For every step prefix, `continuations` completions are
 sampled from the prefix (the prefix is an assistant turn the model continues, so
-the engine's prefix cache reuses its KV) and scored with the task's scorer; the
-prefix's soft label is the mean score of those completions and of the rollout
-itself (also a sample from that prefix). A complete rollout's last prefix is the
-rollout, labelled by its own score. The hidden state at each prefix's last token
+the engine's prefix cache reuses its KV) and judged exactly with the task's
+scorer (right iff the score is at least 1: partial credit is wrong); the
+prefix's soft label is the share of those completions and of the rollout itself
+(also a sample from that prefix) that are right. A complete rollout's last
+prefix is the rollout, labelled 1 or 0 by itself. The hidden state at each prefix's last token
 is the probe's input (`orchestra.reward.probe_features`).
 
 Problems, not steps, are split into train and held-out sets: steps of one
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.backends import GenerationRequest
 from orchestra.context import ModelHandle
+from orchestra.metrics import is_correct
 from orchestra.reward.probe_features import continuation_messages, prefix_hidden_states
 from orchestra.reward.probe_head import HeadKind, ProbeHead, ProbeMetadata, train_head
 from orchestra.problem import Problem
@@ -63,7 +65,7 @@ class LabelledStep:
     #: 1-based: the prefix ends after this step.
     step: int
     prefix: str
-    #: Mean score of the samples drawn from this prefix (the rollout and the continuations).
+    #: Share of the samples drawn from this prefix (the rollout and the continuations) exactly right.
     label: float
     samples: int
     #: Generator's final-layer hidden state at the prefix's last token.
@@ -73,7 +75,7 @@ class LabelledStep:
 
     @property
     def positive(self) -> bool:
-        """At least one sample from this prefix earned credit: the class the AUCs rank."""
+        """At least one sample from this prefix was exactly right: the class the AUCs rank."""
         return self.label > 0
 
 
@@ -83,8 +85,9 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def _score(task: Task, problem: Problem, text: str) -> float:
-    return task.score(problem, text, task.extract_answer(text))
+def _correct(task: Task, problem: Problem, text: str) -> float:
+    """1.0 for an exactly right solution, else 0.0 (partial credit included)."""
+    return float(is_correct(task.score(problem, text, task.extract_answer(text))))
 
 
 def _mean_logprob(handle: ModelHandle, logprobs: Sequence[float] | None, prefix: str) -> float | None:
@@ -150,18 +153,18 @@ async def label_problem(
     # Each distinct text scored once (a rollout is a sample of all its prefixes), off the event
     # loop: a task's scorer may run code (HumanEval) while other problems generate.
     distinct = list(dict.fromkeys(text for texts in solutions for text in texts))
-    score_of = dict(zip(distinct, await asyncio.to_thread(lambda: [_score(task, problem, t) for t in distinct])))
+    right_of = dict(zip(distinct, await asyncio.to_thread(lambda: [_correct(task, problem, t) for t in distinct])))
     labelled = []
     for (r, j, prefix, _), state, texts in zip(plans, states, solutions):
-        scores = [score_of[text] for text in texts]
+        right = [right_of[text] for text in texts]
         labelled.append(
             LabelledStep(
                 problem_id=problem.id,
                 rollout=r,
                 step=j,
                 prefix=prefix,
-                label=sum(scores) / len(scores),
-                samples=len(scores),
+                label=sum(right) / len(right),
+                samples=len(right),
                 state=tuple(state),
                 mean_logprob=_mean_logprob(handle, rollout_result.completions[r].logprobs, prefix),
             )

@@ -1,4 +1,9 @@
-"""A scaling curve's outputs: a CSV table, a terminal table, and a plot of the figures against compute."""
+"""A scaling curve's outputs: a CSV table, a terminal table, and a plot of the figures against compute.
+
+The recipe's accuracy at each n carries its 95% bootstrap interval over problems
+everywhere: `acc` in the table, `accuracy_low`/`accuracy_high` in the CSV, a
+band around the accuracy curve in the plot.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,18 @@ from pathlib import Path
 
 from rich.table import Table
 
+from orchestra.report import accuracy_text
 from orchestra.scaling.sweep import ScaleResult
 
-#: CSV columns, in order (the fields of ScaleRow but its folder).
+#: CSV columns, in order (the fields of ScaleRow but its folder, the accuracy's interval as its two ends).
 CSV_COLUMNS = (
     "n",
     "problems",
     "pass_at_k",
     "majority_at_k",
     "accuracy",
+    "accuracy_low",
+    "accuracy_high",
     "coverage",
     "tokens_per_problem",
     "flops_per_problem",
@@ -35,7 +43,12 @@ def write_csv(result: ScaleResult, path: str | Path) -> Path:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for row in result.rows:
-            values = row.model_dump()
+            ci = row.accuracy_ci
+            values = {
+                **row.model_dump(),
+                "accuracy_low": ci.low if ci else None,
+                "accuracy_high": ci.high if ci else None,
+            }
             writer.writerow(["" if values[name] is None else values[name] for name in CSV_COLUMNS])
     return path
 
@@ -73,7 +86,8 @@ def scale_table(result: ScaleResult) -> Table:
         header_style="bold",
         caption=(
             "pass@n: unbiased, over the pool · maj@n: majority of n, averaged over n-subsets of the pool · "
-            "acc/cover: the recipe at n · generated: samples not replayed from the cache"
+            "acc/cover: the recipe at n, acc exactly right [95% CI, bootstrap over problems] · "
+            "generated: samples not replayed from the cache"
         ),
     )
     for column in ("n", "pass@n", "maj@n", "acc", "cover", "tok/prob", "FLOPs/prob", "tok/correct", "generated", "err", "cut"):
@@ -83,7 +97,7 @@ def scale_table(result: ScaleResult) -> Table:
             str(row.n),
             _share(row.pass_at_k),
             _share(row.majority_at_k),
-            _share(row.accuracy),
+            accuracy_text(row.accuracy, row.accuracy_ci),
             _share(row.coverage),
             f"{row.tokens_per_problem:.0f}",
             _flops(row.flops_per_problem),
@@ -96,7 +110,7 @@ def scale_table(result: ScaleResult) -> Table:
 
 
 def plot_curves(result: ScaleResult, path: str | Path) -> Path:
-    """Accuracy, pass@n and majority@n against tokens and against FLOPs per problem (log2 x axes)."""
+    """Accuracy (with its 95% CI band), pass@n and majority@n against tokens and FLOPs per problem (log2 x axes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,6 +134,10 @@ def plot_curves(result: ScaleResult, path: str | Path) -> Path:
             points = [(x, y) for x, y in zip(xs, ys) if y is not None and x > 0]
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], style, label=name, color=color, markersize=5)
+        band = [(x, row.accuracy_ci) for x, row in zip(xs, rows) if x > 0 and row.accuracy_ci is not None]
+        if band:
+            ax.fill_between([x for x, _ in band], [ci.low for _, ci in band], [ci.high for _, ci in band],
+                            color="tab:blue", alpha=0.15, linewidth=0, label="accuracy 95% CI")
         for row, x in zip(rows, xs):
             if x > 0:
                 top = max(y for y in (row.pass_at_k, row.majority_at_k, row.accuracy) if y is not None)

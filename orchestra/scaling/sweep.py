@@ -43,10 +43,11 @@ from orchestra.budget import Budget, Limits
 from orchestra.cache import GenerationCache
 from orchestra.candidate import Candidate
 from orchestra.errors import RecipeError
-from orchestra.metrics import majority_at_k, pass_at_k
+from orchestra.metrics import is_correct, majority_at_k, pass_at_k
 from orchestra.problem import Problem
 from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult, RunResult
+from orchestra.significance import Interval
 from orchestra.tasks import Split, Task
 from orchestra.technique import get_technique
 from orchestra.technique import techniques as techniques_by_name
@@ -140,7 +141,10 @@ class ScaleRow(BaseModel):
     problems: int
     pass_at_k: float | None = Field(description="Unbiased pass@n over the largest pool (None with several sample nodes).")
     majority_at_k: float | None = Field(description="Majority vote over n samples, averaged over n-subsets of the pool.")
-    accuracy: float = Field(description="The recipe's accuracy at this n (replaying the first n samples).")
+    accuracy: float = Field(description="The recipe's exact accuracy at this n (replaying the first n samples).")
+    accuracy_ci: Interval | None = Field(
+        default=None, description="95% percentile-bootstrap interval of the accuracy over problems."
+    )
     coverage: float = Field(description="Share of problems where some candidate of the recipe at this n was right.")
     tokens_per_problem: float
     flops_per_problem: float
@@ -236,7 +240,7 @@ def judge_pool(task: Task, problem: Problem, candidates: Sequence[Candidate]) ->
         vote = task.normalize(candidate.answer) if candidate.answer is not None else None
         key = vote if vote is not None else ("text", candidate.text)
         if key not in verdicts:
-            verdicts[key] = vote is not None and task.score(problem, candidate.text, candidate.answer) >= 1.0
+            verdicts[key] = vote is not None and is_correct(task.score(problem, candidate.text, candidate.answer))
         judged.append(PoolSample(vote=vote, correct=verdicts[key]))
     return judged
 
@@ -324,6 +328,7 @@ async def ascale(
                 pass_at_k=passed,
                 majority_at_k=majority,
                 accuracy=summary.accuracy,
+                accuracy_ci=summary.accuracy_ci,
                 coverage=summary.coverage,
                 tokens_per_problem=summary.tokens_per_problem,
                 flops_per_problem=summary.flops_per_problem,
