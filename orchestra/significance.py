@@ -67,10 +67,17 @@ class Difference(Interval):
         return "significant" if self.significant else "not significant (CI includes 0)"
 
 
+#: Resamples drawn at once: bounds memory (a chunk is CHUNK x problems indices) on large runs.
+_CHUNK = 250
+
+
 def _resampled_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(values), size=(resamples, len(values)))
-    return values[picks].mean(axis=1)
+    means = []
+    for start in range(0, resamples, _CHUNK):
+        picks = rng.integers(0, len(values), size=(min(_CHUNK, resamples - start), len(values)))
+        means.append(values[picks].mean(axis=1))
+    return np.concatenate(means)
 
 
 def _bounds(means: np.ndarray, confidence: float) -> tuple[float, float]:
