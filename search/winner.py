@@ -200,40 +200,45 @@ def race(
 
 
 def contenders_of(study: optuna.Study, objective: Objective) -> list[Contender]:
-    """Complete trials within budget, one per configuration, with their dev and race outcomes."""
-    stored = study.user_attrs
+    """Complete trials within budget, one per configuration, with their outcomes on the trials' dev problems."""
     found = []
     for t in measured_trials(study):
         if "duplicate_of" in t.user_attrs or not t.user_attrs.get("outcomes"):
             continue
-        if not objective.feasible(t.user_attrs["cost"]):
-            continue
-        outcomes = from_json(t.user_attrs["outcomes"]) + from_json(stored.get(f"race.{t.number}"))
-        found.append(Contender(t.number, outcomes, t.user_attrs.get("structure", "")))
+        if objective.feasible(t.user_attrs["cost"]):
+            found.append(Contender(t.number, from_json(t.user_attrs["outcomes"]), t.user_attrs.get("structure", "")))
     return found
 
 
-def choose_winner(study: optuna.Study, settings: SearchSettings, *, report: Callable[[str], None] | None = None) -> Winner | None:
-    """Race the study's contenders on its dev split; None when no complete trial fits the budget."""
+def choose_winner(
+    study: optuna.Study, settings: SearchSettings, *, report: Callable[[str], None] | None = None
+) -> Winner | None:
+    """Race the study's contenders on its dev split; None when no complete trial fits the budget.
+
+    A race starts from the trials' own dev problems every time; the outcomes of
+    problems raced before are read back from the study, only new ones are run.
+    """
     contenders = contenders_of(study, settings.objective)
     if not contenders:
         return None
     task = load_task(settings.task)
     pool = task.problems("dev", settings.race_limit) if settings.race_limit > settings.dev_limit else []
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    own = {c.trial: len(c.outcomes) for c in contenders}
     cache = GenerationCache(settings.cache or default_cache_path()) if settings.replay and pool else None
 
     def extend(trial: int, start: int, stop: int) -> list[Outcome]:
-        problems = pool[start:stop]
-        if not problems:
-            return []
-        if report is not None:
-            report(f"racing trial {trial} on dev problems {start + 1}-{start + len(problems)}")
-        measured = asyncio.run(evaluate(best_recipe(trials[trial]), task, problems, settings.objective,
-                                        cache=cache, concurrency=settings.concurrency))
-        raced = from_json(study.user_attrs.get(f"race.{trial}")) + list(measured.outcomes)
-        study.set_user_attr(f"race.{trial}", to_json(raced))
-        return list(measured.outcomes)
+        raced = from_json(study.user_attrs.get(f"race.{trial}"))  # problems own[trial], own[trial] + 1, ...
+        missing = pool[own[trial] + len(raced):stop]
+        if missing:
+            first = own[trial] + len(raced) + 1
+            if report is not None:
+                report(f"racing trial {trial} on dev problems {first}-{first + len(missing) - 1}")
+            measured = asyncio.run(evaluate(best_recipe(trials[trial]), task, missing, settings.objective,
+                                            cache=cache, concurrency=settings.concurrency))
+            raced += measured.outcomes
+            study.set_user_attr(f"race.{trial}", to_json(raced))
+        return raced[start - own[trial]:stop - own[trial]]
 
     try:
         return race(contenders, extend=extend, race_limit=len(pool), chunk=settings.race_chunk)
