@@ -87,14 +87,14 @@ class Standing:
     problems: int
     accuracy: Interval
     cost: float
-    versus_leader: Difference | None  # None: it led that round
+    leader_ahead: Difference | None  # the round's leader minus this configuration; None: it led
     tied: bool  # in the final tied set
 
     def to_json(self) -> dict[str, Any]:
         return {
             "trial": self.trial, "structure": self.structure, "problems": self.problems,
             "accuracy": self.accuracy.model_dump(), "cost": self.cost, "tied": self.tied,
-            "versus_leader": None if self.versus_leader is None else _difference_json(self.versus_leader),
+            "leader_ahead": None if self.leader_ahead is None else _difference_json(self.leader_ahead),
         }
 
 

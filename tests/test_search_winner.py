@@ -57,7 +57,7 @@ def test_a_lucky_cheap_configuration_does_not_beat_a_better_one() -> None:
     assert {trial for trial, _, _ in more.calls} == {0, 1}, "only tied configurations run more problems"
     assert winner.accuracy.low > 0.4 and winner.accuracy.estimate == pytest.approx(better[:winner.problems].count("1") / winner.problems)
     standing = {s.trial: s for s in winner.standings}
-    assert standing[0].versus_leader is not None and standing[0].versus_leader.significant
+    assert standing[0].leader_ahead is not None and standing[0].leader_ahead.significant
     assert standing[2].problems == 20 and not standing[2].tied
     assert winner.to_json()["rule"] == "significantly_best" and "trial 1" in winner.describe()
 

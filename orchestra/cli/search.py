@@ -159,7 +159,10 @@ def search(
                   f"{winner.accuracy} on {winner.problems} problems, {winner.cost:.0f} {cost}/problem)")
     if test_limit:
         searched_recipe = best_recipe(best).model_copy(update={"name": f"searched ({space_obj.name})"})
-        greedy = next((r for r in compared if r.name == GREEDY), None) or greedy_like(searched_recipe)
+        try:
+            greedy = next((r for r in compared if r.name == GREEDY), None) or greedy_like(searched_recipe)
+        except ValueError as err:
+            raise fail(f"{err}; add --compare with a recipe named {GREEDY!r}") from None
         others = [r for r in compared if r is not greedy]
         store = open_cache(settings.cache) if replay and settings.cache else None
         try:
@@ -179,12 +182,12 @@ def search(
 def _tied_table(winner, objective) -> Table:
     """The configurations the dev data cannot tell apart; the cheapest of them won."""
     table = Table(title=f"statistically tied with the leader on {winner.problems} dev problems", header_style="bold")
-    for column in ("trial", "structure", "accuracy (dev, 95% CI)", objective.cost, "vs leader"):
+    for column in ("trial", "structure", "accuracy (dev, 95% CI)", objective.cost, "leader ahead by (paired)"):
         table.add_column(column)
     for s in winner.standings:
         if s.tied:
             mark = " *" if s.trial == winner.trial else ""
-            versus = "leader" if s.versus_leader is None else s.versus_leader.points()
+            versus = "leader" if s.leader_ahead is None else s.leader_ahead.points()
             table.add_row(f"{s.trial}{mark}", s.structure, str(s.accuracy), f"{s.cost:.0f}", versus)
     return table
 
@@ -192,7 +195,8 @@ def _tied_table(winner, objective) -> Table:
 def _holdout_table(result, task: str, cost: str) -> Table:
     """Test accuracy with intervals, cost, and each recipe's paired difference to greedy."""
     table = Table(title=f"{task} · test · {result.problems} problems", header_style="bold",
-                  caption=f"a difference of 10 points needs about {result.problems_for()} test problems to be seen")
+                  caption=f"a 10-point difference from greedy needs about {result.problems_for()} test problems to be seen "
+                          "(at the searched recipe's disagreement with greedy)")
     for column in ("recipe", "accuracy (95% CI)", f"{cost}/problem", "within budget", "vs greedy (paired)"):
         table.add_column(column)
     for row in result.rows:
