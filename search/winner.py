@@ -111,6 +111,7 @@ class Winner:
     cost: float
     rounds: tuple[Round, ...]
     standings: tuple[Standing, ...] = field(default=())
+    undecided: bool = False  # tied configurations still disagree with the leader: more dev problems could separate them
 
     def describe(self) -> str:
         """One sentence: which trial won, by which rule, against whom."""
@@ -122,13 +123,16 @@ class Winner:
         if self.rule == "significantly_best":
             return f"trial {self.trial} is the most accurate, significantly ahead of every other configuration on {where}"
         others = ", ".join(str(t) for t in self.tied)
-        return (f"trial {self.trial} is the cheapest of {len(self.tied)} configurations statistically tied with "
+        line = (f"trial {self.trial} is the cheapest of {len(self.tied)} configurations statistically tied with "
                 f"the leader (trial {self.leader}) on {where}: trials {others}")
+        if self.undecided:
+            line += "; more dev problems (--race-limit, a larger dev split) could separate them"
+        return line
 
     def to_json(self) -> dict[str, Any]:
         return {
             "trial": self.trial, "rule": self.rule, "explanation": self.describe(), "leader": self.leader,
-            "tied": list(self.tied), "dev_problems": self.problems, "dev_accuracy": self.accuracy.model_dump(),
+            "tied": list(self.tied), "undecided": self.undecided, "dev_problems": self.problems, "dev_accuracy": self.accuracy.model_dump(),
             "cost": self.cost,
             "rounds": [{"problems": r.problems, "leader": r.leader, "tied": list(r.tied), "out": list(r.out)}
                        for r in self.rounds],
@@ -195,7 +199,7 @@ def race(
     return Winner(
         trial=winner.trial, rule=rule, leader=rounds[-1].leader, tied=tuple(sorted(tied)), problems=depth,
         accuracy=mean_interval(winner.correct(depth)), cost=winner.cost(depth), rounds=tuple(rounds),
-        standings=tuple(standings),
+        standings=tuple(standings), undecided=undecided,
     )
 
 

@@ -70,6 +70,7 @@ def test_racing_separates_two_configurations_given_more_problems() -> None:
     start = [Contender(t, o[:40]) for t, o in more.full.items()]
     without = race(start, extend=more, race_limit=40)  # no dev problems left: a tie, the cheaper wins
     assert without.rule == "cheapest_of_tied" and without.trial == 6 and not more.calls
+    assert without.undecided and "could separate them" in without.describe()
     raced = race(start, extend=more, race_limit=400, chunk=40)
     assert raced.trial == 5 and raced.rule == "significantly_best"
     assert len(raced.rounds) >= 2 and all(r.tied == (5, 6) for r in raced.rounds[:-1]) and raced.rounds[-1].out == (6,)
@@ -90,7 +91,7 @@ def test_configurations_that_agree_everywhere_are_not_raced() -> None:
     same = "1100" * 10
     more = _More({1: _outcomes(same * 5, 30), 2: _outcomes(same * 5, 20)})
     winner = race([Contender(t, o[:40]) for t, o in more.full.items()], extend=more, race_limit=200)
-    assert winner.trial == 2 and winner.rule == "cheapest_of_tied" and not more.calls
+    assert winner.trial == 2 and winner.rule == "cheapest_of_tied" and not more.calls and not winner.undecided
     assert race([Contender(4, _outcomes("10", 1))]).rule == "only_configuration"
     with pytest.raises(ValueError, match="same dev problems"):
         race([Contender(1, _outcomes("10", 1)), Contender(2, [Outcome("q0", True, 1), Outcome("q1", True, 1)])])
