@@ -7,7 +7,9 @@ stop after a few problems, and the problems they did run were all generated
 through the cache, so a later trial with the same generation layer replays them.
 
 Replay is measured, not assumed: the cache's own hit/miss counters say how many
-samples the trial generated and how many it replayed.
+samples the trial generated and how many it replayed. Besides the totals, a
+trial keeps each problem's outcome (exactly right or not, and its cost), so
+configurations can be compared paired on the same problems.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult, RunSummary
 from orchestra.tasks import Task
 from orchestra.search.objectives import Objective
+from orchestra.search.outcomes import Outcome, outcomes_of
 
 
 class Reports(Protocol):
@@ -42,7 +45,7 @@ class Pruned(Exception):
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What one trial measured."""
+    """What one trial measured: accuracy is the share of problems exactly right."""
 
     accuracy: float
     cost: float
@@ -51,6 +54,7 @@ class Evaluation:
     samples_replayed: int
     wall_seconds: float
     errors: int
+    outcomes: tuple[Outcome, ...] = ()
 
 
 def rung_sizes(total: int, first: int | None, factor: int) -> list[int]:
@@ -96,16 +100,18 @@ async def evaluate(
             results, recipe=recipe.name, task=task.spec, split="dev", complete=True,
             wall_seconds=wall, model_seconds=0.0,
         )
+        outcomes = tuple(outcomes_of(results, objective))
         replayed = cache.hits - hits if cache is not None else 0
         generated = cache.misses - misses if cache is not None else None  # no cache: every sample is fresh, uncounted
         evaluation = Evaluation(
-            accuracy=summary.accuracy,
+            accuracy=sum(o.correct for o in outcomes) / len(outcomes) if outcomes else 0.0,
             cost=objective.cost_of(summary),
             problems=len(results),
             samples_generated=generated,
             samples_replayed=replayed,
             wall_seconds=wall,
             errors=summary.errors,
+            outcomes=outcomes,
         )
         if trial is not None and size < rungs[-1]:
             trial.report(evaluation.accuracy, size)

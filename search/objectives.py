@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra.results import RunSummary
+from orchestra.usage import Usage
 
 CostName = Literal["completion_tokens", "total_tokens", "prompt_tokens", "flops", "calls", "seconds"]
 COST_NAMES: tuple[str, ...] = CostName.__args__  # type: ignore[attr-defined]
@@ -46,13 +47,15 @@ class Objective(BaseModel):
         """Whether trials may replay generations: not when the cost is wall time."""
         return self.cost != "seconds"
 
+    def spent(self, usage: Usage) -> float:
+        """This cost measure of what a problem (or a run) spent."""
+        return float(usage.total_tokens if self.cost == "total_tokens" else getattr(usage, self.cost))
+
     def cost_of(self, summary: RunSummary) -> float:
         """Mean cost per problem of a run."""
         if not summary.problems:
             return 0.0
-        usage = summary.usage
-        total = usage.total_tokens if self.cost == "total_tokens" else getattr(usage, self.cost)
-        return total / summary.problems
+        return self.spent(summary.usage) / summary.problems
 
     def values(self, accuracy: float, cost: float) -> list[float]:
         return [accuracy, cost] if self.pareto else [accuracy]

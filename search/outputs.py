@@ -1,7 +1,8 @@
-"""What a finished search leaves behind: best.yaml, trials.csv, pareto.png, and replay figures.
+"""What a finished search leaves behind: best.yaml, trials.csv, pareto.png, summary.json, replay figures.
 
 Each trial carries its measurements as optuna user attributes (accuracy, cost,
-samples generated and replayed, wall seconds, the recipe's YAML), so everything
+per-problem outcomes, samples generated and replayed, wall seconds, the
+recipe's YAML), and a race its outcomes as study attributes, so everything
 here is read back from the study alone: any worker, or a later
 `orchestra search` on the same storage, writes the same files.
 """
@@ -9,8 +10,10 @@ here is read back from the study alone: any worker, or a later
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -30,7 +33,11 @@ def measured_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def best_trial(study: optuna.Study, objective: Objective) -> FrozenTrial | None:
-    """Most accurate feasible complete trial; ties go to the cheaper, then the earlier one."""
+    """Most accurate feasible complete trial; ties go to the cheaper, then the earlier one.
+
+    A point estimate, for the progress bar while trials run; the winner is chosen
+    with significance by `orchestra.search.winner`.
+    """
     feasible = [t for t in measured_trials(study) if objective.feasible(t.user_attrs["cost"])]
     if not feasible:
         return None
@@ -59,6 +66,12 @@ def write_best(trial: FrozenTrial, path: Path) -> Path:
     return path
 
 
+def write_summary(path: Path, **sections: Any) -> Path:
+    """summary.json: the search's settings, its winner (rule, ties, dev interval) and the test comparison."""
+    path.write_text(json.dumps(sections, indent=2) + "\n")
+    return path
+
+
 def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     trials = study.get_trials(deepcopy=False)
     params = sorted({name for t in trials for name in t.params})
@@ -73,7 +86,8 @@ def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     return path
 
 
-def plot_pareto(study: optuna.Study, objective: Objective, path: Path) -> Path:
+def plot_pareto(study: optuna.Study, objective: Objective, path: Path, winner: int | None = None) -> Path:
+    """Cost against dev accuracy of every trial, the Pareto front, and the winner (trial number) starred."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,10 +111,10 @@ def plot_pareto(study: optuna.Study, objective: Objective, path: Path) -> Path:
     if front:
         ax.step([t.user_attrs["cost"] for t in front], [t.user_attrs["accuracy"] for t in front],
                 where="post", color="tab:orange", label="Pareto front")
-    best = best_trial(study, objective)
+    best = next((t for t in trials if t.number == winner), None)
     if best is not None:
         ax.scatter([best.user_attrs["cost"]], [best.user_attrs["accuracy"]], marker="*", s=250,
-                   color="tab:red", zorder=5, label=f"best (trial {best.number})")
+                   color="tab:red", zorder=5, label=f"winner (trial {best.number})")
     if objective.budget is not None:
         ax.axvline(objective.budget, color="tab:red", linestyle="--", linewidth=1, label="budget")
     ax.set_xlabel(f"{objective.cost} per problem (dev)")

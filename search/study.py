@@ -35,6 +35,7 @@ from orchestra.paths import default_cache_path
 from orchestra.tasks import load_task
 from orchestra.search.evaluate import Evaluation, Pruned, evaluate, rung_sizes
 from orchestra.search.objectives import Objective
+from orchestra.search.outcomes import to_json
 from orchestra.search.space import SearchSpace
 
 SamplerName = Literal["tpe", "random", "nsga2"]
@@ -54,8 +55,8 @@ class SearchSettings(BaseModel):
     task: str
     objective: Objective = Field(default_factory=Objective)
     trials: int = Field(default=20, ge=1)
-    dev_limit: int = Field(default=20, ge=1, description="Dev problems a fully evaluated trial runs.")
-    first_rung: int | None = Field(default=5, ge=1, description="Problems of the first successive-halving rung; None: no pruning.")
+    dev_limit: int = Field(default=200, ge=1, description="Dev problems a fully evaluated trial runs.")
+    first_rung: int | None = Field(default=25, ge=1, description="Problems of the first successive-halving rung; None: no pruning.")
     halving_factor: int = Field(default=2, ge=2)
     sampler: SamplerName = "tpe"
     seed: int = 0
@@ -65,6 +66,8 @@ class SearchSettings(BaseModel):
     replay: bool = Field(default=True, description="Read and write the generation cache (off: every trial generates afresh).")
     concurrency: int = Field(default=32, ge=1)
     heartbeat_seconds: int = Field(default=30, ge=1, description="How often a worker marks its running trial alive.")
+    race_limit: int = Field(default=1000, ge=0, description="Dev problems racing may extend statistically tied configurations to (capped by the split).")
+    race_chunk: int = Field(default=100, ge=1, description="Dev problems each racing round adds to the tied configurations.")
 
     def identity(self) -> dict:
         """The settings that make two workers' trials comparable."""
@@ -245,6 +248,7 @@ def _record(trial: optuna.Trial, objective: Objective, measured: Evaluation) -> 
     trial.set_user_attr("samples_replayed", measured.samples_replayed)
     trial.set_user_attr("wall_seconds", measured.wall_seconds)
     trial.set_user_attr("errors", measured.errors)
+    trial.set_user_attr("outcomes", to_json(measured.outcomes))
 
 
 def _finished_twin(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_tiny_search_on_the_default_model_writes_a_runnable_best_recipe(tmp_path
     cache = tmp_path / "cache.sqlite"
     result = CliRunner().invoke(cli.app, [
         "search", str(space), "--task", TASK, "--trials", "3", "--dev-limit", "3", "--first-rung", "0",
-        "--sampler", "random", "--budget", "200", "--out", str(out), "--cache", str(cache),
+        "--sampler", "random", "--budget", "200", "--out", str(out), "--cache", str(cache), "--test-limit", "3",
     ])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "trials.csv").open()))
@@ -41,6 +42,8 @@ def test_tiny_search_on_the_default_model_writes_a_runnable_best_recipe(tmp_path
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 and 0 < float(r["cost"]) <= 2 * 24 for r in rows)
     # trials after the first reuse its samples: the pool of n=2 holds n=1 as a prefix
     assert sum(int(r["samples_replayed"] or 0) for r in rows) > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["winner"]["dev_problems"] == 3 and [r["recipe"] for r in summary["test"]["rows"]][-1] == "greedy"
     best = load_recipe(out / "best.yaml")
     assert best.nodes[0].technique == "sample" and (out / "pareto.png").stat().st_size > 0
     run = CliRunner().invoke(cli.app, ["run", str(out / "best.yaml"), "--task", TASK, "--split", "dev", "--limit", "3",

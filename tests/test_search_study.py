@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -183,6 +184,20 @@ def test_cli_search_writes_best_recipe_trials_plot_and_study(tmp_path: Path, fak
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert len(rows) >= 6 and {"accuracy", "cost", "samples_generated", "samples_replayed"} <= set(rows[0])
     assert "test · 4 problems" in result.output and "greedy" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    winner = summary["winner"]
+    assert winner["rule"] in ("only_configuration", "significantly_best", "cheapest_of_tied")
+    assert winner["trial"] in winner["tied"] and winner["dev_problems"] == 6
+    assert winner["dev_accuracy"]["low"] <= winner["dev_accuracy"]["estimate"] <= winner["dev_accuracy"]["high"]
+    assert f"trial {winner['trial']}" in " ".join(result.output.split())
+    test = summary["test"]
+    # the compared recipe named greedy is the baseline (not run twice), last, with no difference to itself
+    assert test["problems"] == 4 and [r["recipe"] for r in test["rows"]] == ["searched (fake_space)", "greedy"]
+    searched, greedy = test["rows"]
+    assert greedy["versus_greedy"] is None and searched["versus_greedy"]["problems"] == 4
+    assert searched["versus_greedy"]["estimate"] == pytest.approx(
+        searched["accuracy"]["estimate"] - greedy["accuracy"]["estimate"])
+    assert "vs greedy" in result.output
     # the same command again resumes: nothing left to run, same outputs
     again = CliRunner().invoke(cli.app, args)
     assert again.exit_code == 0, again.output

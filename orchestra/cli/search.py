@@ -31,8 +31,8 @@ def search(
     cost: Annotated[str, typer.Option(help="Cost measure: completion_tokens, total_tokens, prompt_tokens, flops, calls or seconds (wall time; turns replay off).")] = "completion_tokens",
     pareto: Annotated[bool, typer.Option("--pareto", help="Optimize accuracy and cost together (Pareto front) instead of accuracy alone.")] = False,
     trials: Annotated[int, typer.Option(help="Finished trials the study should hold (shared by all workers).")] = 20,
-    dev_limit: Annotated[int, typer.Option(help="Dev problems a trial that is never pruned runs.")] = 20,
-    first_rung: Annotated[int, typer.Option(help="Dev problems of the first successive-halving rung (0: no pruning).")] = 5,
+    dev_limit: Annotated[int, typer.Option(help="Dev problems a trial that is never pruned runs (replay makes later trials nearly free).")] = 200,
+    first_rung: Annotated[int, typer.Option(help="Dev problems of the first successive-halving rung (0: no pruning).")] = 25,
     halving_factor: Annotated[int, typer.Option(help="Successive halving: rungs grow, and survivors shrink, by this factor.")] = 2,
     sampler: Annotated[str, typer.Option(help="tpe (Bayesian, constraint-aware), random, or nsga2 (with --pareto).")] = "tpe",
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
@@ -40,8 +40,10 @@ def search(
     study_name: Annotated[Optional[str], typer.Option(help="Study to create or join (default: the space's name).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes on this machine (others may join from elsewhere with the same --storage).")] = 1,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default runs/search-SPACE). Reuse one to resume.")] = None,
-    test_limit: Annotated[int, typer.Option(help="Test problems for the final check of the winner (0: skip).")] = 0,
-    compare: Annotated[Optional[list[Path]], typer.Option(help="Hand-written recipe to run beside the winner on the test split (repeatable).")] = None,
+    race_limit: Annotated[int, typer.Option(help="Dev problems racing may extend statistically tied configurations to, capped by the dev split (at most --dev-limit: no racing).")] = 1000,
+    race_chunk: Annotated[int, typer.Option(min=1, help="Dev problems each racing round adds.")] = 100,
+    test_limit: Annotated[int, typer.Option(help="Test problems for the final check of the winner beside greedy (0: skip).")] = 200,
+    compare: Annotated[Optional[list[Path]], typer.Option(help="Hand-written recipe to run beside the winner and greedy on the test split (repeatable; one named greedy replaces the built-in greedy).")] = None,
     cache: Annotated[Optional[Path], typer.Option(help="Generation cache (SQLite) trials replay from. Default: ~/.cache/orchestra/generations.sqlite.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="No replay: every trial generates its samples afresh.")] = False,
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once.")] = 32,
@@ -50,12 +52,13 @@ def search(
     from orchestra.paths import default_cache_path
     from orchestra.recipe import load_recipe
     from orchestra.tasks import load_task
-    from orchestra.search.holdout import holdout
+    from orchestra.search.holdout import GREEDY, greedy_like, holdout
     from orchestra.search.objectives import COST_NAMES, Objective
     from orchestra.search.outputs import (
         best_recipe, best_trial, plot_pareto, replay_summary, trials_to_best, write_best,
-        write_trials_csv,
+        write_summary, write_trials_csv,
     )
+    from orchestra.search.winner import choose_winner
     from orchestra.search.space import SpaceError, load_space
     from orchestra.search.study import SearchError, SearchSettings, finished_trials, open_study, run_worker, storage_url
 
@@ -82,6 +85,7 @@ def search(
         first_rung=first_rung or None, halving_factor=halving_factor, sampler=sampler, seed=seed,  # type: ignore[arg-type]
         storage=storage_url(storage, folder), study_name=study_name or space_obj.name,
         cache=str(cache or default_cache_path()), replay=replay, concurrency=concurrency,
+        race_limit=race_limit, race_chunk=race_chunk,
     )
     try:
         study = open_study(settings)
@@ -127,37 +131,81 @@ def search(
             raise typer.Exit(code=130) from None
     searched = time.monotonic() - started
 
-    best = best_trial(study, objective)
-    console.print(_trials_table(study, objective, best))
+    try:
+        winner = choose_winner(study, settings, report=lambda line: console.print(f"[dim]{line}[/]"))
+    except KeyboardInterrupt:
+        errors.print(f"interrupted while racing: finished races are stored; rerun the same command (--out {folder}) to resume")
+        raise typer.Exit(code=130) from None
+    console.print(_trials_table(study, objective, winner.trial if winner else None))
     console.print(f"search wall time: {searched:.1f} s; {replay_summary(study).describe()}")
     reached = trials_to_best(study)
     if reached is not None:
         console.print(f"trials to reach the best dev accuracy: {reached[0]} ({reached[1]} distinct configurations evaluated)")
     console.print(f"trials: {write_trials_csv(study, folder / 'trials.csv')}")
-    console.print(f"plot: {plot_pareto(study, objective, folder / 'pareto.png')}")
+    console.print(f"plot: {plot_pareto(study, objective, folder / 'pareto.png', winner.trial if winner else None)}")
     if settings.storage.startswith("sqlite:///"):
         console.print(f"study: {settings.storage.removeprefix('sqlite:///')} (optuna-dashboard {settings.storage})")
-    if best is None:
+    summary = {"space": space_obj.name, "task": task, "objective": objective.model_dump(mode="json"),
+               "dev_limit": dev_limit, "trials": finished_trials(study), "winner": None, "test": None}
+    if winner is None:
+        write_summary(folder / "summary.json", **summary)
         raise fail("no finished trial fits the budget; raise --budget or widen the space")
-    console.print(f"best recipe: {write_best(best, folder / 'best.yaml')} (trial {best.number}: dev accuracy "
-                  f"{best.user_attrs['accuracy']:.1%}, {best.user_attrs['cost']:.0f} {cost}/problem)")
+    summary["winner"] = winner.to_json()
+    if len(winner.tied) > 1:
+        console.print(_tied_table(winner, objective))
+    best = next(t for t in study.get_trials(deepcopy=False) if t.number == winner.trial)
+    console.print(f"winner: {winner.describe()}")
+    console.print(f"best recipe: {write_best(best, folder / 'best.yaml')} (trial {winner.trial}: dev accuracy "
+                  f"{winner.accuracy} on {winner.problems} problems, {winner.cost:.0f} {cost}/problem)")
     if test_limit:
-        winner = best_recipe(best).model_copy(update={"name": f"searched ({space_obj.name})"})
+        searched_recipe = best_recipe(best).model_copy(update={"name": f"searched ({space_obj.name})"})
+        try:
+            greedy = next((r for r in compared if r.name == GREEDY), None) or greedy_like(searched_recipe)
+        except ValueError as err:
+            raise fail(f"{err}; add --compare with a recipe named {GREEDY!r}") from None
+        others = [r for r in compared if r is not greedy]
         store = open_cache(settings.cache) if replay and settings.cache else None
         try:
-            rows = asyncio.run(holdout([winner, *compared], task_obj, objective, test_limit, cache=store, concurrency=concurrency))
+            result = asyncio.run(holdout([searched_recipe, *others], task_obj, objective, test_limit, greedy=greedy,
+                                         cache=store, concurrency=concurrency))
         finally:
             if store is not None:
                 store.close()
-        table = Table(title=f"{task} · test · {test_limit} problems", header_style="bold")
-        for column in ("recipe", "accuracy", f"{cost}/problem", "within budget"):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(row.recipe, f"{row.accuracy:.1%}", f"{row.cost:.0f}", "yes" if row.within_budget else "[red]no[/]")
-        console.print(table)
+        if result is None:
+            console.print(f"{task} has no test problems: no held-out check")
+        else:
+            summary["test"] = result.to_json()
+            console.print(_holdout_table(result, task, cost))
+    console.print(f"summary: {write_summary(folder / 'summary.json', **summary)}")
 
 
-def _trials_table(study, objective, best) -> Table:
+def _tied_table(winner, objective) -> Table:
+    """The configurations the dev data cannot tell apart; the cheapest of them won."""
+    table = Table(title=f"statistically tied with the leader on {winner.problems} dev problems", header_style="bold")
+    for column in ("trial", "structure", "accuracy (dev, 95% CI)", objective.cost, "leader ahead by (paired)"):
+        table.add_column(column)
+    for s in winner.standings:
+        if s.tied:
+            mark = " *" if s.trial == winner.trial else ""
+            versus = "leader" if s.leader_ahead is None else s.leader_ahead.points()
+            table.add_row(f"{s.trial}{mark}", s.structure, str(s.accuracy), f"{s.cost:.0f}", versus)
+    return table
+
+
+def _holdout_table(result, task: str, cost: str) -> Table:
+    """Test accuracy with intervals, cost, and each recipe's paired difference to greedy."""
+    table = Table(title=f"{task} · test · {result.problems} problems", header_style="bold",
+                  caption=f"a 10-point difference from greedy needs about {result.problems_for()} test problems to be seen "
+                          "(at the searched recipe's disagreement with greedy)")
+    for column in ("recipe", "accuracy (95% CI)", f"{cost}/problem", "within budget", "vs greedy (paired)"):
+        table.add_column(column)
+    for row in result.rows:
+        versus = "-" if row.versus_greedy is None else f"{row.versus_greedy.points()} {row.versus_greedy.verdict()}"
+        table.add_row(row.recipe, str(row.accuracy), f"{row.cost:.0f}", "yes" if row.within_budget else "[red]no[/]", versus)
+    return table
+
+
+def _trials_table(study, objective, winner: int | None) -> Table:
     """The Pareto front of the complete trials, cheapest first; the winner starred."""
     from orchestra.search.outputs import measured_trials, pareto_front
 
@@ -167,7 +215,7 @@ def _trials_table(study, objective, best) -> Table:
     for column in ("trial", "structure", "accuracy", objective.cost, "replayed"):
         table.add_column(column)
     for t in sorted((t for t in trials if t.number in front), key=lambda t: t.user_attrs["cost"]):
-        mark = " *" if best is not None and t.number == best.number else ""
+        mark = " *" if t.number == winner else ""
         generated = t.user_attrs.get("samples_generated")
         table.add_row(f"{t.number}{mark}", t.user_attrs.get("structure", ""), f"{t.user_attrs['accuracy']:.1%}",
                       f"{t.user_attrs['cost']:.0f}", "-" if generated is None else ("all" if generated == 0 else "part"))
