@@ -25,7 +25,9 @@ from pathlib import Path
 import orchestra
 from orchestra.backends.local_engine.precision import _cpu_name
 from orchestra.recipe import load_recipe
-from orchestra.significance import mean_interval, paired_difference, problems_to_detect
+from orchestra.comparison import compare
+from orchestra.report import accuracy_text, comparison_lines
+from orchestra.significance import Difference, Interval
 
 NAMED_TASK = "reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_digits=1&operators=[+]"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -38,7 +40,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("-n", "--problems", type=int, default=200)
     parser.add_argument("--reference", help="name of a second recipe every other is compared with (e.g. majority_16)")
-    parser.add_argument("--cache", default=True, help="generation cache (default: orchestra's)")
+    parser.add_argument("--cache", default=True, help="generation cache file (default: orchestra's)")
     parser.add_argument("--tag", default="compute-pays", help="results file name prefix")
     args = parser.parse_args()
 
@@ -51,62 +53,55 @@ def main() -> None:
         runs[recipe.name] = (result, time.monotonic() - began)
         print(f"{recipe.name}: {result.accuracy:.1%} in {runs[recipe.name][1]:.0f} s", file=sys.stderr, flush=True)
 
-    names = list(runs)
-    baseline = names[0]
-    correct = {name: [float(r.correct) for r in result.results] for name, (result, _) in runs.items()}
-    base_tokens = runs[baseline][0].summary.tokens_per_problem or 1.0
+    results = [result for result, _ in runs.values()]
+    against_baseline = compare(results)
+    reference = runs[args.reference][0] if args.reference in runs else None
+    against_reference = compare([reference, *[r for r in results if r is not reference]]) if reference else None
+    base_tokens = results[0].summary.tokens_per_problem or 1.0
     rows = []
-    for name, (result, seconds) in runs.items():
+    for (result, seconds), accuracy in zip(runs.values(), against_baseline.recipes):
         s = result.summary
         row = {
-            "recipe": name,
-            "problems": s.problems,
-            "accuracy": mean_interval(correct[name]).model_dump(),
-            "coverage": s.coverage,
-            "tokens_per_problem": s.tokens_per_problem,
-            "tokens_vs_baseline": s.tokens_per_problem / base_tokens,
-            "replayed_samples": s.usage.cache_hits,
+            "recipe": s.recipe, "problems": s.problems, "accuracy": accuracy.accuracy.model_dump(),
+            "coverage": s.coverage, "tokens_per_problem": s.tokens_per_problem,
+            "tokens_vs_baseline": s.tokens_per_problem / base_tokens, "replayed_samples": s.usage.cache_hits,
             "seconds": seconds,
         }
-        for other in (baseline, args.reference):
-            if other and other != name and other in runs:
-                diff = paired_difference(correct[name], correct[other])
-                row[f"vs_{other}"] = {**diff.model_dump(), "significant": diff.significant}
+        for comparison in (against_baseline, against_reference):
+            for pair in comparison.differences if comparison else ():
+                if pair.recipe == s.recipe:
+                    row[f"vs_{pair.baseline}"] = {**pair.model_dump(), "significant": pair.difference.significant}
         rows.append(row)
 
+    baseline = results[0].summary.recipe
+    header = f"| recipe | acc [95% CI] | cover | tok/prob | × {baseline} tokens | vs {baseline} |"
+    if reference:
+        header += f" vs {args.reference} |"
     lines = [
         f"# Does the compute pay? {args.task} · {args.split} · {args.problems} problems",
         "",
         f"- date: {started}",
         f"- command: {' '.join(shlex.quote(a) for a in sys.argv)}",
         f"- machine: {_cpu_name()}, python {platform.python_version()}, torch {_torch_version()}",
-        "- accuracy is exact (score >= 1); CIs are 95% percentile bootstrap over problems (4000 resamples, seed 0)",
+        "- acc is exact (score >= 1); CIs: 95% percentile bootstrap over problems (4000 resamples, seed 0); "
+        "differences are paired over the same problems",
         "",
-        f"| recipe | acc [95% CI] | cover | tok/prob | × {baseline} tokens | vs {baseline} | "
-        + (f"vs {args.reference} |" if args.reference else ""),
-        "|---|---|---:|---:|---:|---|" + ("---|" if args.reference else ""),
+        header,
+        "|---|---|---:|---:|---:|---|" + ("---|" if reference else ""),
     ]
     for row in rows:
-        acc = row["accuracy"]
         cells = [
-            row["recipe"],
-            f"{acc['estimate']:.1%} [{acc['low']:.1%}, {acc['high']:.1%}]",
-            f"{row['coverage']:.1%}",
-            f"{row['tokens_per_problem']:.0f}",
-            f"{row['tokens_vs_baseline']:.1f}×",
+            row["recipe"], accuracy_text(row["accuracy"]["estimate"], Interval(**row["accuracy"])),
+            f"{row['coverage']:.1%}", f"{row['tokens_per_problem']:.0f}", f"{row['tokens_vs_baseline']:.1f}×",
         ]
-        for other in (baseline, args.reference):
+        for other in (baseline, args.reference if reference else None):
             if other is None:
                 continue
-            diff = row.get(f"vs_{other}")
-            cells.append(
-                "—" if diff is None else
-                f"{100 * diff['estimate']:+.1f} pts [{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}]"
-                + (" significant" if diff["significant"] else " not significant")
-            )
+            pair = row.get(f"vs_{other}")
+            cells.append("—" if pair is None else f"{Difference(**pair['difference']).points()}, "
+                         f"{'significant' if pair['significant'] else 'not significant'}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"A 10-point paired difference needs ≈{problems_to_detect(0.10)} problems in the worst case "
-              "(the two recipes disagree on half the problems); fewer when they agree more."]
+    lines += ["", *comparison_lines(against_baseline)]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
