@@ -140,9 +140,10 @@ async def deepconf(ctx: Context, inputs: list[Candidate], params: DeepConfParams
     """Confidence-filtered voting: keep the traces the model was sure of, stop the others early (DeepConf).
 
     Output as `majority_vote` over the kept traces, weighted by their confidence
-    (`scores["confidence"]`: the representative trace's score), with
-    `scores["traces"]` drawn, `scores["kept"]` voting, `scores["stopped"]` stopped
-    early (online) and `scores["threshold"]` the confidence a trace needed.
+    (`scores["confidence"]`: the representative trace's score), with how many
+    traces were drawn (`traces`), voted (`kept`: an answer, above the threshold)
+    and fell below the threshold online (`stopped`: those the engine stopped, and
+    warm-up traces it would have), and the confidence a trace needed (`threshold`).
     Online, a backend with the CONFIDENCE_STOP capability (the local engine) ends
     low-confidence traces mid-decode, which is where the tokens are saved; other
     backends generate them whole and the technique drops them after the fact (the
@@ -164,13 +165,14 @@ async def deepconf(ctx: Context, inputs: list[Candidate], params: DeepConfParams
     engine_stops = CONFIDENCE_STOP in ctx.model().backend.capabilities
     stop = ConfidenceStop(threshold=threshold, window=params.window, top_k=params.top_logprobs)
     while True:
-        voters = [t for t in traces if not _stopped(t, params, threshold)]
-        votes = tally(ctx, [t.candidate for t in voters], weight_by="confidence")
+        passed = [t for t in traces if not _stopped(t, params, threshold)]
+        votes = tally(ctx, [t.candidate for t in passed], weight_by="confidence")
         if len(traces) >= params.n or (votes and votes[0].scores["votes"] >= params.consensus):
             break
         count = min(params.batch, params.n - len(traces))
         traces += await _draw(ctx, params, first=len(traces), count=count, stop=stop if engine_stops else None)
-    return _vote(ctx, voters, traces=len(traces), stopped=len(traces) - len(voters), threshold=threshold)
+    voters = [t for t in passed if t.candidate.answer is not None]
+    return _vote(ctx, voters, traces=len(traces), stopped=len(traces) - len(passed), threshold=threshold)
 
 
 def _score(trace: _Trace) -> float:

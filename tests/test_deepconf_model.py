@@ -78,7 +78,7 @@ def test_deepconf_online_end_to_end(tmp_path: Path) -> None:
     for r in result.results:
         assert r.status == "ok", r.error
         scores = found[(r.problem_id, "vote")]["outputs"][0]["scores"]
-        assert 2 <= scores["traces"] <= 6 and scores["kept"] + scores["stopped"] == scores["traces"]
+        assert 2 <= scores["traces"] <= 6 and scores["kept"] + scores["stopped"] <= scores["traces"]
         assert r.usage.completion_tokens <= scores["traces"] * 48
         stopped += scores["stopped"]
     assert stopped > 0
