@@ -7,18 +7,20 @@ The backends themselves (`local`, `openai`, `vllm`) load when a spec names them.
 
 from orchestra.backends.base import BACKENDS, Backend, BackendUnavailable, NoOptions, Prompt, backend, get_backend
 from orchestra.backends.generation import (
+    CONFIDENCE_STOP,
     CONTINUATION,
     HIDDEN_STATES,
     LOGPROBS,
     BackendInfo,
     Completion,
+    ConfidenceStop,
     GenerationRequest,
     GenerationResult,
 )
 from orchestra.backends.model_spec import DEFAULT_MODEL, ModelSpec
 
 __all__ = [
-    "BACKENDS", "CONTINUATION", "DEFAULT_MODEL", "HIDDEN_STATES", "LOGPROBS", "Backend", "BackendInfo",
-    "BackendUnavailable", "Completion", "GenerationRequest", "GenerationResult", "ModelSpec", "NoOptions",
+    "BACKENDS", "CONFIDENCE_STOP", "CONTINUATION", "DEFAULT_MODEL", "HIDDEN_STATES", "LOGPROBS", "Backend",
+    "BackendInfo", "BackendUnavailable", "Completion", "ConfidenceStop", "GenerationRequest", "GenerationResult", "ModelSpec", "NoOptions",
     "Prompt", "backend", "get_backend",
 ]

@@ -18,10 +18,30 @@ from orchestra.usage import Usage
 #: Capabilities a technique may require of its model's backend.
 #: LOGPROBS: the sampled tokens' logprobs (`logprobs`) and each position's most likely
 #: tokens (`top_logprobs`). CONTINUATION: a raw `prompt` prefix, or `messages` ending with
-#: an assistant turn, is continued as is.
+#: an assistant turn, is continued as is. CONFIDENCE_STOP: `confidence_stop` ends a sample
+#: mid-decode when its confidence falls (backends without it ignore the field).
 LOGPROBS = "logprobs"
 CONTINUATION = "continuation"
 HIDDEN_STATES = "hidden_states"
+CONFIDENCE_STOP = "confidence_stop"
+
+
+class ConfidenceStop(BaseModel):
+    """End a sample as soon as the model grows unsure of it (DeepConf's online early stop).
+
+    A token's confidence is minus the mean of the `top_k` largest log-probabilities
+    of the model's raw distribution at its position: high where the distribution is
+    peaked. Once `window` tokens are generated, the sample finishes with
+    finish_reason "confidence" at the first token where the mean confidence of the
+    last `window` tokens is below `threshold`. EOS, stop strings and the token limit
+    are checked first: a sample that ends on its own at that token ends as usual.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threshold: float
+    window: int = Field(default=16, ge=1)
+    top_k: int = Field(default=5, ge=1, le=20)
 
 
 class GenerationRequest(BaseModel):
@@ -61,6 +81,9 @@ class GenerationRequest(BaseModel):
     #: prefix cache) even where its text would re-tokenize differently. Backends without
     #: token ids continue from the turn's text; `messages` must end with an assistant turn.
     continuation_ids: tuple[int, ...] | None = None
+    #: Stop a sample early when its sliding-window confidence falls below a threshold
+    #: (backends with the CONFIDENCE_STOP capability; others generate it whole).
+    confidence_stop: ConfidenceStop | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerationRequest:
@@ -82,18 +105,22 @@ class GenerationRequest(BaseModel):
     def sampling_key(self) -> dict:
         """The fields that change what a sample is (everything but n and first_index).
 
-        `top_logprobs` is part of the key only when asked for, so cached samples stored
-        with them are found by requests that need them, and keys of other requests
-        stay what they were before the field existed. Hidden states are never cached.
+        `top_logprobs` and `confidence_stop` are part of the key only when asked for, so
+        cached samples stored with them are found by requests that need them, and keys
+        of other requests stay what they were before the fields existed. Hidden states
+        are never cached.
         """
         key = self.model_dump(
             exclude={
                 "n", "first_index", "messages", "prompt", "logprobs", "top_logprobs", "hidden_states",
                 "continuation_ids",  # the rendered text (part of the cache key) already says what is continued
+                "confidence_stop",
             }
         )
         if self.top_logprobs:
             key["top_logprobs"] = self.top_logprobs
+        if self.confidence_stop is not None:
+            key["confidence_stop"] = self.confidence_stop.model_dump()
         return key
 
 
@@ -104,7 +131,8 @@ class Completion(BaseModel):
 
     text: str
     completion_tokens: int
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    #: "stop" (EOS or a stop string), "length", or "confidence" (the request's `confidence_stop`)
+    finish_reason: str
     logprobs: tuple[float, ...] | None = None
     #: Per generated position, token text -> log-probability for the request's
     #: `top_logprobs` most likely tokens (tokens decoding to the same text are merged,

@@ -15,6 +15,11 @@ Step-wise search continues a partial answer token-exactly: a request with
 `continuation_ids` is fed the prompt up to the final assistant turn and then
 those ids, so its KV is found in the prefix cache. Text-level continuation
 gets the same prefix reuse, up to where re-tokenization differs.
+
+A request with a `confidence_stop` is ended by the engine mid-decode, with
+finish_reason "confidence", once its sliding-window token confidence falls below
+the threshold (DeepConf's online mode); its tokens are a prefix of what the same
+seed and sample index give without the stop.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestra.backends.base import Backend, Prompt, backend
 from orchestra.backends.generation import (
+    CONFIDENCE_STOP,
     CONTINUATION,
     HIDDEN_STATES,
     LOGPROBS,
@@ -38,6 +44,7 @@ from orchestra.backends.generation import (
 )
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
 from orchestra.backends.local_engine.options import SparseOptions, SpeculativeOptions
+from orchestra.backends.local_engine.stopping import ConfidenceStop
 from orchestra.backends.model_spec import ModelSpec
 from orchestra.models import load_pretrained
 from orchestra.usage import Usage
@@ -77,7 +84,7 @@ class LocalOptions(BaseModel):
 class LocalBackend(Backend):
     """HF transformers model in this process, on CPU or GPU."""
 
-    capabilities = frozenset({LOGPROBS, CONTINUATION, HIDDEN_STATES})
+    capabilities = frozenset({LOGPROBS, CONTINUATION, HIDDEN_STATES, CONFIDENCE_STOP})
     Options = LocalOptions
 
     def __init__(self, spec: ModelSpec, engine_config: EngineConfig | None = None):
@@ -212,6 +219,7 @@ class LocalBackend(Backend):
             logprobs=request.logprobs,
             top_logprobs=request.top_logprobs,
             hidden_states=request.hidden_states,
+            confidence_stop=ConfidenceStop(**request.confidence_stop.model_dump()) if request.confidence_stop else None,
         )
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -12,6 +12,10 @@ as tokens), and `FakeBackend.next_token(prompt)` returning a token -> logprob ma
 makes that the distribution reported by `top_logprobs` at the first generated
 position (and its most likely token the reply), which is how verdict
 probabilities are scripted. Stop strings cut a reply as a real backend would.
+`FakeBackend.token_confidence(prompt, index, position)` scripts each position's
+confidence: `top_logprobs` then lists the word with log-probability minus it, and
+a request's `confidence_stop` ends the reply where a real engine would (finish
+reason "confidence"); patch CONFIDENCE_STOP into `capabilities` to declare it.
 
 Every call is logged on the class (`FakeBackend.log`), shared by all instances,
 so a test can count backend calls across the models of a recipe. Use the
@@ -36,6 +40,7 @@ from orchestra.backends import (
     Backend,
     BackendInfo,
     Completion,
+    ConfidenceStop,
     GenerationRequest,
     GenerationResult,
     ModelSpec,
@@ -93,6 +98,7 @@ class Call:
     logprobs: bool
     top_logprobs: int = 0
     stop: tuple[str, ...] = ()
+    confidence_stop: ConfidenceStop | None = None
 
 
 @dataclass
@@ -117,6 +123,8 @@ class FakeBackend(Backend):
     script: Callable[[GenerationRequest, str, int], str | None] | None = None
     #: Scripted next-token distribution (token -> logprob) at the first position; None: default.
     next_token: Callable[[str], dict[str, float] | None] | None = None
+    #: Scripted confidence at (rendered prompt, sample index, position); None: 0.1 everywhere.
+    token_confidence: Callable[[str, int, int], float] | None = None
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
@@ -131,6 +139,7 @@ class FakeBackend(Backend):
         cls.fail_when = None
         cls.script = None
         cls.next_token = None
+        cls.token_confidence = None
 
     @property
     def info(self) -> BackendInfo:
@@ -159,6 +168,7 @@ class FakeBackend(Backend):
                 logprobs=request.logprobs,
                 top_logprobs=request.top_logprobs,
                 stop=request.stop,
+                confidence_stop=request.confidence_stop,
             )
         )
         log.in_flight += 1
@@ -202,13 +212,22 @@ class FakeBackend(Backend):
         if stops:  # like a real backend: the text ends before the first stop string
             text, finish, stopped_by = text[: stops[0][0]], "stop", stops[0][1]
             cut = text.split()
+        scripted_confidence = FakeBackend.token_confidence
+        confidences = [scripted_confidence(prompt, index, j) if scripted_confidence else 0.1 for j in range(len(cut))]
+        rule = request.confidence_stop
+        if rule is not None:  # like the engine: the first full window whose mean is below the threshold ends it
+            low = next((j for j in range(rule.window, len(cut)) if
+                        sum(confidences[j - rule.window:j]) / rule.window < rule.threshold), None)
+            if low is not None:
+                cut, finish, stopped_by = cut[:low], "confidence", None
+                text = " ".join(cut)
         return Completion(
             text=text,
             completion_tokens=max(len(cut), 1),
             finish_reason=finish,
             logprobs=tuple(-0.1 * (1 + (index + j) % 5) for j in range(len(cut))) if request.logprobs else None,
             top_logprobs=tuple(
-                dict(first) if j == 0 and first else {word: -0.1} for j, word in enumerate(cut)
+                dict(first) if j == 0 and first else {word: -confidences[j]} for j, word in enumerate(cut)
             )
             if request.top_logprobs
             else None,

@@ -323,7 +323,7 @@ class InferenceEngine:
             eos = torch.tensor(sorted(self.stops.eos_ids), device=logits.device)
             rows = torch.tensor(early, device=logits.device)
             logits[rows[:, None], eos[None, :]] = float("-inf")
-        top = _top_tokens(sequences, logits)
+        top, confidence = _top_tokens(sequences, logits)
         chosen, logprobs = choose_tokens(logits, [s.params for s in sequences], [s.stream for s in sequences])
         self.stats.generated_tokens += len(sequences)
         return {
@@ -332,6 +332,7 @@ class InferenceEngine:
                 [logprobs[i]],
                 top[i],
                 hidden[i].float().cpu() if sequence.params.hidden_states and hidden is not None else None,
+                confidence[i],
             )
             for i, sequence in enumerate(sequences)
         }
@@ -358,15 +359,29 @@ def _make_runner(model, config: EngineConfig, sparse: bool = False):
     return LlamaRunner(model)
 
 
-def _top_tokens(sequences: list[Sequence], logits: torch.Tensor) -> list[tuple[tuple[int, float], ...] | None]:
-    """This position's most likely tokens for each sequence that asked for them (None for the
-    others), under the raw (untempered) distribution: what a verifier reads P("Yes") from."""
-    widest = max(s.params.top_logprobs for s in sequences)
-    if not widest:
-        return [None] * len(sequences)
-    values, ids = torch.log_softmax(logits.float(), dim=-1).topk(widest, dim=-1)
-    values, ids = values.tolist(), ids.tolist()
-    return [
-        tuple(zip(ids[row][: s.params.top_logprobs], values[row][: s.params.top_logprobs])) if s.params.top_logprobs else None
-        for row, s in enumerate(sequences)
-    ]
+def _top_tokens(
+    sequences: list[Sequence], logits: torch.Tensor
+) -> tuple[list[tuple[tuple[int, float], ...] | None], list[float | None]]:
+    """This position's most likely tokens for each sequence that asked for them, and the token
+    confidence of each sequence with a `confidence_stop` (minus the mean of its top-k log-probs;
+    None for the others), both under the raw (untempered) distribution: what a verifier reads
+    P("Yes") from, and how peaked the model is. One top-k over the rows that need it."""
+    def confidence_k(s: Sequence) -> int:
+        return s.params.confidence_stop.top_k if s.params.confidence_stop is not None else 0
+
+    top: list[tuple[tuple[int, float], ...] | None] = [None] * len(sequences)
+    confidence: list[float | None] = [None] * len(sequences)
+    rows = [i for i, s in enumerate(sequences) if s.params.top_logprobs or confidence_k(s)]
+    if not rows:
+        return top, confidence
+    widest = max(max(sequences[i].params.top_logprobs, confidence_k(sequences[i])) for i in rows)
+    picked = logits if len(rows) == len(sequences) else logits[torch.tensor(rows, device=logits.device)]
+    values, ids = torch.log_softmax(picked.float(), dim=-1).topk(widest, dim=-1)
+    for row, row_values, row_ids in zip(rows, values.tolist(), ids.tolist()):
+        params = sequences[row].params
+        if params.top_logprobs:
+            top[row] = tuple(zip(row_ids[: params.top_logprobs], row_values[: params.top_logprobs]))
+        if params.confidence_stop is not None:
+            k = params.confidence_stop.top_k
+            confidence[row] = -sum(row_values[:k]) / k
+    return top, confidence

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from orchestra.backends.local_engine.stopping import ConfidenceStop
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -30,6 +32,8 @@ class SamplingParams:
     #: Report this many most likely tokens (ids, raw log-probabilities) per position.
     top_logprobs: int = 0
     hidden_states: bool = False
+    #: Finish early when the sliding-window confidence falls below a threshold (DeepConf).
+    confidence_stop: ConfidenceStop | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

@@ -98,6 +98,7 @@ class Sampled:
     logprobs: list[float]
     top: tuple[tuple[int, float], ...] | None = None
     hidden: torch.Tensor | None = None
+    confidence: float | None = None  # for a sequence with a `confidence_stop`
 
 
 class Scheduler:
@@ -271,13 +272,18 @@ class Scheduler:
                 sequence.top.append(sampled.top)
             if sampled.hidden is not None:
                 sequence.hidden.append(sampled.hidden)
+            if sampled.confidence is not None:
+                sequence.confidences.append(sampled.confidence)
             for token, logprob in zip(sampled.tokens, sampled.logprobs):
                 sequence.tokens.append(token)
                 sequence.logprobs.append(logprob)
                 # The forward computed the KV of every token before this one (prefill: the whole
                 # context; decode: the last token; a speculative round: the accepted path).
                 sequence.kv_length = len(sequence.prompt_ids) + len(sequence.tokens) - 1
-                finish = self.stops.check(sequence.tokens, sequence.params.stop, sequence.limit)
+                finish = self.stops.check(
+                    sequence.tokens, sequence.params.stop, sequence.limit,
+                    sequence.params.confidence_stop, sequence.confidences,
+                )
                 if finish is not None:
                     finished.append((sequence, finish))
                     break

@@ -26,7 +26,7 @@ class FinishedSequence:
     prompt_ids: tuple[int, ...]
     token_ids: tuple[int, ...]
     text: str
-    finish_reason: str  # "stop" or "length"
+    finish_reason: str  # "stop", "length" or "confidence"
     logprobs: tuple[float, ...] | None
     #: Per position, the `top_logprobs` most likely (token id, raw log-probability) pairs, if asked for.
     top_logprobs: tuple[tuple[tuple[int, float], ...], ...] | None
@@ -54,6 +54,8 @@ class Sequence:
     logprobs: list[float] = field(default_factory=list)
     top: list[tuple[tuple[int, float], ...]] = field(default_factory=list)
     hidden: list[torch.Tensor] = field(default_factory=list)
+    #: Per token, its confidence (for a `confidence_stop`): minus the mean of the top-k raw log-probabilities.
+    confidences: list[float] = field(default_factory=list)
     slot: int = -1
     kv_length: int = 0  # positions of `context` whose KV sits in the slot
     computed_prompt_tokens: int = 0

@@ -1,18 +1,33 @@
-"""When a sequence is done: EOS, a stop string, or its token limit — and its final text.
+"""When a sequence is done: EOS, a stop string, its token limit, or low confidence — and its final text.
 
 Stop strings are matched on decoded text, not token ids, because a string like
 "\\n\\n" or "Answer:" can be split across tokens in many ways. Only a tail
 window is decoded per step, so the check costs the same at token 500 as at 5.
+
+A sequence that asked for a `ConfidenceStop` ends as soon as the mean confidence
+of its last `window` tokens falls below the threshold (DeepConf's online early
+stop): the tokens it would have spent on a trace its caller will discard are saved.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class ConfidenceStop:
+    """Finish once the last `window` tokens' mean confidence is below `threshold`; a token's
+    confidence is minus the mean of the `top_k` largest raw log-probabilities at its position."""
+
+    threshold: float
+    window: int
+    top_k: int
+
+
+@dataclass(frozen=True)
 class Finish:
-    reason: str  # "stop" (EOS or a stop string) or "length"
+    reason: str  # "stop" (EOS or a stop string), "length" or "confidence"
     text: str
 
 
@@ -28,8 +43,16 @@ class StopChecker:
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
-    def check(self, tokens: list[int], stop: tuple[str, ...], limit: int) -> Finish | None:
-        """`tokens` are the completion so far, its newest token last."""
+    def check(
+        self,
+        tokens: list[int],
+        stop: tuple[str, ...],
+        limit: int,
+        confidence_stop: ConfidenceStop | None = None,
+        confidences: Sequence[float] = (),
+    ) -> Finish | None:
+        """`tokens` are the completion so far, its newest token last; `confidences` one per token
+        (for a `confidence_stop`). A sequence that ends on its own is not stopped for confidence."""
         if tokens and tokens[-1] in self.eos_ids:
             return Finish("stop", self.decode(tokens[:-1]))
         if stop:
@@ -42,4 +65,8 @@ class StopChecker:
                     return Finish("stop", text[: min(cuts)])
         if len(tokens) >= limit:
             return Finish("length", self.decode(tokens))
+        if confidence_stop is not None and len(confidences) >= confidence_stop.window:
+            recent = confidences[-confidence_stop.window :]
+            if sum(recent) / confidence_stop.window < confidence_stop.threshold:
+                return Finish("confidence", self.decode(tokens))
         return None

@@ -72,8 +72,9 @@ class SpeculativeDecoder:
 
     @staticmethod
     def handles(params: SamplingParams) -> bool:
-        """Requests that want per-position extras (top logprobs, hidden states) decode plainly."""
-        return not params.top_logprobs and not params.hidden_states
+        """Requests that want per-position extras (top logprobs, hidden states, a confidence
+        stop) decode plainly."""
+        return not params.top_logprobs and not params.hidden_states and params.confidence_stop is None
 
     @property
     def max_nodes(self) -> int:
