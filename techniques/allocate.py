@@ -109,15 +109,18 @@ def calibrate_tiers(signals: Sequence[float], *, probe: int, samples: int, mean_
     more) whose mean stays within the target. `signals` are the `scores["signal"]`
     an `allocate` node recorded on a dev run (one per problem).
     """
-    if not probe <= mean_samples:
+    if not signals:
+        raise ValueError("no probe signals")
+    if mean_samples < probe:
         raise ValueError(f"a mean of {mean_samples} samples is below the probe's {probe}")
     if mean_samples >= samples:
         return [Tier(samples=samples)]
-    for threshold in sorted(set(signals), reverse=True):
-        tiers = [Tier(at_least=threshold, samples=probe), Tier(samples=samples)]
-        if expected_samples(signals, tiers) <= mean_samples:
-            return tiers
-    raise ValueError("no probe signals")
+    thresholds = sorted(set(signals), reverse=True)  # the lowest stops every problem at the probe
+    return next(
+        tiers
+        for tiers in ([Tier(at_least=t, samples=probe), Tier(samples=samples)] for t in thresholds)
+        if expected_samples(signals, tiers) <= mean_samples
+    )
 
 
 def _agreement(ctx: Context, probe: list[Candidate]) -> float:

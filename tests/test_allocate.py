@@ -140,6 +140,8 @@ def test_calibrated_tiers_spend_the_most_within_a_target_mean() -> None:
     assert calibrate_tiers(signals, probe=4, samples=16, mean_samples=4) == [Tier(at_least=0.0, samples=4), Tier(samples=16)]
     with pytest.raises(ValueError, match="below the probe"):
         calibrate_tiers(signals, probe=4, samples=16, mean_samples=3)
+    with pytest.raises(ValueError, match="no probe signals"):
+        calibrate_tiers([], probe=4, samples=16, mean_samples=8)
 
 
 def test_search_space_offers_allocate_as_the_generation_layer(fake_backend) -> None:
