@@ -54,12 +54,11 @@ def main() -> None:
         print(f"{recipe.name}: {result.accuracy:.1%} in {runs[recipe.name][1]:.0f} s", file=sys.stderr, flush=True)
 
     results = [result for result, _ in runs.values()]
-    against_baseline = compare(results)
-    reference = runs[args.reference][0] if args.reference in runs else None
-    against_reference = compare([reference, *[r for r in results if r is not reference]]) if reference else None
+    overview = compare(results)
+    others = [results[0]] + ([runs[args.reference][0]] if args.reference in runs else [])
     base_tokens = results[0].summary.tokens_per_problem or 1.0
     rows = []
-    for (result, seconds), accuracy in zip(runs.values(), against_baseline.recipes):
+    for (result, seconds), accuracy in zip(runs.values(), overview.recipes):
         s = result.summary
         row = {
             "recipe": s.recipe, "problems": s.problems, "accuracy": accuracy.accuracy.model_dump(),
@@ -67,11 +66,12 @@ def main() -> None:
             "tokens_vs_baseline": s.tokens_per_problem / base_tokens, "replayed_samples": s.usage.cache_hits,
             "seconds": seconds,
         }
-        for comparison in (against_baseline, against_reference):
-            for pair in comparison.differences if comparison else ():
-                if pair.recipe == s.recipe:
-                    row[f"vs_{pair.baseline}"] = {**pair.model_dump(), "significant": pair.difference.significant}
+        for other in others:
+            if other is not result:
+                [pair] = compare([result, other]).differences
+                row[f"vs_{pair.baseline}"] = {**pair.model_dump(), "significant": pair.difference.significant}
         rows.append(row)
+    reference = args.reference if args.reference in runs else None
 
     baseline = results[0].summary.recipe
     header = f"| recipe | acc [95% CI] | cover | tok/prob | × {baseline} tokens | vs {baseline} |"
@@ -101,7 +101,7 @@ def main() -> None:
             cells.append("—" if pair is None else f"{Difference(**pair['difference']).points()}, "
                          f"{'significant' if pair['significant'] else 'not significant'}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", *comparison_lines(against_baseline)]
+    lines += ["", *comparison_lines(compare([results[0], *results[1:]]))[-1:]]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)

@@ -1,8 +1,9 @@
-"""Several recipes run on the same problems, each against the first: what `run --compare` reports.
+"""Several recipes run on the same problems, the first against each other: what `run --compare` reports.
 
 Two accuracies on 20 problems can differ by 10 points by luck alone, so a
 comparison is more than the two figures: for every recipe after the first, the
-paired difference from the first over the problems both ran (exact correctness,
+paired difference of the first from it over the problems both ran (`orchestra
+run quickstart.yaml --compare greedy.yaml` reports quickstart − greedy) (exact correctness,
 paired bootstrap, `orchestra.significance`), whether its interval excludes 0,
 and how many problems a 10-point difference would need to be seen at the rate
 the two recipes disagree. `orchestra run --compare` prints it and writes it to
@@ -45,7 +46,7 @@ class PairedComparison(BaseModel):
 
 
 class Comparison(BaseModel):
-    """Every recipe's accuracy, and each one after the first against the first."""
+    """Every recipe's accuracy, and the first against each one after it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -74,7 +75,7 @@ def _versus(run: RunResult, baseline: RunResult, detectable: float) -> PairedCom
 
 
 def compare(runs: Sequence[RunResult], *, detectable: float = DETECTABLE) -> Comparison:
-    """Each run's accuracy interval, and each run after the first against the first (paired)."""
+    """Each run's accuracy interval, and the first run against each run after it (paired)."""
     if not runs:
         raise ValueError("nothing to compare")
     base = runs[0]
@@ -87,5 +88,5 @@ def compare(runs: Sequence[RunResult], *, detectable: float = DETECTABLE) -> Com
             RecipeAccuracy(recipe=r.summary.recipe, problems=r.summary.problems, accuracy=r.summary.accuracy_ci)
             for r in runs
         ],
-        differences=[_versus(run, base, detectable) for run in runs[1:]],
+        differences=[_versus(base, run, detectable) for run in runs[1:]],
     )

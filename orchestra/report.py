@@ -76,7 +76,7 @@ def results_table(runs: list[RunResult], title: str | None = None) -> Table:
 
 
 def comparison_lines(comparison: Comparison) -> list[str]:
-    """Each recipe against the first: the paired difference, its CI and verdict; then what the table can see.
+    """The first recipe against each other: the paired difference, its CI and verdict; then what the table can see.
 
     `quickstart − greedy: +12.0 pts [+5.0, +20.0], significant · quickstart alone right on 14, greedy
     alone on 2, of 100 problems`, and one line saying how many problems a 10-point difference needs

@@ -8,7 +8,7 @@ the source cache and copied into the replay file, so the file holds what the
 model produced for those exact requests.
 
     .venv/bin/python scripts/make_replay.py recipes/quickstart.yaml recipes/greedy.yaml \\
-        --task TASK -n 200 --out recipes/replay/quickstart.sqlite
+        --task TASK -n 200 --out quickstart.sqlite && gzip -9 -c quickstart.sqlite > recipes/replay/quickstart.sqlite.gz
 """
 
 from __future__ import annotations

@@ -36,13 +36,13 @@ def table_text(table) -> str:
 # --- the comparison of runs ---------------------------------------------------------------------
 
 
-def test_compare_pairs_every_run_with_the_first() -> None:
-    base = run_of("greedy", [1.0] * 10 + [0.0] * 30)
+def test_compare_pairs_the_first_run_with_every_other() -> None:
     better = run_of("vote", [1.0] * 30 + [0.0] * 10)  # right on greedy's 10 and on 20 more
-    same = run_of("copy", [1.0] * 10 + [0.0] * 30)
-    comparison = compare([base, better, same])
-    assert [r.recipe for r in comparison.recipes] == ["greedy", "vote", "copy"]
-    assert comparison.recipes[1].accuracy == better.summary.accuracy_ci and comparison.problems == 40
+    base = run_of("greedy", [1.0] * 10 + [0.0] * 30)
+    same = run_of("copy", [1.0] * 30 + [0.0] * 10)
+    comparison = compare([better, base, same])
+    assert [r.recipe for r in comparison.recipes] == ["vote", "greedy", "copy"]
+    assert comparison.recipes[0].accuracy == better.summary.accuracy_ci and comparison.problems == 40
     vote, copy = comparison.differences
     assert (vote.recipe, vote.baseline) == ("vote", "greedy")
     assert vote.difference.estimate == pytest.approx(0.5) and vote.difference.significant
@@ -55,8 +55,8 @@ def test_compare_pairs_every_run_with_the_first() -> None:
 def test_compare_counts_partial_credit_as_wrong_and_pairs_by_problem() -> None:
     base = run_of("greedy", [0.5, 0.5, 1.0, 0.0])
     other = run_of("vote", [1.0, 0.5, 1.0, 0.0])
-    other.results.reverse()  # paired by problem id, not by position
-    (pair,) = compare([base, other]).differences
+    base.results.reverse()  # paired by problem id, not by position
+    (pair,) = compare([other, base]).differences
     assert (pair.difference.only_a, pair.difference.only_b) == (1, 0) and pair.difference.estimate == 0.25
     with pytest.raises(ValueError, match="share no problem"):
         compare([base, RunResult(results=[], summary=run_of("none", []).summary)])
@@ -64,7 +64,7 @@ def test_compare_counts_partial_credit_as_wrong_and_pairs_by_problem() -> None:
 
 def test_comparison_lines_say_difference_verdict_and_problems_needed() -> None:
     base = run_of("greedy", [1.0] * 10 + [0.0] * 30)
-    comparison = compare([base, run_of("vote", [1.0] * 30 + [0.0] * 10)])
+    comparison = compare([run_of("vote", [1.0] * 30 + [0.0] * 10), base])
     difference, needed = comparison_lines(comparison)
     assert re.fullmatch(
         r"vote − greedy: \+50\.0 pts \[\+\d+\.\d, \+\d+\.\d\], significant "
@@ -74,11 +74,11 @@ def test_comparison_lines_say_difference_verdict_and_problems_needed() -> None:
     assert needed == (f"a 10-point difference needs ≈{n} problems to be seen at this disagreement rate "
                       "(the two disagree on 50% of problems); this table has 40")
     several = comparison_lines(compare([base, run_of("vote", [1.0] * 40), run_of("copy", [1.0] * 10 + [0.0] * 30)]))
-    assert len(several) == 3 and "copy − greedy: +0.0 pts [+0.0, +0.0], not significant (CI includes 0)" in several[1]
+    assert len(several) == 3 and "greedy − copy: +0.0 pts [+0.0, +0.0], not significant (CI includes 0)" in several[1]
     assert several[2] == (
         "problems a 10-point difference needs to be seen, at each pair's disagreement rate: "
-        f"≈{problems_to_detect(0.1, discordance=0.75)} for vote vs greedy, ≈{problems_to_detect(0.1, discordance=0.0)} "
-        "for copy vs greedy; this table has 40"
+        f"≈{problems_to_detect(0.1, discordance=0.75)} for greedy vs vote, ≈{problems_to_detect(0.1, discordance=0.0)} "
+        "for greedy vs copy; this table has 40"
     )
     assert comparison_lines(compare([base])) == []
 
@@ -138,8 +138,8 @@ def test_cli_run_compare_prints_differences_and_writes_comparison_json(tmp_path:
     lost, tied = saved["differences"]
     right = sum((3 * i + 3) % 2 == 0 for i in range(30))  # write_sums: a + b = (i + 2) + (2i + 1)
     assert right == 15
-    assert lost["baseline"] == "vote" and lost["difference"]["only_b"] == 30 - right
-    assert lost["difference"]["estimate"] == pytest.approx(right / 30 - 1) and lost["difference"]["high"] < 0
+    assert (lost["recipe"], lost["baseline"]) == ("vote", "first") and lost["difference"]["only_a"] == 30 - right
+    assert lost["difference"]["estimate"] == pytest.approx(1 - right / 30) and lost["difference"]["low"] > 0
     assert tied["difference"]["estimate"] == 0.0 and tied["discordance"] == 0.0
     assert lost["problems_to_detect"] == problems_to_detect(0.10, discordance=(30 - right) / 30)
 
@@ -147,9 +147,9 @@ def test_cli_run_compare_prints_differences_and_writes_comparison_json(tmp_path:
     summary = json.loads((out / "first/summary.json").read_text())
     assert summary["accuracy"] == pytest.approx(right / 30) and summary["accuracy_ci"]["low"] < summary["accuracy"]
     assert accuracy_text(summary["accuracy"], Interval(**summary["accuracy_ci"])) in shown
-    assert f"first − vote: {100 * (right / 30 - 1):+.1f} pts [" in shown and "], significant · first alone right on 0" in shown
-    assert "vote8 − vote: +0.0 pts [+0.0, +0.0], not significant (CI includes 0) · vote8 alone right on 0" in shown
-    assert f"≈{lost['problems_to_detect']} for first vs vote" in shown and "this table has 30" in shown
+    assert f"vote − first: {100 * (1 - right / 30):+.1f} pts [" in shown and "], significant · vote alone right on 15" in shown
+    assert "vote − vote8: +0.0 pts [+0.0, +0.0], not significant (CI includes 0) · vote alone right on 0" in shown
+    assert f"≈{lost['problems_to_detect']} for vote vs first" in shown and "this table has 30" in shown
     assert f"(comparison: {out / 'comparison.json'})" in shown
 
 

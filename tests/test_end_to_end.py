@@ -57,7 +57,7 @@ def test_cli_run_compare_and_resume(tmp_path: Path):
     replay = CliRunner().invoke(app, [*args[:-3], str(tmp_path / "replay"), *args[-2:]])
     assert replay.exit_code == 0, replay.output
     replayed = json.loads((tmp_path / "replay/quickstart/summary.json").read_text())
-    assert replayed["usage"]["cache_hits"] == 3 * 8
+    assert replayed["usage"]["cache_hits"] == 3 * 16
     assert replayed["accuracy"] == json.loads((out / "quickstart/summary.json").read_text())["accuracy"]
 
 
