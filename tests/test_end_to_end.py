@@ -103,3 +103,24 @@ def test_humaneval_is_scored_by_running_its_tests(tmp_path: Path):
     assert [r.status for r in result.results] == ["ok", "ok"]
     assert all(r.score in (0.0, 1.0) for r in result.results)
     assert (tmp_path / "he/results.jsonl").read_text().count("\n") == 2
+
+
+def test_quickstart_replays_every_sample_from_the_shipped_file(tmp_path: Path):
+    """`make quickstart` fits its minutes only because every sample it needs is in the replay file:
+    a change to the quickstart or greedy recipe (or to how requests are keyed) that misses it fails here."""
+    import gzip
+    import re
+    import shutil
+
+    makefile = (ROOT / "Makefile").read_text()
+    task = re.search(r"^QUICKSTART_TASK := (.+)$", makefile, re.M).group(1)
+    replay = re.search(r"^REPLAY \?= (.+)$", makefile, re.M).group(1)
+    cache = tmp_path / "replay.sqlite"
+    with gzip.open(ROOT / replay) as packed, cache.open("wb") as plain:
+        shutil.copyfileobj(packed, plain)
+    accuracy = {}
+    for name, samples in (("quickstart", 16), ("greedy", 1)):
+        result = orchestra.run(ROOT / f"recipes/{name}.yaml", task, limit=200, cache=cache)
+        assert result.summary.usage.cache_hits == 200 * samples, name
+        accuracy[name] = result.accuracy
+    assert accuracy == {"quickstart": pytest.approx(0.205), "greedy": pytest.approx(0.145)}  # README's first table
