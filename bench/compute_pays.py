@@ -63,6 +63,7 @@ def main() -> None:
         row = {
             "recipe": s.recipe, "problems": s.problems, "accuracy": accuracy.accuracy.model_dump(),
             "coverage": s.coverage, "tokens_per_problem": s.tokens_per_problem,
+            "completion_tokens_per_problem": s.usage.completion_tokens / max(1, s.problems),
             "tokens_vs_baseline": s.tokens_per_problem / base_tokens, "replayed_samples": s.usage.cache_hits,
             "seconds": seconds,
         }
@@ -74,7 +75,7 @@ def main() -> None:
     reference = args.reference if args.reference in runs else None
 
     baseline = results[0].summary.recipe
-    header = f"| recipe | acc [95% CI] | cover | tok/prob | × {baseline} tokens | vs {baseline} |"
+    header = f"| recipe | acc [95% CI] | cover | tok/prob | completion tok/prob | × {baseline} tokens | vs {baseline} |"
     if reference:
         header += f" vs {args.reference} |"
     lines = [
@@ -87,12 +88,13 @@ def main() -> None:
         "differences are paired over the same problems",
         "",
         header,
-        "|---|---|---:|---:|---:|---|" + ("---|" if reference else ""),
+        "|---|---|---:|---:|---:|---:|---|" + ("---|" if reference else ""),
     ]
     for row in rows:
         cells = [
             row["recipe"], accuracy_text(row["accuracy"]["estimate"], Interval(**row["accuracy"])),
-            f"{row['coverage']:.1%}", f"{row['tokens_per_problem']:.0f}", f"{row['tokens_vs_baseline']:.1f}×",
+            f"{row['coverage']:.1%}", f"{row['tokens_per_problem']:.0f}",
+            f"{row['completion_tokens_per_problem']:.0f}", f"{row['tokens_vs_baseline']:.1f}×",
         ]
         for other in (baseline, args.reference if reference else None):
             if other is None:
