@@ -28,7 +28,7 @@ def test_cli_run_compare_and_resume(tmp_path: Path):
     assert first.exit_code == 0, first.output
     assert "quickstart" in first.output and "greedy" in first.output and "acc" in first.output
     shown = " ".join(first.output.split())  # the terminal is 80 columns: long lines wrap
-    assert "greedy − quickstart: " in shown and "this table has 3" in shown
+    assert "quickstart − greedy: " in shown and "this table has 3" in shown
     comparison = json.loads((out / "comparison.json").read_text())
     assert [r["recipe"] for r in comparison["recipes"]] == ["quickstart", "greedy"]
     assert comparison["differences"][0]["difference"]["problems"] == 3
