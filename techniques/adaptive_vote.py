@@ -5,17 +5,16 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.technique import technique
+from orchestra.techniques.sample import SamplingSettings
 from orchestra.techniques._voting import tally
 
 
-class AdaptiveVoteParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AdaptiveVoteParams(SamplingSettings):
     method: Literal["beta", "agreement"] = Field(
         default="beta",
         description="beta: stop when P(leader beats runner-up) under a Beta posterior reaches "
@@ -26,11 +25,6 @@ class AdaptiveVoteParams(BaseModel):
     min_samples: int = Field(default=2, ge=1, description="Never stop before this many samples.")
     max_samples: int = Field(default=16, ge=1, description="Always stop at this many samples.")
     batch: int = Field(default=2, ge=1, description="Samples drawn per round.")
-    temperature: float = Field(default=0.7, ge=0.0, le=5.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0)
-    max_tokens: int = Field(default=256, ge=1)
-    stop: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _bounds(self) -> AdaptiveVoteParams:
@@ -70,11 +64,7 @@ async def adaptive_vote(ctx: Context, inputs: list[Candidate], params: AdaptiveV
             await ctx.sample(
                 n=count,
                 first_index=len(drawn),
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k,
-                max_tokens=params.max_tokens,
-                stop=tuple(params.stop),
+                **params.sampling(),
             )
         )
         votes = tally(ctx, drawn)

@@ -26,6 +26,7 @@ from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.scorer import ScorerName, apply_scorer
 from orchestra.technique import technique
+from orchestra.techniques.sample import SamplingSettings
 from orchestra.techniques._voting import tally
 
 #: How the drawn samples become the output: `vote` as majority_vote, `best_of` as
@@ -48,9 +49,7 @@ def _default_tiers() -> list[Tier]:
     return [Tier(at_least=0.75, samples=4), Tier(at_least=0.5, samples=8), Tier(samples=16)]
 
 
-class AllocateParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AllocateParams(SamplingSettings):
     probe: int = Field(default=4, ge=1, le=4096, description="Samples drawn first, to measure the signal.")
     signal: Literal["agreement", "scorer"] = Field(
         default="agreement",
@@ -64,11 +63,6 @@ class AllocateParams(BaseModel):
         description="Highest threshold first; a problem takes the first tier its signal reaches.",
     )
     select: Select = Field(default="vote", description="How the drawn samples become the output (tiers may override).")
-    temperature: float = Field(default=0.7, ge=0.0, le=5.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0)
-    max_tokens: int = Field(default=256, ge=1)
-    stop: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> AllocateParams:
@@ -151,14 +145,7 @@ async def allocate(ctx: Context, inputs: list[Candidate], params: AllocateParams
     either. Every output carries `scores["signal"]`, `scores["tier"]` (its index in
     `tiers`) and `scores["samples"]` (drawn in all).
     """
-    settings = {
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "top_k": params.top_k,
-        "max_tokens": params.max_tokens,
-        "stop": tuple(params.stop),
-    }
-    pool = await ctx.sample(n=params.probe, first_index=0, **settings)
+    pool = await ctx.sample(n=params.probe, first_index=0, **params.sampling())
     if params.signal == "scorer":
         assert params.scorer is not None
         pool = await apply_scorer(ctx, params.scorer, pool)
@@ -168,7 +155,7 @@ async def allocate(ctx: Context, inputs: list[Candidate], params: AllocateParams
     index = tier_index(params.tiers, signal)
     tier = params.tiers[index]
     if tier.samples > len(pool):
-        pool += await ctx.sample(n=tier.samples - len(pool), first_index=len(pool), **settings)
+        pool += await ctx.sample(n=tier.samples - len(pool), first_index=len(pool), **params.sampling())
     marks = {"signal": signal, "tier": float(index), "samples": float(len(pool))}
     pool = [c.model_copy(update={"scores": {**c.scores, **marks}}) for c in pool]
     return await _selected(ctx, pool, tier.select or params.select, params.scorer)

@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from orchestra.backends import CONFIDENCE_STOP, LOGPROBS, ConfidenceStop, GenerationRequest
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.technique import technique
+from orchestra.techniques.sample import SamplingSettings
 from orchestra.techniques._voting import tally
 
 TraceScore = Literal["lowest_group", "mean", "tail", "bottom_share"]
@@ -40,9 +41,7 @@ TraceScore = Literal["lowest_group", "mean", "tail", "bottom_share"]
 BOTTOM_SHARE = 0.1
 
 
-class DeepConfParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DeepConfParams(SamplingSettings):
     mode: Literal["offline", "online"] = Field(
         default="online",
         description="offline: draw n traces, keep the most confident share, weighted vote; online: warm-up "
@@ -68,11 +67,6 @@ class DeepConfParams(BaseModel):
         description="Online: stop once the leading answer holds this share of the confidence-weighted vote.",
     )
     batch: int = Field(default=4, ge=1, description="Online: traces drawn per round after the warm-up.")
-    temperature: float = Field(default=0.7, ge=0.0, le=5.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0, description="Sampling's top-k cut (0: none); not the confidence's k.")
-    max_tokens: int = Field(default=256, ge=1)
-    stop: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _warmup_within_n(self) -> DeepConfParams:
@@ -203,11 +197,7 @@ async def _draw(
         n=count,
         first_index=first,
         seed=ctx.seed,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        max_tokens=params.max_tokens,
-        stop=tuple(params.stop),
+        **params.sampling(),
         top_logprobs=params.top_logprobs,
         confidence_stop=stop,
     )

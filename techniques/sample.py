@@ -1,7 +1,8 @@
 """Sampling: n independent answers to the problem from its own messages.
 
-Its params are the sampling settings every generator shares; `ensemble` and
-`repeated_sampling` extend them.
+`SamplingSettings` are the sampling fields every generator shares (`allocate`,
+`adaptive_vote` and `deepconf` extend them); `SampleParams` adds the number of
+samples, and `ensemble` and `repeated_sampling` extend it.
 """
 
 from __future__ import annotations
@@ -13,27 +14,34 @@ from orchestra.context import Context
 from orchestra.technique import technique
 
 
-class SampleParams(BaseModel):
+class SamplingSettings(BaseModel):
+    """How each sample is drawn, whatever decides how many are."""
+
     model_config = ConfigDict(extra="forbid")
 
-    n: int = Field(default=1, ge=1, le=4096, description="Samples to draw.")
     temperature: float = Field(default=0.7, ge=0.0, le=5.0, description="0 means greedy.")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0, description="0 means no top-k cut.")
+    top_k: int = Field(default=0, ge=0, description="Sampling's top-k cut; 0 means none.")
     max_tokens: int = Field(default=256, ge=1)
     stop: list[str] = Field(default_factory=list)
 
-    def sample_settings(self, **override) -> dict:
-        """The sampling fields as `Context.sample` keywords, with `override` applied."""
-        settings = {
-            "n": self.n,
+    def sampling(self) -> dict:
+        """These fields as `Context.sample` / `GenerationRequest` keywords."""
+        return {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
             "max_tokens": self.max_tokens,
             "stop": tuple(self.stop),
         }
-        return {**settings, **override}
+
+
+class SampleParams(SamplingSettings):
+    n: int = Field(default=1, ge=1, le=4096, description="Samples to draw.")
+
+    def sample_settings(self, **override) -> dict:
+        """The sampling fields and `n` as `Context.sample` keywords, with `override` applied."""
+        return {"n": self.n, **self.sampling(), **override}
 
 
 @technique("sample", SampleParams, min_inputs=0, scales_samples=True)
