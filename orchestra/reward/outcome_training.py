@@ -18,6 +18,7 @@ log-probability. The head that is saved is then fitted on every problem.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import statistics
 from collections.abc import Callable, Sequence
@@ -59,7 +60,9 @@ class LabelledPool:
     candidates: tuple[Candidate, ...]
     labels: tuple[float, ...]
 
+    @functools.cached_property
     def features(self) -> list[list[float]]:
+        """Computed once: every problem split of the cross-check and the final fit read them."""
         return pool_features(self.candidates)
 
 
@@ -143,7 +146,7 @@ class CrossCheck:
 def _rows(pools: Sequence[LabelledPool]) -> tuple[list[list[float]], list[float]]:
     features, labels = [], []
     for pool in pools:
-        features.extend(pool.features())
+        features.extend(pool.features)
         labels.extend(pool.labels)
     return features, labels
 

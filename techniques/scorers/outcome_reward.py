@@ -13,6 +13,7 @@ on: its features are that model's habits.
 
 from __future__ import annotations
 
+import functools
 from importlib.resources import files
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def _load(path: Path):
     return _LOADED[key]
 
 
+@functools.cache  # the scorer asks once per pool; the shipped files do not change while orchestra runs
 def shipped_verifier(model: str) -> Path:
     """The shipped verifier file trained on `model` (a backend's model name, e.g. `local:smollm2-135m-instruct`)."""
     from orchestra.reward.outcome_reward import read_metadata
