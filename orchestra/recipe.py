@@ -21,6 +21,8 @@ from orchestra.backends import BACKENDS, ModelSpec
 from orchestra.budget import Budget
 from orchestra.errors import Location, RecipeError
 from orchestra.graph import dag_problems
+from orchestra.oracle import OracleUse, oracle_uses_of
+
 
 class Node(BaseModel):
     """One technique applied to the candidates of its input nodes."""
@@ -81,6 +83,16 @@ class Recipe(BaseModel):
         if node.model is not None:
             return node.model
         return next(iter(self.models)) if len(self.models) == 1 else None
+
+    @property
+    def oracle_uses(self) -> list[OracleUse]:
+        """Where the recipe names an oracle scorer (one that reads the reference answer),
+        node by node; empty for a recipe that could answer a user. See `orchestra.oracle`."""
+        return [use for node in self.nodes for use in oracle_uses_of(node.id, node.parsed_params())]
+
+    @property
+    def uses_oracle(self) -> bool:
+        return bool(self.oracle_uses)
 
     def fingerprint(self) -> str:
         """Hash of everything that changes results, to refuse resuming a different recipe."""

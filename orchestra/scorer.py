@@ -96,14 +96,32 @@ def _names_a_scorer(annotation: Any, metadata: list[Any]) -> bool:
     )
 
 
+def scorers_named(params: BaseModel) -> dict[str, str]:
+    """The scorers `params` names, by field: its `ScorerName` fields that are set, defaults included
+    (`{"scorer": "task"}`). Nested parameter models count, their fields as `outer.inner`."""
+    named: dict[str, str] = {}
+    for field_name, field in type(params).model_fields.items():
+        value = getattr(params, field_name)
+        if isinstance(value, str) and value and _names_a_scorer(field.annotation, field.metadata):
+            named[field_name] = value
+        for index, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(item, BaseModel):
+                where = field_name if not isinstance(value, (list, tuple)) else f"{field_name}.{index}"
+                named.update({f"{where}.{inner}": name for inner, name in scorers_named(item).items()})
+    return named
+
+
 def scorers_needs(params: BaseModel) -> frozenset[str]:
     """What the scorers named by `params` (its `ScorerName` fields) need of a backend."""
     needs: frozenset[str] = frozenset()
-    for field_name, field in type(params).model_fields.items():
-        value = getattr(params, field_name)
-        if value and _names_a_scorer(field.annotation, field.metadata):
-            needs |= get_scorer(value).requires
+    for name in scorers_named(params).values():
+        needs |= get_scorer(name).requires
     return needs
+
+
+def oracle_scorers_named(params: BaseModel) -> dict[str, str]:
+    """The oracle scorers `params` names, by field (see `scorers_named`)."""
+    return {field: name for field, name in scorers_named(params).items() if get_scorer(name).oracle}
 
 
 async def apply_scorer(ctx: Context, name: str, candidates: list[Candidate]) -> list[Candidate]:

@@ -23,6 +23,7 @@ def serve(
     max_request_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 1_000_000,
     concurrency: Annotated[int, typer.Option(help="Recipe runs in flight at once; the backend batches their calls.")] = 64,
     cache: Annotated[Optional[Path], typer.Option(help="Generation cache (SQLite) to read and write; default: none. Seeded requests replay from it.")] = None,
+    allow_oracle: Annotated[bool, typer.Option("--allow-oracle", help="Serve recipes that choose with an oracle scorer (task, execution), which reads the reference answer: for measurement only.")] = False,
 ) -> None:
     """Serve recipes through an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health)."""
     import os
@@ -41,7 +42,7 @@ def serve(
     try:
         settings = ServeSettings(
             api_key=api_key, max_n=max_n, max_tokens_per_request=max_tokens_per_request,
-            max_request_bytes=max_request_bytes, concurrency=concurrency,
+            max_request_bytes=max_request_bytes, concurrency=concurrency, allow_oracle=allow_oracle,
         )
     except ValueError as err:
         raise fail(str(err)) from None

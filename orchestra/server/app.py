@@ -37,6 +37,7 @@ from starlette.routing import Route
 from orchestra.budget import Limits
 from orchestra.cache import GenerationCache
 from orchestra.executor import Executor
+from orchestra.oracle import refuse_oracle
 from orchestra.problem import Problem
 from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult
@@ -57,6 +58,9 @@ class ServeSettings(BaseModel):
     )
     concurrency: int = Field(default=64, ge=1, description="Recipe runs in flight at once (more wait).")
     keepalive_seconds: float = Field(default=10.0, gt=0, description="SSE comment interval while a stream waits.")
+    allow_oracle: bool = Field(
+        default=False, description="Serve recipes that choose with an oracle scorer (measurement only; see orchestra.oracle)."
+    )
 
 
 class ServedRecipe:
@@ -102,6 +106,8 @@ class _Service:
             raise ValueError(f"two served recipes share the name {', '.join(duplicates)}; rename one")
         if not recipes:
             raise ValueError("serve at least one recipe")
+        for recipe in recipes:  # before any model loads
+            refuse_oracle(recipe, doing="serving", allow=settings.allow_oracle)
         self.settings = settings
         self.served = {r.name: ServedRecipe(r, cache) for r in recipes}
         self.gate = asyncio.Semaphore(settings.concurrency)  # bound to a loop at first use (Python >= 3.10)
