@@ -29,6 +29,9 @@ class RecipeAccuracy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     recipe: str
+    oracle: list[str] = Field(
+        default_factory=list, description="Where the recipe chooses with an oracle scorer (node.param=scorer)."
+    )
     problems: int
     accuracy: Interval | None = Field(description="None when the recipe ran no problems.")
 
@@ -85,7 +88,10 @@ def compare(runs: Sequence[RunResult], *, detectable: float = DETECTABLE) -> Com
         problems=base.summary.problems,
         detectable=detectable,
         recipes=[
-            RecipeAccuracy(recipe=r.summary.recipe, problems=r.summary.problems, accuracy=r.summary.accuracy_ci)
+            RecipeAccuracy(
+                recipe=r.summary.recipe, oracle=r.summary.oracle, problems=r.summary.problems,
+                accuracy=r.summary.accuracy_ci,
+            )
             for r in runs
         ],
         differences=[_versus(base, run, detectable) for run in runs[1:]],

@@ -117,6 +117,7 @@ class Executor:
                 wall_seconds=time.monotonic() - started,
                 model_seconds=busy,
                 resumed=sum(p.id in done for p in problems),
+                oracle=self.recipe.oracle_uses,
             )
             if self.folder:
                 self.folder.write_summary(summary)

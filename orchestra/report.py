@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from orchestra.comparison import Comparison
+from orchestra.oracle import ORACLE_NOTE, marked
 from orchestra.results import RunResult
 from orchestra.significance import Interval
 
@@ -42,6 +43,8 @@ def results_table(runs: list[RunResult], title: str | None = None) -> Table:
     caption = "acc: share exactly right [95% CI, bootstrap over problems]"
     if partial:
         caption += " · partial: mean score with partial credit"
+    if any(r.summary.oracle for r in runs):
+        caption += f" · {ORACLE_NOTE}"
     table = Table(title=title, header_style="bold", caption=caption)
     for column, justify in [
         ("recipe", "left"),
@@ -60,7 +63,7 @@ def results_table(runs: list[RunResult], title: str | None = None) -> Table:
     for run in runs:
         s = run.summary
         table.add_row(
-            s.recipe,
+            marked(s.recipe, s.oracle),
             str(s.problems),
             accuracy_text(s.accuracy, s.accuracy_ci),
             *([f"{s.partial_credit:.1%}" if s.partial_credit is not None else "-"] if partial else []),
@@ -85,10 +88,12 @@ def comparison_lines(comparison: Comparison) -> list[str]:
     if not comparison.differences:
         return []
     lines = []
+    oracle = {r.recipe for r in comparison.recipes if r.oracle}
     for pair in comparison.differences:
         d = pair.difference
+        recipe, baseline = marked(pair.recipe, pair.recipe in oracle), marked(pair.baseline, pair.baseline in oracle)
         lines.append(
-            f"{pair.recipe} − {pair.baseline}: {d.points()}, {d.verdict()} · "
+            f"{recipe} − {baseline}: {d.points()}, {d.verdict()} · "
             f"{pair.recipe} alone right on {d.only_a}, {pair.baseline} alone on {d.only_b}, of {d.problems} problems"
         )
     size = f"a {100 * comparison.detectable:.0f}-point difference"
@@ -102,13 +107,15 @@ def comparison_lines(comparison: Comparison) -> list[str]:
         each = ", ".join(f"≈{p.problems_to_detect} for {p.recipe} vs {p.baseline}" for p in comparison.differences)
         needs = f"problems {size} needs to be seen, at each pair's disagreement rate: {each}"
     lines.append(f"{needs}; this table has {comparison.problems}")
+    if oracle:
+        lines.append(ORACLE_NOTE)
     return lines
 
 
 def node_table(run: RunResult) -> Table:
     """Where a run's compute went, node by node (summed over its problems)."""
     s = run.summary
-    table = Table(title=f"{s.recipe}: cost by node", header_style="bold", title_justify="left")
+    table = Table(title=f"{marked(s.recipe, s.oracle)}: cost by node", header_style="bold", title_justify="left")
     for column in ("node", "calls", "prompt tok", "completion tok", "FLOPs", "share of tokens", "replayed"):
         table.add_column(column, justify="left" if column == "node" else "right", no_wrap=True)
     total = s.usage.total_tokens or 1

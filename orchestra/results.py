@@ -7,6 +7,7 @@ figure can be trusted; a task's partial credit is kept beside it, never in it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +65,11 @@ class RunSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     recipe: str
+    oracle: list[str] = Field(
+        default_factory=list,
+        description="Where the recipe chooses with an oracle scorer, as node.param=scorer (empty: nowhere); "
+        "tables mark such a run `(oracle)`.",
+    )
     task: str | None
     split: str | None
     problems: int
@@ -109,6 +115,7 @@ class RunSummary(BaseModel):
         wall_seconds: float,
         model_seconds: float,
         resumed: int = 0,
+        oracle: Sequence[object] = (),
     ) -> RunSummary:
         count = len(results)
         usage = sum((r.usage for r in results), Usage())
@@ -125,6 +132,7 @@ class RunSummary(BaseModel):
         scores = [r.score for r in results]
         return cls(
             recipe=recipe,
+            oracle=[str(use) for use in oracle],
             task=task,
             split=split,
             problems=count,

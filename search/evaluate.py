@@ -98,7 +98,7 @@ async def evaluate(
         wall += run.summary.wall_seconds
         summary = RunSummary.of(
             results, recipe=recipe.name, task=task.spec, split="dev", complete=True,
-            wall_seconds=wall, model_seconds=0.0,
+            wall_seconds=wall, model_seconds=0.0, oracle=recipe.oracle_uses,
         )
         outcomes = tuple(outcomes_of(results, objective))
         replayed = cache.hits - hits if cache is not None else 0

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestra.budget import Budget
 from orchestra.backends import ModelSpec
+from orchestra.oracle import oracle_uses_of
 from orchestra.recipe import Recipe
 from orchestra.technique import get_technique
 from orchestra.search.ranges import Choices, Range, Suggests, parse_range
@@ -239,6 +240,42 @@ def _set_path(tree: dict[str, Any], parts: list[str], value: Any) -> None:
     tree[parts[-1]] = value
 
 
+def _variants(option: Option) -> list[dict[str, Any]]:
+    """Parameter sets that between them take every choice and every bound of the option's ranges."""
+    ranges = option.ranges()
+    base = {key: r.corners()[0] for key, r in ranges.items()}
+    if option.technique == "unit_test_evaluate":
+        base["tests_from"] = "tests"
+    return [base] + [{**base, key: value} for key, r in ranges.items() for value in r.corners()[1:]]
+
+
+def oracle_offers(space: SearchSpace) -> list[str]:
+    """Where the space offers an oracle scorer (one that reads the reference answer), e.g.
+    `layers.select.pick offers the oracle scorer 'task' (params.scorer)`; defaults count."""
+    offers: list[str] = []
+    for layer in space.layers:
+        for option in layer.options:
+            found: dict[str, str] = {}
+            for params in _variants(option):
+                parsed = get_technique(option.technique).params.model_validate(params)
+                found.update({use.param: use.scorer for use in oracle_uses_of(layer.id, parsed)})
+            offers += [
+                f"layers.{layer.id}.{option.name} offers the oracle scorer {name!r} (params.{param})"
+                for param, name in found.items()
+            ]
+    return offers
+
+
+def refuse_oracle_offers(space: SearchSpace, *, allow: bool, source: str = "search space") -> None:
+    """Raise `SpaceError` (one line) when `space` offers an oracle scorer and `allow` is off."""
+    offers = oracle_offers(space)
+    if offers and not allow:
+        raise SpaceError(
+            f"{source}: {'; '.join(offers)}, which reads the reference answer, so the search would choose by the "
+            "answer key; pass --allow-oracle (in Python allow_oracle=True) to search it for measurement"
+        )
+
+
 def _space_problems(space: SearchSpace) -> list[str]:
     """Unknown techniques and models, parameter values a technique rejects, bad knob paths, no valid recipe."""
     problems: list[str] = []
@@ -254,7 +291,7 @@ def _space_problems(space: SearchSpace) -> list[str]:
                 problems.append(f"{where}: {err.args[0]}")
                 continue
             try:
-                ranges = option.ranges()
+                option.ranges()
                 model_range = parse_range(option.model)
             except (ValueError, ValidationError) as err:
                 problems.append(f"{where}: {err}")
@@ -264,13 +301,7 @@ def _space_problems(space: SearchSpace) -> list[str]:
                     problems.append(f"{where}.model: {alias!r} is not defined in `models` ({', '.join(space.models)})")
             if model_range.corners() == [None] and tech.needs_model and len(space.models) > 1:
                 problems.append(f"{where}.model: the space defines several models; name one (or choices)")
-            base = {key: r.corners()[0] for key, r in ranges.items()}
-            if option.technique == "unit_test_evaluate":
-                base["tests_from"] = "tests"
-            variants = [base] + [
-                {**base, key: value} for key, r in ranges.items() for value in r.corners()[1:]
-            ]
-            for params in variants:
+            for params in _variants(option):
                 try:
                     tech.params.model_validate(params)
                 except ValidationError as err:
@@ -303,8 +334,9 @@ def _space_problems(space: SearchSpace) -> list[str]:
     return problems
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Load a YAML search space; errors name the file."""
+def load_space(path: str | Path, *, allow_oracle: bool = False) -> SearchSpace:
+    """Load a YAML search space; errors name the file. A space that offers an oracle
+    scorer is refused unless `allow_oracle` (see `orchestra.oracle`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"search space file not found: {path}")
@@ -314,12 +346,13 @@ def load_space(path: str | Path) -> SearchSpace:
         raise SpaceError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise SpaceError(f"{path}: a search space is a YAML mapping (name, models, layers, ...)")
-    return space_from_dict(data, source=str(path))
+    return space_from_dict(data, source=str(path), allow_oracle=allow_oracle)
 
 
-def space_from_dict(data: dict[str, Any], source: str = "search space") -> SearchSpace:
+def space_from_dict(data: dict[str, Any], source: str = "search space", *, allow_oracle: bool = False) -> SearchSpace:
+    """A validated search space; one that offers an oracle scorer is refused unless `allow_oracle`."""
     try:
-        return SearchSpace.model_validate(data)
+        space = SearchSpace.model_validate(data)
     except ValidationError as err:
         lines = []
         for e in err.errors():
@@ -327,3 +360,5 @@ def space_from_dict(data: dict[str, Any], source: str = "search space") -> Searc
             message = e["msg"].removeprefix("Value error, ")
             lines.append(f"{loc}: {message}" if loc else message)
         raise SpaceError(f"{source}: " + "; ".join(lines)) from None
+    refuse_oracle_offers(space, allow=allow_oracle, source=source)
+    return space

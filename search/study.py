@@ -27,7 +27,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestra.cache import GenerationCache
@@ -36,7 +36,7 @@ from orchestra.tasks import load_task
 from orchestra.search.evaluate import Evaluation, Pruned, evaluate, rung_sizes
 from orchestra.search.objectives import Objective
 from orchestra.search.outcomes import to_json
-from orchestra.search.space import SearchSpace
+from orchestra.search.space import SearchSpace, refuse_oracle_offers
 
 SamplerName = Literal["tpe", "random", "nsga2"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -68,6 +68,12 @@ class SearchSettings(BaseModel):
     heartbeat_seconds: int = Field(default=30, ge=1, description="How often a worker marks its running trial alive.")
     race_limit: int = Field(default=1000, ge=0, description="Dev problems racing may extend statistically tied configurations to (capped by the split).")
     race_chunk: int = Field(default=100, ge=1, description="Dev problems each racing round adds to the tied configurations.")
+    allow_oracle: bool = Field(default=False, description="Search a space that offers an oracle scorer (measurement only; see orchestra.oracle).")
+
+    @model_validator(mode="after")
+    def _no_answer_key(self) -> SearchSettings:
+        refuse_oracle_offers(self.space, allow=self.allow_oracle, source=f"search space {self.space.name!r}")
+        return self
 
     def identity(self) -> dict:
         """The settings that make two workers' trials comparable."""
@@ -200,6 +206,8 @@ def run_worker(
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("recipe", recipe.to_yaml())
         trial.set_user_attr("structure", settings.space.describe(trial.params))
+        if recipe.uses_oracle:  # only with allow_oracle: every table marks the trial
+            trial.set_user_attr("oracle", [str(use) for use in recipe.oracle_uses])
         twin = _finished_twin(study, trial)
         if twin is not None:  # TPE re-suggests known points in small spaces: reuse, do not rerun
             for key in ("accuracy", "cost", "problems", "violation", "feasible"):
