@@ -13,10 +13,12 @@ from pathlib import Path
 
 from rich.table import Table
 
+from orchestra.oracle import ORACLE_NOTE, marked
 from orchestra.report import accuracy_text
 from orchestra.scaling.sweep import ScaleResult
 
-#: CSV columns, in order (the fields of ScaleRow but its folder, the accuracy's interval as its two ends).
+#: CSV columns, in order (the fields of ScaleRow but its folder, the accuracy's interval as its two ends),
+#: then `oracle`: where the recipe chooses with an oracle scorer (node.param=scorer; empty: nowhere).
 CSV_COLUMNS = (
     "n",
     "problems",
@@ -33,6 +35,7 @@ CSV_COLUMNS = (
     "replayed",
     "errors",
     "cut_short",
+    "oracle",
 )
 
 
@@ -48,6 +51,7 @@ def write_csv(result: ScaleResult, path: str | Path) -> Path:
                 **row.model_dump(),
                 "accuracy_low": ci.low if ci else None,
                 "accuracy_high": ci.high if ci else None,
+                "oracle": " ".join(result.oracle) or None,
             }
             writer.writerow(["" if values[name] is None else values[name] for name in CSV_COLUMNS])
     return path
@@ -82,12 +86,13 @@ def _wrap(text: str, width: int) -> str:
 def scale_table(result: ScaleResult) -> Table:
     """The curve as a rich table, one row per sample count."""
     table = Table(
-        title=f"{result.recipe} · {result.task} · {result.split} · {result.problems} problems",
+        title=f"{marked(result.recipe, result.oracle)} · {result.task} · {result.split} · {result.problems} problems",
         header_style="bold",
         caption=(
             "pass@n: unbiased, over the pool · maj@n: majority of n, averaged over n-subsets of the pool · "
             "acc/cover: the recipe at n, acc exactly right [95% CI, bootstrap over problems] · "
             "generated: samples not replayed from the cache"
+            + (f" · {ORACLE_NOTE}" if result.oracle else "")
         ),
     )
     for column in ("n", "pass@n", "maj@n", "acc", "cover", "tok/prob", "FLOPs/prob", "tok/correct", "generated", "err", "cut"):
@@ -122,7 +127,7 @@ def plot_curves(result: ScaleResult, path: str | Path) -> Path:
     series = [
         ("pass@n (coverage, unbiased)", [r.pass_at_k for r in rows], "o-", "tab:green"),
         ("majority@n", [r.majority_at_k for r in rows], "s-", "tab:orange"),
-        (f"{result.recipe} accuracy (first n samples)", [r.accuracy for r in rows], "D-", "tab:blue"),
+        (f"{marked(result.recipe, result.oracle)} accuracy (first n samples)", [r.accuracy for r in rows], "D-", "tab:blue"),
     ]
     axes_spec = [
         ("tokens per problem (prompt + completion)", [r.tokens_per_problem for r in rows], _tokens),
@@ -155,7 +160,7 @@ def plot_curves(result: ScaleResult, path: str | Path) -> Path:
     handles, labels = axes[0].get_legend_handles_labels()
     # Below the axes, not inside: low curves (HumanEval) and high ones (easy sums) would both hide behind it.
     figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
-    title = f"{result.recipe} on {result.task} ({result.split}, {result.problems} problems)"
+    title = f"{marked(result.recipe, result.oracle)} on {result.task} ({result.split}, {result.problems} problems)"
     figure.suptitle(_wrap(title, 110), fontsize=10)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     figure.savefig(path, dpi=120)

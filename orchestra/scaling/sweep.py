@@ -162,6 +162,11 @@ class ScaleResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     recipe: str
+    oracle: list[str] = Field(
+        default_factory=list,
+        description="Where the recipe chooses with an oracle scorer, as node.param=scorer (empty: nowhere); "
+        "its curve is a measurement (an upper bound), marked `(oracle)` in the table, CSV and plot.",
+    )
     task: str | None
     split: str
     problems: int
@@ -342,6 +347,7 @@ async def ascale(
         )
     result = ScaleResult(
         recipe=recipe.name,
+        oracle=[str(use) for use in recipe.oracle_uses],
         task=task.spec,
         split=split,
         problems=len(problems),
