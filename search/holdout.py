@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestra.api import arun
 from orchestra.cache import GenerationCache
+from orchestra.oracle import marked
 from orchestra.recipe import Recipe
 from orchestra.significance import Difference, Interval, mean_interval, paired_difference, problems_to_detect
 from orchestra.tasks import Task
@@ -33,11 +34,17 @@ class HoldoutRow:
     within_budget: bool
     problems: int
     versus_greedy: Difference | None  # None for greedy itself
+    oracle: tuple[str, ...] = ()  # where the recipe chooses with an oracle scorer (node.param=scorer)
+
+    @property
+    def label(self) -> str:
+        """The recipe's name as a table shows it, marked when it chooses with an oracle scorer."""
+        return marked(self.recipe, self.oracle)
 
     def to_json(self) -> dict[str, Any]:
         versus = self.versus_greedy
         return {
-            "recipe": self.recipe, "accuracy": self.accuracy.model_dump(), "cost": self.cost,
+            "recipe": self.recipe, "oracle": list(self.oracle), "accuracy": self.accuracy.model_dump(), "cost": self.cost,
             "within_budget": self.within_budget, "problems": self.problems,
             "versus_greedy": None if versus is None else {
                 **versus.model_dump(), "significant": versus.significant, "verdict": versus.verdict()},
@@ -100,10 +107,11 @@ async def holdout(
     for recipe in [*recipes, greedy]:
         run = await arun(recipe, task, problems=problems, split="test", cache=cache if cache is not None else False,
                          concurrency=concurrency)
-        measured.append((recipe.name, [float(r.correct) for r in run.results], objective.cost_of(run.summary)))
+        measured.append((recipe, [float(r.correct) for r in run.results], objective.cost_of(run.summary)))
     baseline = measured[-1][1]
     rows = []
-    for index, (name, correct, cost) in enumerate(measured):
+    for index, (recipe, correct, cost) in enumerate(measured):
         versus = paired_difference(correct, baseline) if index < len(measured) - 1 else None
-        rows.append(HoldoutRow(name, mean_interval(correct), cost, objective.feasible(cost), len(problems), versus))
+        oracle = tuple(str(use) for use in recipe.oracle_uses)
+        rows.append(HoldoutRow(recipe.name, mean_interval(correct), cost, objective.feasible(cost), len(problems), versus, oracle))
     return Holdout(len(problems), rows)

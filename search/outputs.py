@@ -75,7 +75,7 @@ def write_summary(path: Path, **sections: Any) -> Path:
 def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     trials = study.get_trials(deepcopy=False)
     params = sorted({name for t in trials for name in t.params})
-    attrs = ["accuracy", "cost", "feasible", "problems", "samples_generated", "samples_replayed", "wall_seconds", "errors", "duplicate_of", "structure"]
+    attrs = ["accuracy", "cost", "feasible", "problems", "samples_generated", "samples_replayed", "wall_seconds", "errors", "duplicate_of", "structure", "oracle"]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["number", "state", *attrs, *params])

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestra.cache import GenerationCache
+from orchestra.oracle import marked
 from orchestra.paths import default_cache_path
 from orchestra.tasks import load_task
 from orchestra.search.evaluate import Evaluation, Pruned, evaluate, rung_sizes
@@ -205,9 +206,10 @@ def run_worker(
         recipe = settings.space.suggest(trial)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("recipe", recipe.to_yaml())
-        trial.set_user_attr("structure", settings.space.describe(trial.params))
-        if recipe.uses_oracle:  # only with allow_oracle: every table marks the trial
-            trial.set_user_attr("oracle", [str(use) for use in recipe.oracle_uses])
+        # the structure is how every trial table, trials.csv and the winner name a trial: it carries the mark
+        trial.set_user_attr("structure", marked(settings.space.describe(trial.params), recipe.uses_oracle))
+        if recipe.uses_oracle:  # only with allow_oracle
+            trial.set_user_attr("oracle", " ".join(str(use) for use in recipe.oracle_uses))
         twin = _finished_twin(study, trial)
         if twin is not None:  # TPE re-suggests known points in small spaces: reuse, do not rerun
             for key in ("accuracy", "cost", "problems", "violation", "feasible"):

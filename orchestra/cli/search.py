@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orchestra.cli.inputs import load_models, open_cache
+from orchestra.oracle import ORACLE_NOTE
 from orchestra.tasks import DEFAULT_TASK
 from orchestra.terminal import console, errors, fail
 
@@ -47,6 +48,7 @@ def search(
     cache: Annotated[Optional[Path], typer.Option(help="Generation cache (SQLite) trials replay from. Default: ~/.cache/orchestra/generations.sqlite.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="No replay: every trial generates its samples afresh.")] = False,
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once.")] = 32,
+    allow_oracle: Annotated[bool, typer.Option("--allow-oracle", help="Search a space that offers an oracle scorer (task, execution), which reads the reference answer: for measurement only.")] = False,
 ) -> None:
     """Search a space of recipes for the most accurate one under a compute budget (optuna)."""
     from orchestra.paths import default_cache_path
@@ -69,7 +71,7 @@ def search(
     if sampler == "nsga2" and not pareto:
         raise fail("--sampler nsga2 is multi-objective: add --pareto")
     try:
-        space_obj = load_space(space)
+        space_obj = load_space(space, allow_oracle=allow_oracle)
         compared = [load_recipe(path) for path in compare or []]
         task_obj = load_task(task)
     except (SpaceError, FileNotFoundError, ValueError) as err:
@@ -85,7 +87,7 @@ def search(
         first_rung=first_rung or None, halving_factor=halving_factor, sampler=sampler, seed=seed,  # type: ignore[arg-type]
         storage=storage_url(storage, folder), study_name=study_name or space_obj.name,
         cache=str(cache or default_cache_path()), replay=replay, concurrency=concurrency,
-        race_limit=race_limit, race_chunk=race_chunk,
+        race_limit=race_limit, race_chunk=race_chunk, allow_oracle=allow_oracle,
     )
     try:
         study = open_study(settings)
@@ -196,12 +198,13 @@ def _holdout_table(result, task: str, cost: str) -> Table:
     """Test accuracy with intervals, cost, and each recipe's paired difference to greedy."""
     table = Table(title=f"{task} · test · {result.problems} problems", header_style="bold",
                   caption=f"a 10-point difference from greedy needs about {result.problems_for()} test problems to be seen "
-                          "(at the searched recipe's disagreement with greedy)")
+                          "(at the searched recipe's disagreement with greedy)"
+                          + (f" · {ORACLE_NOTE}" if any(row.oracle for row in result.rows) else ""))
     for column in ("recipe", "accuracy (95% CI)", f"{cost}/problem", "within budget", "vs greedy (paired)"):
         table.add_column(column)
     for row in result.rows:
         versus = "-" if row.versus_greedy is None else f"{row.versus_greedy.points()} {row.versus_greedy.verdict()}"
-        table.add_row(row.recipe, str(row.accuracy), f"{row.cost:.0f}", "yes" if row.within_budget else "[red]no[/]", versus)
+        table.add_row(row.label, str(row.accuracy), f"{row.cost:.0f}", "yes" if row.within_budget else "[red]no[/]", versus)
     return table
 
 
@@ -211,7 +214,8 @@ def _trials_table(study, objective, winner: int | None) -> Table:
 
     trials = measured_trials(study)
     front = {t.number for t in pareto_front(trials)}
-    table = Table(title="Pareto front of complete trials (dev)", header_style="bold")
+    table = Table(title="Pareto front of complete trials (dev)", header_style="bold",
+                  caption=ORACLE_NOTE if any("oracle" in t.user_attrs for t in trials) else None)
     for column in ("trial", "structure", "accuracy", objective.cost, "replayed"):
         table.add_column(column)
     for t in sorted((t for t in trials if t.number in front), key=lambda t: t.user_attrs["cost"]):
