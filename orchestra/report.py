@@ -106,9 +106,9 @@ def comparison_lines(comparison: Comparison) -> list[str]:
     else:
         each = ", ".join(f"≈{p.problems_to_detect} for {p.recipe} vs {p.baseline}" for p in comparison.differences)
         needs = f"problems {size} needs to be seen, at each pair's disagreement rate: {each}"
-    lines.append(f"{needs}; this table has {comparison.problems}")
     if oracle:
         lines.append(ORACLE_NOTE)
+    lines.append(f"{needs}; this table has {comparison.problems}")  # last: what bench reports quote
     return lines
 
 

@@ -200,7 +200,7 @@ def test_run_tables_and_comparisons_mark_an_oracle_recipe(fake_backend, tmp_path
     comparison = compare([oracle, vote])
     assert [r.oracle for r in comparison.recipes] == [["pick.scorer=task"], []]
     lines = comparison_lines(comparison)
-    assert lines[0].startswith(f"oracle_pick {ORACLE_MARK} − vote: ") and "reads the reference answer" in lines[-1]
+    assert lines[0].startswith(f"oracle_pick {ORACLE_MARK} − vote: ") and "reads the reference answer" in lines[1]
     assert all(ORACLE_MARK not in line for line in comparison_lines(compare([vote, vote])))
 
 
