@@ -11,6 +11,11 @@ from pathlib import Path
 import optuna
 import pytest
 from fake_backend import fake_backend, vote_recipe, write_sums  # noqa: F401  (fixture)
+from orchestra.search.holdout import holdout
+from orchestra.search.objectives import Objective
+from orchestra.search.outputs import write_trials_csv
+from orchestra.search.space import SpaceError, load_space, space_from_dict
+from orchestra.search.study import SearchSettings, run_worker
 from pydantic import ValidationError
 from rich.console import Console
 from search_fixtures import fake_space, write_split_sums
@@ -25,11 +30,6 @@ from orchestra.report import comparison_lines, node_table, results_table
 from orchestra.scaling.report import scale_table, write_csv
 from orchestra.scaling.sweep import scale
 from orchestra.scorer import scorer
-from orchestra.search.holdout import holdout
-from orchestra.search.objectives import Objective
-from orchestra.search.outputs import write_trials_csv
-from orchestra.search.space import SpaceError, load_space, space_from_dict
-from orchestra.search.study import SearchSettings, run_worker
 from orchestra.server import ServeSettings, create_app
 from orchestra.tasks import load_task
 
