@@ -54,8 +54,8 @@ class CacheCorrupted(RuntimeError):
     def __init__(self, path: Path, detail: str):
         self.path, self.detail = path, detail
         super().__init__(
-            f"generation cache {path} is corrupted ({detail}): rerun with --cache-recover to move it "
-            "aside and start a fresh cache, or with --no-cache to run without one"
+            f"generation cache {path} is corrupted ({detail}): move it aside and start a fresh one "
+            "(`orchestra run --cache-recover`; in Python, on_corrupt='move-aside') or run without it (--no-cache)"
         )
 
 

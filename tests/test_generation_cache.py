@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from fake_backend import fake_backend, vote_recipe, write_sums  # noqa: F401  (fixture)
+from typer.testing import CliRunner
 
 from orchestra.backends import Completion, GenerationRequest, ModelSpec
 from orchestra.backends.local import LocalBackend
 from orchestra.cache import CacheCorrupted, GenerationCache, request_key
+from orchestra.cli import app
 from orchestra.problem import Message
 
 QUESTION = (Message(role="user", content="Compute 2 + 3"),)
@@ -136,3 +140,24 @@ def test_move_aside_while_running(tmp_path: Path):
     _commit_elsewhere(path)
     assert cache.lookup("key-0", 0, 1) == {}  # answered by the fresh cache
     assert cache.moved_to is not None and cache.moved_to.exists() and cache.count() == 0
+
+
+def test_orchestra_run_names_a_damaged_cache_and_recovers_when_asked(tmp_path: Path, fake_backend):
+    recipe = tmp_path / "vote.yaml"
+    recipe.write_text(yaml.safe_dump(vote_recipe()))
+    task = write_sums(tmp_path / "sums.jsonl", 2)
+    path = tmp_path / "c.sqlite"
+    _filled(path)
+    _overwrite(path, 0, 100)
+
+    def run(*extra: str):
+        args = ["run", str(recipe), "--task", task, "--cache", str(path), "--out", str(tmp_path / "o"), *extra]
+        return CliRunner().invoke(app, args)
+
+    refused = run()
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert f"generation cache {path} is corrupted" in " ".join(refused.output.split())
+    recovered = run("--cache-recover")
+    assert recovered.exit_code == 0, recovered.output
+    [aside] = tmp_path.glob("c.sqlite.corrupt-*")
+    assert aside.stat().st_size > 0 and GenerationCache(path).count() == 2 * 4  # the run's samples, afresh
