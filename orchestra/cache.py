@@ -76,6 +76,8 @@ class GenerationCache:
     """SQLite-backed sample store; safe to share between threads and processes (WAL)."""
 
     def __init__(self, path: str | Path, on_corrupt: OnCorrupt = "fail"):
+        if on_corrupt not in ("fail", "move-aside"):
+            raise ValueError(f"on_corrupt={on_corrupt!r}: expected 'fail' or 'move-aside'")
         self.path = Path(path)
         self.on_corrupt = on_corrupt
         #: Where a damaged file was moved (`on_corrupt="move-aside"`), if it was.
