@@ -11,6 +11,8 @@ has a default that a backend overrides only where it knows better:
 - `prepare(request)` — both at once, as a `Prompt`: done once per model call by
   `ModelHandle`, which plans the budget on the count and keys the generation
   cache on the text, then hands the same `Prompt` to `complete`;
+- `prefills(request)` — how many times a call may send the prompt for its `n`
+  samples (default 1: they share one prefill), so budgets reserve for all;
 - `model_key`, `info`, `busy_seconds`, `aclose()`.
 
 A backend declares its name with `@backend("name")`, what it can do in
@@ -58,6 +60,9 @@ class Prompt:
     tokens: int
     #: The token ids, where the backend tokenizes here (the local engine feeds these).
     token_ids: tuple[int, ...] | None = None
+    #: `tokens` is a rule-of-thumb guess (no tokenizer here), not a count: limits on prompt
+    #: tokens cannot be enforced with it, so budgets that have them refuse the call.
+    estimated: bool = False
 
 
 class Backend(ABC):
@@ -94,7 +99,16 @@ class Backend(ABC):
 
     def prepare(self, request: GenerationRequest) -> Prompt:
         text = self.render(request)
-        return Prompt(text=text, tokens=self.count_tokens(text))
+        return Prompt(text=text, tokens=self.count_tokens(text), estimated=self.estimates_tokens)
+
+    @property
+    def estimates_tokens(self) -> bool:
+        """Whether `count_tokens` is the rule of thumb (no tokenizer, and not overridden)."""
+        return self.tokenizer is None and type(self).count_tokens is Backend.count_tokens
+
+    def prefills(self, request: GenerationRequest) -> int:
+        """How many times the prompt may be sent (and billed) for `request`'s samples, at most."""
+        return 1
 
     def render(self, request: GenerationRequest) -> str:
         """The text the model reads. Messages ending with an assistant turn are continued from

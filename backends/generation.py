@@ -105,20 +105,23 @@ class GenerationRequest(BaseModel):
     def sampling_key(self) -> dict:
         """The fields that change what a sample is (everything but n and first_index).
 
-        `top_logprobs` and `confidence_stop` are part of the key only when asked for, so
-        cached samples stored with them are found by requests that need them, and keys
-        of other requests stay what they were before the fields existed. Hidden states
-        are never cached.
+        `top_logprobs`, `confidence_stop` and `continuation_ids` are part of the key only
+        when given, so cached samples stored with them are found by requests that need them,
+        and keys of other requests stay what they were before the fields existed. The
+        continuation's token ids are keyed besides the rendered text: two partial answers
+        that spell the same text with different tokens continue differently. Hidden states
+        are never cached (`GenerationCache` drops them).
         """
         key = self.model_dump(
             exclude={
                 "n", "first_index", "messages", "prompt", "logprobs", "top_logprobs", "hidden_states",
-                "continuation_ids",  # the rendered text (part of the cache key) already says what is continued
-                "confidence_stop",
+                "continuation_ids", "confidence_stop",
             }
         )
         if self.top_logprobs:
             key["top_logprobs"] = self.top_logprobs
+        if self.continuation_ids is not None:
+            key["continuation_ids"] = list(self.continuation_ids)
         if self.confidence_stop is not None:
             key["confidence_stop"] = self.confidence_stop.model_dump()
         return key

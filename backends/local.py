@@ -161,8 +161,13 @@ class LocalBackend(Backend):
 
     @property
     def model_key(self) -> str:
-        """The generation cache's name for this model: the spec's, with the dtype `auto` chose."""
-        return self.spec_key(self.spec, self.dtype)
+        """The generation cache's name for this model: the spec's, with the dtype `auto` chose
+        and the device it runs on (a GPU's kernels round differently from the CPU's, so its
+        samples are its own). CPU keys carry no device, as they did before devices were keyed."""
+        key = self.spec_key(self.spec, self.dtype)
+        if self.device.type == "cpu":
+            return key
+        return f"{key}:device={_device_name(self.device)}"
 
     @property
     def busy_seconds(self) -> float:
@@ -318,3 +323,12 @@ class LocalBackend(Backend):
 
     async def aclose(self) -> None:
         """Nothing to release per run: the engine thread idles until the next request."""
+
+
+def _device_name(device) -> str:
+    """The accelerator's type and model (`cuda/NVIDIA H200`): kernels differ between models."""
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda/{torch.cuda.get_device_name(device)}"
+    return device.type

@@ -9,6 +9,13 @@ remembered as such. Token counts come from the server's `usage`; when a
 server leaves them out they are estimated with the model's tokenizer and the
 call is counted in `Usage.estimated_calls`. Where the requests go, and what
 happens when a server fails, is `EndpointPool`'s business.
+
+Budgets are planned before a call on the prompt's length as counted here.
+Without the model's tokenizer (and chat template) that length is a guess of
+four characters a token, which cannot bound what the server will count, so a
+budget limiting prompt tokens, total tokens or FLOPs refuses such calls
+(`BudgetUnenforceable`) rather than overshoot; a server not yet known to honour
+`n` is planned as n calls, each sending the prompt.
 """
 
 from __future__ import annotations
@@ -198,7 +205,13 @@ class OpenAIBackend(Backend):
         """The request as it is sent (the server renders it), counted as it renders here: the
         cache keys on what the server is asked, the budget plans on an estimate."""
         sent = request.model_dump_json(include={"messages", "prompt"})
-        return Prompt(text=sent, tokens=self.count_tokens(self.render(request)))
+        counted = self.tokenizer is not None and (request.messages is None or self._templated())
+        return Prompt(text=sent, tokens=self.count_tokens(self.render(request)), estimated=not counted)
+
+    def prefills(self, request: GenerationRequest) -> int:
+        """One prompt for n samples only where the server is known to honour `n`; otherwise
+        the call may become n single calls, each sending (and billing) the prompt."""
+        return 1 if request.n == 1 or self.accepts_n else request.n
 
     def render(self, request: GenerationRequest) -> str:
         """With the model's chat template here, what the server will render; without it, a

@@ -4,14 +4,24 @@ vLLM is an optional extra (`pip install 'orchestra[vllm]'`), imported only
 when a recipe picks this backend. Concurrent `generate` calls queue up and a
 worker hands everything queued to one `LLM.generate` call (vLLM schedules the
 batch itself, with continuous batching and, on by default here, prefix caching,
-so the samples of one prompt share its prefill). `n` samples of a request are
-one `SamplingParams(n=...)`; speculative decoding is `speculative_config`,
-passed through as written in the recipe.
+so the samples of one prompt share its prefill). Sample `i` of a request is a
+`SamplingParams` of its own, seeded from (seed, i) as the local engine seeds
+its streams, so any sample can be regenerated alone and a larger pool extends
+a smaller one. Speculative decoding is `speculative_config`, passed through as
+written in the recipe.
+
+The generation cache keys a vLLM model on everything that can change its
+samples: the model, the dtype, the engine seed, tensor parallelism,
+`speculative_config` and every `engine_args` entry (quantization, ...). Only
+memory and scheduling knobs (`gpu_memory_utilization`, `max_model_len`,
+`enable_prefix_caching`) leave it alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -81,11 +91,19 @@ class _Job:
     submitted: float = field(default_factory=time.monotonic)
 
 
+#: Engine settings that change how fast and in how much memory, never what is sampled.
+_OUTPUT_NEUTRAL = frozenset({"model", "gpu_memory_utilization", "max_model_len", "enable_prefix_caching"})
+
+
+def _engine_dtype(spec: ModelSpec) -> str:
+    # float32 is ModelSpec's default for the CPU engine; on a GPU, vLLM's own choice is better.
+    return spec.dtype if "dtype" in spec.model_fields_set else "auto"
+
+
 def engine_arguments(spec: ModelSpec, model_path: str) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM` from a model spec."""
     options = spec.options.vllm or VLLMOptions()  # type: ignore[attr-defined]
-    # float32 is ModelSpec's default for the CPU engine; on a GPU, vLLM's own choice is better.
-    dtype = spec.dtype if "dtype" in spec.model_fields_set else "auto"
+    dtype = _engine_dtype(spec)
     arguments: dict[str, Any] = {
         "model": model_path,
         "dtype": dtype,
@@ -139,22 +157,35 @@ class VLLMBackend(Backend):
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
 
+    @classmethod
+    def spec_key(cls, spec: ModelSpec, dtype: str | None = None) -> str:
+        """The model, its dtype, and a fingerprint of every engine setting that can change a
+        sample (see the module docstring)."""
+        arguments = engine_arguments(spec, spec.model)
+        settings = {name: value for name, value in arguments.items() if name not in _OUTPUT_NEUTRAL | {"dtype"}}
+        blob = json.dumps(settings, sort_keys=True, default=repr)
+        return f"vllm:{spec.model}:{dtype or arguments['dtype']}:engine={hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
     @property
     def info(self) -> BackendInfo:
         return BackendInfo(name=f"vllm:{self.spec.model}", context_length=self.context_length)
 
-    def sampling_params(self, request: GenerationRequest):
-        return self._sampling_params(
-            n=request.n,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k if request.top_k > 0 else -1,
-            max_tokens=request.max_tokens,
-            stop=list(request.stop) or None,
-            seed=request.sample_seed(0),
-            # 0: only the sampled token's own log-probability; k: also the k most likely tokens
-            logprobs=_top_wanted(request) or (0 if request.logprobs else None),
-        )
+    def sampling_params(self, request: GenerationRequest) -> list[Any]:
+        """One `SamplingParams` per sample, each with the seed of its own index."""
+        return [
+            self._sampling_params(
+                n=1,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                top_k=request.top_k if request.top_k > 0 else -1,
+                max_tokens=request.max_tokens,
+                stop=list(request.stop) or None,
+                seed=request.sample_seed(i),
+                # 0: only the sampled token's own log-probability; k: also the k most likely tokens
+                logprobs=_top_wanted(request) or (0 if request.logprobs else None),
+            )
+            for i in range(request.n)
+        ]
 
     async def complete(self, request: GenerationRequest, prompt: Prompt) -> GenerationResult:
         loop = asyncio.get_running_loop()
@@ -186,21 +217,28 @@ class VLLMBackend(Backend):
                         job.future.set_result(result)
 
     def _generate_batch(self, jobs: list[_Job]) -> list[GenerationResult]:
+        """One vLLM request per sample (prefix caching shares each prompt's prefill among them)."""
+        prompts, params = [], []
+        for job in jobs:
+            for one in self.sampling_params(job.request):
+                prompts.append(job.prompt)
+                params.append(one)
         started = time.monotonic()
-        outputs = self.llm.generate(
-            [job.prompt for job in jobs],
-            [self.sampling_params(job.request) for job in jobs],
-            use_tqdm=False,
-        )
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         self.busy_seconds += time.monotonic() - started
         now = time.monotonic()
-        return [self._result(job, output, now) for job, output in zip(jobs, outputs)]
+        results, first = [], 0
+        for job in jobs:
+            results.append(self._result(job, outputs[first : first + job.request.n], now))
+            first += job.request.n
+        return results
 
-    def _result(self, job: _Job, output: Any, now: float) -> GenerationResult:
-        prompt_tokens = len(output.prompt_token_ids or ())
+    def _result(self, job: _Job, outputs: list[Any], now: float) -> GenerationResult:
+        """A request's result from its samples' vLLM outputs (one each, in sample order)."""
+        prompt_tokens = len(outputs[0].prompt_token_ids or ())
         completions = []
         top = _top_wanted(job.request)
-        for sample in output.outputs:
+        for sample in (output.outputs[0] for output in outputs):
             token_ids = list(sample.token_ids)
             logprobs = None
             if job.request.logprobs and sample.logprobs is not None:
@@ -223,7 +261,9 @@ class VLLMBackend(Backend):
         usage = Usage(
             calls=1,
             prompt_tokens=prompt_tokens,
-            cached_prompt_tokens=int(getattr(output, "num_cached_tokens", 0) or 0),
+            # physical: what the first sample's prefill skipped (the others' copies of the
+            # prompt are not counted, as the logical prompt is counted once)
+            cached_prompt_tokens=int(getattr(outputs[0], "num_cached_tokens", 0) or 0),
             completion_tokens=completion_tokens,
             seconds=now - job.submitted,
         )

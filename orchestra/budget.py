@@ -4,7 +4,10 @@ A call is planned against every meter that covers it (its problem's and the
 run's). Planning reserves the worst case the call could spend, shrinking
 `max_tokens` to fit when it must, so concurrent problems can never jointly
 overshoot a per-run limit; when the call returns, the reservation is swapped
-for what was really spent.
+for what was really spent. That needs the prompt's length before the call: a
+prompt whose length is only estimated (a remote model without its tokenizer)
+cannot be planned against a limit that counts prompt tokens, so such a call is
+refused with `BudgetUnenforceable` instead of risking the limit.
 """
 
 from __future__ import annotations
@@ -50,6 +53,22 @@ class BudgetExceeded(Exception):
         )
 
 
+class BudgetUnenforceable(ValueError):
+    """A limit counts prompt tokens, but the call's prompt length is only an estimate."""
+
+    def __init__(self, scope: str, fields: list[str]):
+        self.scope, self.fields = scope, fields
+        super().__init__(
+            f"{scope} budget limits {', '.join(fields)}, which needs each prompt's token count before the "
+            "call, but this model's is only estimated (no tokenizer here): name its tokenizer "
+            "(openai: `tokenizer:` in its `openai:` block) or limit completion_tokens or calls instead"
+        )
+
+
+#: Limits that count the prompt (flops only where the model's size is known).
+_PROMPT_LIMITS = ("prompt_tokens", "total_tokens", "flops")
+
+
 def _value(usage: Usage, name: str) -> float:
     return usage.total_tokens if name == "total_tokens" else getattr(usage, name)
 
@@ -93,15 +112,25 @@ def plan_call(
     n: int,
     max_tokens: int,
     flops_per_token: float,
+    prompt_estimated: bool = False,
 ) -> CallPlan:
     """Fit a call of `n` samples into every meter, or raise BudgetExceeded.
 
-    `max_tokens` is shrunk to the largest value whose worst case fits; a call
-    that cannot produce even one token per sample is refused.
+    `prompt_tokens` is every prompt token the call may send (n copies where its samples do
+    not share one prefill). `max_tokens` is shrunk to the largest value whose worst case
+    fits; a call that cannot produce even one token per sample is refused, and so is one
+    whose `prompt_estimated` length a limit would have to count (BudgetUnenforceable).
     """
     allowed = max_tokens
     for meter in meters:
         meter.check_time()
+        if prompt_estimated:
+            counting = [
+                name for name in _PROMPT_LIMITS
+                if getattr(meter.limits, name) is not None and (name != "flops" or flops_per_token > 0)
+            ]
+            if counting:
+                raise BudgetUnenforceable(meter.scope, counting)
         if meter.headroom("calls") < 1:
             raise BudgetExceeded(meter.scope, "calls", meter.limits.calls or 0, 1)
         if meter.headroom("prompt_tokens") < prompt_tokens:

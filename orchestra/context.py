@@ -68,10 +68,11 @@ class ModelHandle:
         parameters = self.backend.info.parameters or 0
         plan = plan_call(
             self.ledger.meters,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=prompt_tokens * self.backend.prefills(request),
             n=request.n,
             max_tokens=request.max_tokens,
             flops_per_token=2.0 * parameters,
+            prompt_estimated=prompt.estimated,
         )
         if plan.shrunk:
             self.ledger.shrunk_calls += 1
@@ -79,16 +80,18 @@ class ModelHandle:
         actual = Usage()
         try:
             completions, backend_usage, hits, reported = await self._generate_cached(request, prompt)
-            # A remote server's own count replaces the pre-call estimate.
+            # A remote server's own count replaces the pre-call estimate; a server that took
+            # the prompt once per sample (it ignored `n`) is booked for every copy it was sent.
             prompt_tokens = reported or prompt_tokens
+            booked_prompt = max(prompt_tokens, backend_usage.prompt_tokens)
             completion_tokens = sum(c.completion_tokens for c in completions)
             # Logical cost: the same whether or not samples were replayed from the cache.
             logical = Usage(
                 calls=1,
-                prompt_tokens=prompt_tokens,
+                prompt_tokens=booked_prompt,
                 cached_prompt_tokens=backend_usage.cached_prompt_tokens,
                 completion_tokens=completion_tokens,
-                flops=2.0 * parameters * (prompt_tokens + completion_tokens),
+                flops=2.0 * parameters * (booked_prompt + completion_tokens),
                 cache_hits=hits,
                 estimated_calls=backend_usage.estimated_calls,
             )

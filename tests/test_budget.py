@@ -10,7 +10,7 @@ import pytest
 from fake_backend import fake_backend, sample_tokens, vote_recipe, write_sums  # noqa: F401  (fixture)
 
 import orchestra
-from orchestra.budget import Budget, BudgetExceeded, Limits, Meter, plan_call, settle_call
+from orchestra.budget import Budget, BudgetExceeded, BudgetUnenforceable, Limits, Meter, plan_call, settle_call
 from orchestra.recipe import Recipe
 from orchestra.usage import Usage
 
@@ -162,6 +162,20 @@ def test_seconds_limit() -> None:
         plan_call([m], prompt_tokens=1, n=1, max_tokens=5, flops_per_token=0.0)
     assert info.value.field_name == "seconds"
     assert info.value.scope == "per-run"
+
+
+@pytest.mark.parametrize("limits", [{"prompt_tokens": 10**6}, {"total_tokens": 10**6}, {"flops": 1e18}])
+def test_an_estimated_prompt_cannot_be_planned_against_a_limit_that_counts_it(limits: dict) -> None:
+    m = meter(**limits)
+    with pytest.raises(BudgetUnenforceable, match=f"per-problem budget limits {next(iter(limits))}.*tokenizer"):
+        plan_call([m], prompt_tokens=10, n=2, max_tokens=50, flops_per_token=2.0, prompt_estimated=True)
+    assert m.reserved == Usage()
+
+
+def test_an_estimated_prompt_is_fine_where_no_limit_counts_it() -> None:
+    plan = plan_call([meter(completion_tokens=100, calls=3, flops=1.0)], prompt_tokens=10, n=2, max_tokens=50,
+                     flops_per_token=0.0, prompt_estimated=True)  # flops unknown: that limit does not apply
+    assert plan.max_tokens == 50
 
 
 def test_refusal_by_one_meter_reserves_nothing_anywhere() -> None:

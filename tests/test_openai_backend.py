@@ -290,3 +290,56 @@ def test_the_stop_string_a_server_names_is_reported(server):
     assert silent.stopped_by is None  # a server that does not say: read as the end of the answer
     token, _ = backend._completion({"text": " add", "finish_reason": "stop", "stop_reason": 2}, request)
     assert token.stopped_by is None  # a stop token id (EOS), not one of the request's strings
+
+
+# ----- budgets ---------------------------------------------------------------------------------
+
+
+def _vote_run(server, tmp_path, budget: dict, problems: int):
+    import orchestra
+    from fake_backend import write_sums
+    from orchestra.backends import base as backends_base
+
+    recipe = Recipe.model_validate({
+        "name": "remote-vote",
+        "models": {"m": {"backend": "openai", "model": "fake-served",
+                         "openai": {"endpoints": [server.url], "backoff": 0.01, "timeout": 5.0}}},
+        "budget": {"per_run": budget},
+        "nodes": [{"id": "s", "technique": "sample", "params": {"n": 4, "temperature": 0.7, "max_tokens": 8}},
+                  {"id": "v", "technique": "majority_vote", "inputs": ["s"]}],
+    })
+    backends_base._LOADED.clear()
+    try:
+        return orchestra.run(recipe, write_sums(tmp_path / "sums.jsonl", problems), cache=False)
+    finally:
+        backends_base._LOADED.clear()
+
+
+def test_a_token_budget_on_a_server_without_a_tokenizer_is_never_exceeded(server, tmp_path):
+    """Four characters a token undercounts this server (one a character) and it ignores n: planned
+    on the estimate, six problems would spend ~700 tokens of 400. The calls are refused instead."""
+    server.ignores_n = True
+    result = _vote_run(server, tmp_path, {"total_tokens": 400}, problems=6)
+    assert result.summary.usage.total_tokens <= 400
+    assert server.completions() == []  # refused before anything was sent
+    assert {r.status for r in result.results} == {"error"}
+    assert all("only estimated" in r.error and "tokenizer" in r.error for r in result.results)
+
+
+def test_prompts_sent_once_per_sample_are_booked_once_per_sample(server, tmp_path):
+    server.ignores_n = True
+    result = _vote_run(server, tmp_path, {"completion_tokens": 10_000}, problems=2)
+    sent = sum(len("\n".join(f"{m['role']}: {m['content']}" for m in body["messages"])) for body in server.completions())
+    assert len(server.completions()) == 2 * 4
+    assert result.summary.usage.prompt_tokens == sent  # the server's count of every copy it was sent
+
+
+def test_budgets_plan_a_prompt_per_sample_until_the_server_honours_n(server):
+    backend = backend_for(server)
+    request = GenerationRequest(messages=QUESTION, n=4, seed=1)
+    assert backend.prefills(request) == 4 and backend.prefills(request.model_copy(update={"n": 1})) == 1
+    assert backend.prepare(request).estimated  # no tokenizer: four characters a token
+    ask(backend, n=4, seed=1)
+    assert backend.accepts_n is True and backend.prefills(request) == 1
+    backend.tokenizer = TemplateTokenizer()
+    assert not backend.prepare(request).estimated

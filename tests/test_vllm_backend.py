@@ -70,7 +70,8 @@ class Tokenizer:
 
 @dataclass
 class LLM:
-    """Records its arguments and every generate call; answers sums like fake_backend."""
+    """Records its arguments and every generate call; answers sums like fake_backend, off by
+    the seed mod 3 when sampling (so samples with different seeds differ)."""
 
     kwargs: dict
     calls: list[tuple[list[str], list[SamplingParams]]] = field(default_factory=list)
@@ -90,7 +91,7 @@ class LLM:
         for prompt, params in zip(prompts, sampling_params):
             samples = []
             for i in range(params.n):
-                answer = correct_answer(prompt) + i
+                answer = correct_answer(prompt) + (params.seed % 3 if params.temperature > 0 else 0) + i
                 words = ["The", "answer", "is", str(answer)][: params.max_tokens]
                 ids = [100 + j for j in range(len(words))]
                 steps = None
@@ -157,12 +158,14 @@ def test_concurrent_requests_are_one_generate_call(fake_vllm):
 
     first, second = asyncio.run(both())
     [llm] = LLM.instances
-    [(prompts, params)] = llm.calls
-    assert prompts == ["<user>Compute 2 + 3 =</><assistant>", "Compute 10 + 1 = "]
-    p = params[0]
-    assert (p.n, p.temperature, p.top_k, p.stop, p.max_tokens, p.logprobs) == (3, 0.8, -1, ["\n"], 16, 0)
-    assert p.seed == ask[0].sample_seed(0) and params[1].logprobs is None and params[1].seed is None
-    assert [c.text for c in first.completions] == ["The answer is 5", "The answer is 6", "The answer is 7"]
+    [(prompts, params)] = llm.calls  # one vLLM request per sample
+    assert prompts == ["<user>Compute 2 + 3 =</><assistant>"] * 3 + ["Compute 10 + 1 = "]
+    for p in params[:3]:
+        assert (p.n, p.temperature, p.top_k, p.stop, p.max_tokens, p.logprobs) == (1, 0.8, -1, ["\n"], 16, 0)
+    seeds = [p.seed for p in params[:3]]
+    assert seeds == [ask[0].sample_seed(i) for i in range(3)] and len(set(seeds)) == 3  # a stream per sample
+    assert params[3].logprobs is None and params[3].seed is None
+    assert [c.text for c in first.completions] == [f"The answer is {5 + seed % 3}" for seed in seeds]
     assert first.completions[0].logprobs == (-0.25, -0.5, -0.75, -1.0)  # the sampled token's, not the runner-up's
     assert first.completions[0].completion_tokens == 4 and first.completions[0].finish_reason == "stop"
     assert second.completions[0].text == "The answer" and second.completions[0].finish_reason == "length"
@@ -204,6 +207,37 @@ def test_a_recipe_runs_on_the_vllm_backend(fake_vllm, tmp_path):
     assert result.accuracy == 1.0 and result.summary.usage.completion_tokens == 5 * 4
     [llm] = LLM.instances
     assert sum(len(prompts) for prompts, _ in llm.calls) == 5
+
+
+def test_samples_are_seeded_by_their_own_index(fake_vllm):
+    """Sample k of a request for samples 2.. is sample 2 + k of a request for samples 0..: a
+    larger pool extends a smaller one, as on the local engine."""
+    from orchestra.backends.vllm_offline import VLLMBackend
+
+    backend = VLLMBackend(spec())
+    whole = GenerationRequest(prompt="Compute 1 + 1 = ", n=5, seed=4, temperature=1.0)
+    tail = whole.model_copy(update={"n": 3, "first_index": 2})
+    assert [p.seed for p in backend.sampling_params(tail)] == [p.seed for p in backend.sampling_params(whole)][2:]
+    other = whole.model_copy(update={"seed": 5})
+    assert [p.seed for p in backend.sampling_params(other)] != [p.seed for p in backend.sampling_params(whole)]
+
+
+def test_every_setting_that_changes_samples_is_in_the_cache_key():
+    key = spec().key()
+    assert key.startswith("vllm:org/some-model:auto:")  # vLLM's own dtype choice, not ModelSpec's CPU default
+    different = [
+        spec(engine_args={"quantization": "fp8"}),
+        spec(engine_args={"quantization": "awq"}),
+        spec(speculative_config={"method": "ngram", "num_speculative_tokens": 4}),
+        spec(seed=1),
+        spec(tensor_parallel_size=2),
+        ModelSpec(backend="vllm", model="org/some-model", dtype="bfloat16"),
+        ModelSpec(backend="vllm", model="org/other"),
+    ]
+    keys = [s.key() for s in different]
+    assert key not in keys and len(set(keys)) == len(keys)
+    neutral = spec(gpu_memory_utilization=0.5, max_model_len=1024, enable_prefix_caching=False)
+    assert neutral.key() == key
 
 
 def test_vllm_options_are_validated():

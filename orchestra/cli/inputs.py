@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from orchestra.terminal import console, fail
+from orchestra.terminal import console, errors, fail
 
 
 def load_recipe_or_fail(path: Path):
@@ -40,12 +40,21 @@ def load_problems(task: str, split: str, limit: int | None):
     return task_obj, problems
 
 
-def open_cache(path: Path | str | None, *, disabled: bool = False):
-    """The generation cache at `path` (default: the user's), or None when disabled."""
-    from orchestra.cache import GenerationCache
+def open_cache(path: Path | str | None, *, disabled: bool = False, recover: bool = False):
+    """The generation cache at `path` (default: the user's), or None when disabled. A damaged
+    file ends the command, naming it; with `recover` it is moved aside and a fresh one started."""
+    from orchestra.cache import CacheCorrupted, GenerationCache
     from orchestra.paths import default_cache_path
 
-    return None if disabled else GenerationCache(path or default_cache_path())
+    if disabled:
+        return None
+    try:
+        store = GenerationCache(path or default_cache_path(), on_corrupt="move-aside" if recover else "fail")
+    except CacheCorrupted as err:
+        raise fail(str(err)) from None
+    if store.moved_to is not None:
+        errors.print(f"the generation cache was damaged: moved it to {store.moved_to} and started a fresh one")
+    return store
 
 
 def load_models(specs: Iterable, what: str = "models"):

@@ -24,6 +24,7 @@ def run(
     concurrency: Annotated[int, typer.Option(help="Problems in flight at once (the backend batches their requests).")] = 32,
     cache: Annotated[Optional[Path], typer.Option(help="Generation cache (SQLite). Default: ~/.cache/orchestra/generations.sqlite.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the generation cache.")] = False,
+    cache_recover: Annotated[bool, typer.Option("--cache-recover", help="If the generation cache is damaged, rename it to NAME.corrupt-TIME and start a fresh one.")] = False,
 ) -> None:
     """Run a recipe on a task and print accuracy and cost; --compare puts more recipes side by side."""
     from orchestra.api import arun
@@ -36,7 +37,7 @@ def run(
     if len(set(names)) < len(names):
         raise fail(f"compared recipes need distinct names (each gets its own run folder): {', '.join(names)}")
     task_obj, problems = load_problems(task, split, limit)
-    store = open_cache(cache, disabled=no_cache)
+    store = open_cache(cache, disabled=no_cache, recover=cache_recover)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = out or Path("runs") / f"{recipes[0].name}-{stamp}"
     load_models(spec for r in recipes for spec in r.models.values())
