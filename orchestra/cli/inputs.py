@@ -1,9 +1,9 @@
 """What every command that runs recipes needs first, each failing with one line, not a traceback.
 
 The recipe (file, field and line of every problem), the task's problems, the
-generation cache, and the models loaded once under a spinner before the
-progress bars start: `run`, `scale`, `search`, `serve` and `reward train`
-all begin with these.
+output folders and generation cache (checked before anything slow starts), and
+the models loaded once under a spinner before the progress bars start: `run`,
+`scale`, `search`, `serve` and `reward train` all begin with these.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from orchestra.terminal import console, fail
+from orchestra.terminal import console, errors, fail
 
 
 def load_recipe_or_fail(path: Path):
@@ -30,6 +31,8 @@ def load_problems(task: str, split: str, limit: int | None):
     """The task a spec names and the first `limit` problems of its split (none is an error)."""
     from orchestra.tasks import load_task
 
+    if limit is not None and limit < 1:
+        raise fail(f"--limit must be at least 1 (got {limit})")
     try:
         task_obj = load_task(task)
         problems = task_obj.problems(split, limit)  # type: ignore[arg-type]
@@ -40,12 +43,50 @@ def load_problems(task: str, split: str, limit: int | None):
     return task_obj, problems
 
 
+def check_out_folder(path: Path) -> Path:
+    """`path` if it is, or can be made, a folder to write in (nothing is created yet); else the command ends."""
+    from orchestra.run_folder import RunFolderError, check_folder
+
+    try:
+        check_folder(path)
+    except RunFolderError as err:
+        raise fail(f"--out: {err}") from None
+    return path
+
+
+def check_run_folder(path: Path, recipe, task: str, split: str) -> None:
+    """Fail now, not after the models load, when `path` cannot hold this run or holds another;
+    mend what a crash left there (a torn last line), saying so."""
+    from orchestra.run_folder import RunFolder, RunFolderError
+
+    check_out_folder(path)
+    if not path.is_dir():
+        return
+    try:
+        folder = RunFolder(path)
+        folder.check(recipe, task, split)
+    except RunFolderError as err:
+        raise fail(str(err)) from None
+    for note in folder.repaired:
+        errors.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+
+
 def open_cache(path: Path | str | None, *, disabled: bool = False):
-    """The generation cache at `path` (default: the user's), or None when disabled."""
+    """The generation cache at `path` (default: the user's), or None when disabled; one line if it cannot open."""
+    import sqlite3
+
     from orchestra.cache import GenerationCache
     from orchestra.paths import default_cache_path
 
-    return None if disabled else GenerationCache(path or default_cache_path())
+    if disabled:
+        return None
+    path = Path(path or default_cache_path())
+    if path.is_dir():
+        raise fail(f"--cache {path} is a folder; give the cache file, e.g. {path / 'generations.sqlite'}")
+    try:
+        return GenerationCache(path)
+    except (sqlite3.Error, OSError) as err:
+        raise fail(f"cannot open the generation cache {path}: {err}") from None
 
 
 def load_models(specs: Iterable, what: str = "models"):
