@@ -54,9 +54,9 @@ def check_out_folder(path: Path) -> Path:
     return path
 
 
-def check_run_folder(path: Path, recipe, task: str, split: str) -> None:
-    """Fail now, not after the models load, when `path` cannot hold this run or holds another;
-    mend what a crash left there (a torn last line), saying so."""
+def check_run_folder(path: Path, recipe=None, task: str | None = None, split: str | None = None) -> None:
+    """Fail now, not after the models load, when `path` cannot hold a run (or, given the recipe, holds
+    another run); mend what a crash left there (a torn last line), saying so."""
     from orchestra.run_folder import RunFolder, RunFolderError
 
     check_out_folder(path)
@@ -64,7 +64,8 @@ def check_run_folder(path: Path, recipe, task: str, split: str) -> None:
         return
     try:
         folder = RunFolder(path)
-        folder.check(recipe, task, split)
+        if recipe is not None:
+            folder.check(recipe, task, split)
     except RunFolderError as err:
         raise fail(str(err)) from None
     for note in folder.repaired:

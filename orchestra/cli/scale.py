@@ -10,7 +10,15 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import Progress
 
-from orchestra.cli.inputs import accuracy_progress, load_models, load_problems, load_recipe_or_fail, open_cache
+from orchestra.cli.inputs import (
+    accuracy_progress,
+    check_out_folder,
+    check_run_folder,
+    load_models,
+    load_problems,
+    load_recipe_or_fail,
+    open_cache,
+)
 from orchestra.tasks import DEFAULT_TASK
 from orchestra.terminal import console, errors, fail
 
@@ -27,7 +35,7 @@ def scale(
     subsets: Annotated[int, typer.Option(min=1, help="Random n-subsets of the pool that majority@n averages over.")] = 1000,
 ) -> None:
     """Accuracy, pass@n and majority@n against compute for several sample counts, from one pool of samples."""
-    from orchestra.run_folder import RunFolderMismatch
+    from orchestra.run_folder import RunFolderError
     from orchestra.scaling.report import plot_curves, scale_table, write_csv
     from orchestra.scaling.sweep import ScaleError, ScaleObserver, ascale, parse_sample_counts, sample_nodes
 
@@ -38,7 +46,10 @@ def scale(
     except ScaleError as err:
         raise fail(str(err)) from None
     task_obj, problems = load_problems(task, split, limit)
-    base = out or Path("runs") / f"scale-{r.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = check_out_folder(out or Path("runs") / f"scale-{r.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    for count in counts:  # whether each n's folder can hold a run (its recipe is made later, per n)
+        check_run_folder(base / f"n{count}")
+    store = open_cache(cache)
     load_models(r.models.values())
 
     class Bars(ScaleObserver):
@@ -55,14 +66,13 @@ def scale(
             done = self.right[name]
             self.progress.update(self.bars[name], advance=1, accuracy=f"{sum(done) / len(done):.0%}" if done else "-")
 
-    store = open_cache(cache)
     try:
         with accuracy_progress() as progress:
             result = asyncio.run(
                 ascale(r, task_obj, counts, out=base, cache=store, problems=problems, split=split,  # type: ignore[arg-type]
                        concurrency=concurrency, subsets=subsets, observer=Bars(progress))
             )
-    except (ScaleError, RunFolderMismatch) as err:
+    except (ScaleError, RunFolderError) as err:
         raise fail(str(err)) from None
     except KeyboardInterrupt:
         errors.print(f"interrupted: finished problems are saved; rerun with --out {base} to resume")
