@@ -132,6 +132,16 @@ def test_checking_out_leaves_no_folder_behind(tmp_path: Path, fake_backend) -> N
     assert_nothing_loaded(fake_backend)
 
 
+def test_a_cache_that_is_not_a_database_is_named_in_one_line(tmp_path: Path, fake_backend) -> None:
+    cache = tmp_path / "cache.sqlite"
+    cache.write_bytes(b"not sqlite " * 500)
+    result = invoke("run", write_recipe(tmp_path), "--task", write_sums(tmp_path / "sums.jsonl", 2), "--out",
+                    tmp_path / "run", "--cache", cache)
+    assert result.exit_code == 2
+    one_error_line(result, f"generation cache {cache}")
+    assert_nothing_loaded(fake_backend)
+
+
 def test_a_garbled_run_json_is_named_before_anything_loads(tmp_path: Path, fake_backend) -> None:
     out = tmp_path / "run"
     out.mkdir()
