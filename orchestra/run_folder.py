@@ -101,9 +101,10 @@ def _cut_torn_line(path: Path) -> int:
                 start = max(0, keep - _BLOCK)
                 handle.seek(start)
                 newline = handle.read(keep - start).rfind(b"\n")
-                keep = start + newline + 1 if newline >= 0 else start
                 if newline >= 0:
+                    keep = start + newline + 1
                     break
+                keep = start
             handle.truncate(keep)
             return size - keep
     except FileNotFoundError:

@@ -275,3 +275,17 @@ def test_a_run_killed_with_sigkill_resumes_with_no_problem_twice(tmp_path: Path,
     resumed = lines(out / "results.jsonl")
     assert sorted(r["problem_id"] for r in resumed) == ["p0", "p1", "p2", "p3", "p4"]
     assert "resumed: 3 problems were already finished" in " ".join(again.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(b"", b""), (b"{}\n", b"{}\n"), (b"{}\n{\"a\": 12", b"{}\n"), (b"{\"a\": 12", b""), (b"{}\n{}\n{\"abcdefghij", b"{}\n{}\n")],
+)
+def test_cutting_a_torn_line_reads_back_across_blocks(tmp_path: Path, monkeypatch, before: bytes, after: bytes) -> None:
+    from orchestra import run_folder
+
+    monkeypatch.setattr(run_folder, "_BLOCK", 3)  # torn lines longer than a block: the search goes on back
+    (tmp_path / "results.jsonl").write_bytes(before)
+    folder = run_folder.RunFolder(tmp_path)
+    assert (tmp_path / "results.jsonl").read_bytes() == after
+    assert len(folder.repaired) == (before != after)
