@@ -98,6 +98,17 @@ def test_compare_exits_1_when_one_recipe_failed_on_every_problem(tmp_path: Path,
     assert json.loads((tmp_path / "run/vote/summary.json").read_text())["complete"] is True
 
 
+def test_scale_whose_problems_all_failed_exits_1_with_a_line_per_n(tmp_path: Path, fake_backend) -> None:
+    task = write_sums(tmp_path / "sums.jsonl", 2, extra={0: "EXPLODE", 1: "EXPLODE"})
+    out = tmp_path / "scale"
+    result = invoke("scale", write_recipe(tmp_path), "--n", "1,2", "--task", task, "--out", out, "--cache", tmp_path / "c.sqlite")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    said = " ".join(result.stderr.split())
+    assert said == (f"error: n=1: all 2 problems failed (see {out / 'n1/results.jsonl'}) "
+                    f"error: n=2: all 2 problems failed (see {out / 'n2/results.jsonl'})")
+    assert not (out / "scale.png").exists()
+
+
 # --- paths checked before anything loads -------------------------------------------------
 
 

@@ -1,4 +1,9 @@
-"""`orchestra scale RECIPE --n 1,2,4,8`: accuracy, pass@n and majority@n against compute."""
+"""`orchestra scale RECIPE --n 1,2,4,8`: accuracy, pass@n and majority@n against compute.
+
+Failed problems are reported as `orchestra run` reports them: a warning when
+some failed, exit code 1 (and no table file or plot) when every problem of
+some n failed.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 
 from orchestra.cli.inputs import (
@@ -80,6 +86,8 @@ def scale(
     finally:
         store.close()
     console.print(scale_table(result))
+    if _report_failures(result):
+        raise typer.Exit(code=1)
     regenerated = result.regenerated()
     smaller = [row for row in result.rows if row.n < result.pool_n]
     if regenerated:
@@ -95,3 +103,19 @@ def scale(
     console.print(f"table: {write_csv(result, base / 'scale.csv')}")
     console.print(f"plot: {plot_curves(result, base / 'scale.png')}")
     console.print(f"run folders: {base}/n*")
+
+
+def _report_failures(result) -> bool:
+    """A line per n whose problems failed (as `orchestra run` does); whether every problem of some n failed."""
+    all_failed = False
+    for row in result.rows:
+        if not row.errors:
+            continue
+        where = f"see {Path(row.out) / 'results.jsonl'}"
+        if row.errors == row.problems:
+            all_failed = True
+            errors.print(f"[bold red]error:[/] n={row.n}: all {row.problems} problems failed ({escape(where)})", highlight=False)
+        else:
+            errors.print(f"[bold yellow]warning:[/] n={row.n}: {row.errors} of {row.problems} problems failed, counted as wrong "
+                         f"({escape(where)}; rerun with the same --out to retry them)", highlight=False)
+    return all_failed
