@@ -3,7 +3,8 @@
 Problems run concurrently (bounded by `concurrency`), and within a problem the
 nodes of one execution layer run concurrently, so a backend always has many
 requests to batch. A failing node or an exhausted budget ends its own problem
-only; every finished problem is written out the moment it finishes.
+only; every finished problem is written out the moment it finishes. A run is
+`complete` when no problem is left to do: none failed and none was interrupted.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class Executor:
         complete = False
         try:
             await asyncio.gather(*(one(p) for p in todo))
-            complete = True
+            complete = all(r.status != "error" for r in results.values())  # a failed one waits for a resume
         finally:
             ordered = [results[p.id] for p in problems if p.id in results]
             busy = self._model_seconds() - busy_before

@@ -74,7 +74,9 @@ class RunSummary(BaseModel):
     split: str | None
     problems: int
     resumed: int = Field(default=0, description="Problems whose results came from an earlier, interrupted run.")
-    complete: bool
+    complete: bool = Field(
+        description="Every problem has its result: none failed (a rerun into the folder retries failed ones) and the run was not interrupted."
+    )
     accuracy: float = Field(description="Share of problems exactly right (score >= 1).")
     accuracy_ci: Interval | None = Field(
         default=None, description="95% percentile-bootstrap interval of accuracy over problems (None for no problems)."

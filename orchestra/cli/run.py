@@ -1,4 +1,11 @@
-"""`orchestra run RECIPE [--compare OTHER ...]`: a recipe on a task, accuracy and cost side by side."""
+"""`orchestra run RECIPE [--compare OTHER ...]`: a recipe on a task, accuracy and cost side by side.
+
+Failed problems (a node or the scorer raised) count as wrong, and the command
+says how many failed and the first error. When some failed it still exits 0
+(the table stands, and rerunning into the same --out folder retries just
+those); when every problem of a recipe failed there is no measurement, so it
+exits 1. Either way summary.json says `complete: false` until none is left.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,21 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
-from orchestra.cli.inputs import accuracy_progress, load_models, load_problems, load_recipe_or_fail, open_cache
+from orchestra.cli.inputs import (
+    accuracy_progress,
+    check_out_folder,
+    check_run_folder,
+    load_models,
+    load_problems,
+    load_recipe_or_fail,
+    open_cache,
+)
 from orchestra.tasks import DEFAULT_TASK
 from orchestra.terminal import console, errors, fail
+
+FAILED_EXIT_CODE = 1
 
 
 def run(
@@ -30,16 +48,18 @@ def run(
     from orchestra.api import arun
     from orchestra.comparison import compare as compare_runs
     from orchestra.report import comparison_lines, node_table, results_table
-    from orchestra.run_folder import RunFolderMismatch
+    from orchestra.run_folder import RunFolderError
 
     recipes = [load_recipe_or_fail(recipe)] + [load_recipe_or_fail(path) for path in compare or []]
     names = [r.name for r in recipes]
     if len(set(names)) < len(names):
         raise fail(f"compared recipes need distinct names (each gets its own run folder): {', '.join(names)}")
     task_obj, problems = load_problems(task, split, limit)
-    store = open_cache(cache, disabled=no_cache, recover=cache_recover)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = out or Path("runs") / f"{recipes[0].name}-{stamp}"
+    base = check_out_folder(out or Path("runs") / f"{recipes[0].name}-{stamp}")
+    for r in recipes:
+        check_run_folder(base / r.name if compare else base, r, task_obj.spec, split)
+    store = open_cache(cache, disabled=no_cache, recover=cache_recover)
     load_models(spec for r in recipes for spec in r.models.values())
 
     results = []
@@ -58,15 +78,12 @@ def run(
                     arun(r, task_obj, problems=problems, split=split, out=folder, cache=store if store is not None else False,
                          concurrency=concurrency, on_result=tick)  # type: ignore[arg-type]
                 )
-            except RunFolderMismatch as err:
+            except RunFolderError as err:
                 raise fail(str(err)) from None
             except KeyboardInterrupt:
                 errors.print(f"interrupted: finished problems are saved; rerun with --out {base} to resume")
                 raise typer.Exit(code=130) from None
         results.append(result)
-        failed = [x for x in result.results if x.status == "error"]
-        for x in failed[:3]:
-            errors.print(f"[yellow]{x.problem_id} failed:[/] {x.error}", highlight=False)
     for result in results:
         if result.summary.usage_by_node:
             console.print(node_table(result))
@@ -87,3 +104,25 @@ def run(
     if overhead is not None:
         console.print(f"time outside model calls: {overhead:.1%} of wall time")
     console.print(f"results: {base}" + (f" (comparison: {base / 'comparison.json'})" if compare else ""))
+    all_failed = [_report_failures(result, base) for result in results]  # every recipe's line, then the verdict
+    if any(all_failed):
+        raise typer.Exit(code=FAILED_EXIT_CODE)
+
+
+def _report_failures(result, base: Path) -> bool:
+    """One line on the problems that failed, if any; whether every problem failed."""
+    failed = [x for x in result.results if x.status == "error"]
+    if not failed:
+        return False
+    first = (failed[0].error or "").strip().splitlines() or ["(no message)"]
+    reason = f"the first ({failed[0].problem_id}): {first[0][:300]}"
+    name, total = result.summary.recipe, len(result.results)
+    if len(failed) == total:
+        errors.print(f"[bold red]error:[/] {name}: all {total} problems failed; {escape(reason)}", highlight=False)
+        return True
+    errors.print(
+        f"[bold yellow]warning:[/] {name}: {len(failed)} of {total} problems failed (counted as wrong; rerun with "
+        f"--out {escape(str(base))} to retry them); {escape(reason)}",
+        highlight=False,
+    )
+    return False

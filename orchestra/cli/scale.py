@@ -1,4 +1,9 @@
-"""`orchestra scale RECIPE --n 1,2,4,8`: accuracy, pass@n and majority@n against compute."""
+"""`orchestra scale RECIPE --n 1,2,4,8`: accuracy, pass@n and majority@n against compute.
+
+Failed problems are reported as `orchestra run` reports them: a warning when
+some failed, exit code 1 (and no table file or plot) when every problem of
+some n failed.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,18 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 
-from orchestra.cli.inputs import accuracy_progress, load_models, load_problems, load_recipe_or_fail, open_cache
+from orchestra.cli.inputs import (
+    accuracy_progress,
+    check_out_folder,
+    check_run_folder,
+    load_models,
+    load_problems,
+    load_recipe_or_fail,
+    open_cache,
+)
 from orchestra.tasks import DEFAULT_TASK
 from orchestra.terminal import console, errors, fail
 
@@ -27,7 +41,7 @@ def scale(
     subsets: Annotated[int, typer.Option(min=1, help="Random n-subsets of the pool that majority@n averages over.")] = 1000,
 ) -> None:
     """Accuracy, pass@n and majority@n against compute for several sample counts, from one pool of samples."""
-    from orchestra.run_folder import RunFolderMismatch
+    from orchestra.run_folder import RunFolderError
     from orchestra.scaling.report import plot_curves, scale_table, write_csv
     from orchestra.scaling.sweep import ScaleError, ScaleObserver, ascale, parse_sample_counts, sample_nodes
 
@@ -38,7 +52,10 @@ def scale(
     except ScaleError as err:
         raise fail(str(err)) from None
     task_obj, problems = load_problems(task, split, limit)
-    base = out or Path("runs") / f"scale-{r.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = check_out_folder(out or Path("runs") / f"scale-{r.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    for count in counts:  # whether each n's folder can hold a run (its recipe is made later, per n)
+        check_run_folder(base / f"n{count}")
+    store = open_cache(cache)
     load_models(r.models.values())
 
     class Bars(ScaleObserver):
@@ -55,14 +72,13 @@ def scale(
             done = self.right[name]
             self.progress.update(self.bars[name], advance=1, accuracy=f"{sum(done) / len(done):.0%}" if done else "-")
 
-    store = open_cache(cache)
     try:
         with accuracy_progress() as progress:
             result = asyncio.run(
                 ascale(r, task_obj, counts, out=base, cache=store, problems=problems, split=split,  # type: ignore[arg-type]
                        concurrency=concurrency, subsets=subsets, observer=Bars(progress))
             )
-    except (ScaleError, RunFolderMismatch) as err:
+    except (ScaleError, RunFolderError) as err:
         raise fail(str(err)) from None
     except KeyboardInterrupt:
         errors.print(f"interrupted: finished problems are saved; rerun with --out {base} to resume")
@@ -70,6 +86,8 @@ def scale(
     finally:
         store.close()
     console.print(scale_table(result))
+    if _report_failures(result):
+        raise typer.Exit(code=1)
     regenerated = result.regenerated()
     smaller = [row for row in result.rows if row.n < result.pool_n]
     if regenerated:
@@ -85,3 +103,19 @@ def scale(
     console.print(f"table: {write_csv(result, base / 'scale.csv')}")
     console.print(f"plot: {plot_curves(result, base / 'scale.png')}")
     console.print(f"run folders: {base}/n*")
+
+
+def _report_failures(result) -> bool:
+    """A line per n whose problems failed (as `orchestra run` does); whether every problem of some n failed."""
+    all_failed = False
+    for row in result.rows:
+        if not row.errors:
+            continue
+        where = f"see {Path(row.out) / 'results.jsonl'}"
+        if row.errors == row.problems:
+            all_failed = True
+            errors.print(f"[bold red]error:[/] n={row.n}: all {row.problems} problems failed ({escape(where)})", highlight=False)
+        else:
+            errors.print(f"[bold yellow]warning:[/] n={row.n}: {row.errors} of {row.problems} problems failed, counted as wrong "
+                         f"({escape(where)}; rerun with the same --out to retry them)", highlight=False)
+    return all_failed

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from orchestra.cli.inputs import load_models, open_cache
+from orchestra.cli.inputs import check_out_folder, load_models, open_cache
 from orchestra.oracle import ORACLE_NOTE
 from orchestra.tasks import DEFAULT_TASK
 from orchestra.terminal import console, errors, fail
@@ -77,7 +77,7 @@ def search(
     except (SpaceError, FileNotFoundError, ValueError) as err:
         raise fail(str(err)) from None
     objective = Objective(cost=cost, budget=budget, pareto=pareto)  # type: ignore[arg-type]
-    folder = out or Path("runs") / f"search-{space_obj.name}"
+    folder = check_out_folder(out or Path("runs") / f"search-{space_obj.name}")
     folder.mkdir(parents=True, exist_ok=True)
     replay = objective.replays and not no_cache
     if not objective.replays and not no_cache:
