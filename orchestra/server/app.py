@@ -30,8 +30,8 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
@@ -49,6 +49,8 @@ from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult
 from orchestra.server.openai_schema import ChatRequest, OpenAIError, parse_chat_request
 from orchestra.usage import Usage
+
+T = TypeVar("T")
 
 
 class ServeSettings(BaseModel):
@@ -290,6 +292,26 @@ class _Service:
                 task.cancel()
 
 
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None once the client has disconnected: then the work is cancelled,
+    so a client that gives up stops spending tokens (a stream does the same in `stream`)."""
+    task = asyncio.ensure_future(work)
+
+    async def client_gone() -> None:  # the body is read: the next message is the disconnect
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
+
+
 def create_app(
     recipes: list[Recipe], settings: ServeSettings | None = None, cache: GenerationCache | None = None
 ) -> Starlette:
@@ -307,7 +329,9 @@ def create_app(
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        results = await service.run(served, chat, limits)
+        results = await _unless_client_leaves(request, service.run(served, chat, limits))
+        if results is None:
+            return Response(status_code=499)  # nobody is left to read it
         return JSONResponse(service.reply(served, results, reply_id))
 
     def model_card(served: ServedRecipe) -> dict[str, Any]:
