@@ -208,6 +208,16 @@ def test_a_prompt_longer_than_the_context_is_a_400_before_anything_runs(served, 
     assert FakeBackend.log.calls == []
 
 
+def test_messages_a_model_cannot_render_are_a_400(client, monkeypatch):
+    def render(self, request):
+        raise ValueError("Conversation roles must alternate user/assistant/user/assistant")
+
+    monkeypatch.setattr(FakeBackend, "render", render)
+    with pytest.raises(openai.BadRequestError, match="roles must alternate") as info:
+        client.chat.completions.create(model="vote", messages=QUESTION)
+    assert info.value.body["param"] == "messages" and FakeBackend.log.calls == []
+
+
 def test_a_stream_whose_run_fails_sends_the_error_then_done(served):
     body = {"model": "vote", "stream": True, "messages": [{"role": "user", "content": f"{TRIGGER} 1 + 1 ="}]}
     reply = httpx.post(served.url + "/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, json=body)

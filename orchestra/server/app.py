@@ -100,7 +100,12 @@ class ServedRecipe:
             limit = backend.info.context_length
             if limit is None:
                 continue
-            tokens = backend.prepare(asked).tokens
+            try:
+                tokens = backend.prepare(asked).tokens
+            except Exception as err:  # e.g. a chat template that refuses this order of roles
+                raise OpenAIError(
+                    400, f"{backend.info.name} cannot read these messages: {err}", param="messages"
+                ) from None
             if tokens >= limit:
                 raise OpenAIError(
                     400,
