@@ -113,7 +113,7 @@ def test_real_model_cut_replies_long_prompts_and_a_taken_port(served):
     port = url.removesuffix("/v1").rsplit(":", 1)[1]
     second = subprocess.run(
         [sys.executable, "-m", "orchestra.cli", "serve", str(log.parent / "tiny-vote.yaml"), "--port", port],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, check=False,
     )
     said = second.stdout + second.stderr
     assert second.returncode == 2 and f"127.0.0.1:{port} is already in use" in said and "serving" not in said, said
