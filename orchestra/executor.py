@@ -169,6 +169,7 @@ class Executor:
             usage_by_model=ledger.by_model,
             shrunk_calls=ledger.shrunk_calls,
             cut_short=cut_short,
+            finish_reason=best.finish_reason if best else None,
             error=error,
             seconds=time.monotonic() - started,
         )

@@ -44,6 +44,9 @@ class ProblemResult(BaseModel):
     usage_by_model: dict[str, Usage] = Field(default_factory=dict)
     shrunk_calls: int = 0
     cut_short: str | None = None
+    finish_reason: str | None = Field(
+        default=None, description="Why the output's text ended (\"length\": a token limit cut it); None without an output."
+    )
     error: str | None = None
     seconds: float = 0.0
 

@@ -4,11 +4,12 @@ A search is one optuna study in a storage: a SQLite file by default, or a
 PostgreSQL database that several workers (processes or machines) join by
 running the same command with the same `--storage` and study name. The search
 settings are written into the study, so a worker that would search something
-else is refused instead of mixing results. Workers send heartbeats; a trial
-whose worker died is marked failed once its heartbeat is stale and is retried
-with the same parameters, and the study stops at `trials` finished (complete or
-pruned) trials however many workers ran them, so rerunning an interrupted
-search finishes it without redoing finished trials.
+else is refused instead of mixing results. A trial whose worker died is marked
+failed and retried with the same parameters: at once when a worker starts on
+the same machine (each trial records its worker process, and a process that is
+gone owns nothing), and otherwise once its heartbeat is stale. The study stops
+at `trials` finished (complete or pruned) trials however many workers ran them,
+so rerunning an interrupted search finishes it without redoing finished trials.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Literal
 
 import optuna
+import psutil
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -109,12 +112,19 @@ def open_storage(url: str, heartbeat_seconds: int) -> RDBStorage:
             url,
             heartbeat_interval=heartbeat_seconds,
             grace_period=2 * heartbeat_seconds + 1,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+            heartbeat_stale_trial_callback=_retry_with_same_parameters(),
             engine_kwargs={"pool_pre_ping": True},
         )
     if url.startswith("sqlite"):
         _fast_sqlite(storage.engine)
     return storage
+
+
+def _retry_with_same_parameters() -> RetryHeartbeatStaleTrialCallback:
+    """What happens to a trial whose worker died: a new trial with its parameters, twice at most."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=2)
 
 
 def _fast_sqlite(engine) -> None:
@@ -195,6 +205,7 @@ def run_worker(
 ) -> optuna.Study:
     """Run trials until the study holds `settings.trials` finished ones (shared by all workers)."""
     study = open_study(settings, worker)
+    fail_orphaned_trials(study)
     task = load_task(settings.task)
     problems = task.problems("dev", settings.dev_limit)
     if not problems:
@@ -203,8 +214,9 @@ def run_worker(
     cache = GenerationCache(settings.cache or default_cache_path()) if settings.replay else None
 
     def objective(trial: optuna.Trial) -> list[float] | float:
-        recipe = settings.space.suggest(trial)
+        trial.set_user_attr(_OWNER, _this_process(trial.number))  # first: a kill from here on is recognised
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        recipe = settings.space.suggest(trial)
         trial.set_user_attr("recipe", recipe.to_yaml())
         # the structure is how every trial table, trials.csv and the winner name a trial: it carries the mark
         trial.set_user_attr("structure", marked(settings.space.describe(trial.params), recipe.uses_oracle))
@@ -244,6 +256,46 @@ def run_worker(
         if cache is not None:
             cache.close()
     return study
+
+
+#: The user attribute naming the process that runs a trial: {"trial", "host", "pid", "started"}.
+_OWNER = "worker_process"
+
+
+def _this_process(trial_number: int) -> dict:
+    """This process as a trial's owner. The start time tells it from a later process that got
+    the same pid; the trial number, from a retry that copied a dead trial's attributes."""
+    return {"trial": trial_number, "host": socket.gethostname(), "pid": os.getpid(),
+            "started": psutil.Process().create_time()}
+
+
+def _died(owner: object, trial_number: int) -> bool:
+    """Whether `owner` recorded a process of this machine that no longer runs. Unknown owners
+    and other machines' processes are not judged here: their heartbeats are."""
+    if not isinstance(owner, dict) or owner.get("trial") != trial_number or owner.get("host") != socket.gethostname():
+        return False
+    try:
+        return abs(psutil.Process(owner["pid"]).create_time() - owner["started"]) > 0.01
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:  # another user's process with that pid: running
+        return False
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Fail each RUNNING trial whose worker on this machine is gone, and queue its retry (as a
+    stale heartbeat would, but without waiting for one: no timing involved). Returns their numbers."""
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _died(trial.user_attrs.get(_OWNER), trial.number):
+            continue
+        try:
+            frozen = study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, UpdateFinishedTrialError):  # another worker got there first
+            continue
+        _retry_with_same_parameters()(study, frozen)
+        failed.append(trial.number)
+    return failed
 
 
 def _record(trial: optuna.Trial, objective: Objective, measured: Evaluation) -> None:

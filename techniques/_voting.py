@@ -58,6 +58,7 @@ def tally(
                 parents=tuple(c.id for c in members),
                 model=head.model,
                 answer=head.answer,
+                finish_reason=head.finish_reason,
                 scores={**head.scores, "votes": weights[key] / total},
                 critiques=head.critiques,
             )

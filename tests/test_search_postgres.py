@@ -64,13 +64,13 @@ def postgres_url():
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _settings(tmp_path: Path, url: str, name: str, trials: int, replay: bool = True) -> Path:
+def _settings(tmp_path: Path, url: str, name: str, trials: int, replay: bool = True, heartbeat_seconds: int = 1) -> Path:
     from orchestra.search.study import storage_url
 
     settings = SearchSettings(
         space=space_from_dict(fake_space()), task=write_split_sums(tmp_path / "sums.jsonl", dev=4),
         trials=trials, dev_limit=4, first_rung=None, storage=storage_url(url, tmp_path), study_name=name,
-        cache=str(tmp_path / "cache.sqlite"), heartbeat_seconds=1, replay=replay,
+        cache=str(tmp_path / "cache.sqlite"), heartbeat_seconds=heartbeat_seconds, replay=replay,
     )
     path = tmp_path / f"{name}.json"
     path.write_text(settings.model_dump_json())
@@ -112,8 +112,9 @@ def test_two_workers_share_one_study(tmp_path: Path, postgres_url: str) -> None:
 
 
 def test_a_killed_worker_is_resumed_without_redoing_finished_trials(tmp_path: Path, postgres_url: str) -> None:
-    # no replay: every trial calls the model, so a trial is under way whenever the worker hangs
-    settings = _settings(tmp_path, postgres_url, "killed", trials=6, replay=False)
+    # no replay: every trial calls the model, so a trial is under way whenever the worker hangs;
+    # a 60 s heartbeat: the rerun knows the killed trial is orphaned from its process being gone
+    settings = _settings(tmp_path, postgres_url, "killed", trials=6, replay=False, heartbeat_seconds=60)
     hang = tmp_path / "hang"
     hang.mkdir()
     worker = _worker(settings, 0, delay=0.05, hang=hang)
@@ -137,7 +138,6 @@ def test_a_killed_worker_is_resumed_without_redoing_finished_trials(tmp_path: Pa
     before = {t.number: t.datetime_complete for t in _study(postgres_url, "killed").trials if t.state in FINISHED}
     killed = [t.number for t in _study(postgres_url, "killed").trials if t.state == optuna.trial.TrialState.RUNNING]
     assert len(killed) == 1
-    time.sleep(4.0)  # the killed trial's heartbeat goes stale (1 s interval, 3 s grace)
     again = _worker(settings, 0, delay=0.0)
     output = again.communicate(timeout=300)[0]
     assert again.returncode == 0, output

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 import yaml
 from fake_backend import fake_backend  # noqa: F401
@@ -20,9 +26,11 @@ from orchestra.cache import GenerationCache
 from orchestra.recipe import load_recipe
 from orchestra.search.evaluate import Pruned, evaluate, rung_sizes
 from orchestra.search.objectives import Objective
-from orchestra.search.outputs import best_trial, pareto_front, replay_summary, trials_to_best
+from orchestra.search.outputs import best_trial, pareto_front, replay_summary, trials_to_best, write_trials_csv
 from orchestra.search.space import space_from_dict
-from orchestra.search.study import SearchError, SearchSettings, open_study, run_worker, storage_url
+from orchestra.search.study import (
+    SearchError, SearchSettings, fail_orphaned_trials, open_study, run_worker, storage_url,
+)
 from orchestra.tasks import load_task
 
 
@@ -122,28 +130,69 @@ def test_study_prunes_keeps_feasible_best_and_accounts_replay(tmp_path: Path, fa
     assert [t.user_attrs["cost"] for t in front] == sorted(t.user_attrs["cost"] for t in front)
 
 
-def test_sqlite_study_resumes_without_redoing_finished_trials(tmp_path: Path, fake_backend) -> None:
+def _killed_worker(settings: SearchSettings, tmp_path: Path, index: int) -> None:
+    """A worker process (tests/search_worker.py) that stops inside a trial, then is killed
+    with SIGKILL: its trial stays RUNNING in the study, as after a crash or an OOM kill."""
+    (tmp_path / "settings.json").write_text(settings.model_dump_json())
+    hang = tmp_path / "hang"
+    hang.mkdir()
+    (hang / "hang").touch()  # its first model call never returns
+    worker = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "search_worker.py"), str(tmp_path / "settings.json"), str(index), "0"],
+        env={**os.environ, "SEARCH_WORKER_HANG_DIR": str(hang)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not (hang / "hung").exists():  # waits for the event, not for time to pass
+        assert worker.poll() is None, worker.communicate()[0]
+        assert time.monotonic() < deadline, "the worker never reached a model call"
+        time.sleep(0.05)
+    worker.kill()
+    worker.wait()
+
+
+def test_a_rerun_fails_and_retries_a_killed_workers_trial_at_once(tmp_path: Path, fake_backend) -> None:
     task = write_split_sums(tmp_path / "sums.jsonl", dev=4)
-    first = run_worker(_settings(tmp_path, task, trials=3, first_rung=None, dev_limit=4))
+    # a heartbeat of 60 s: the killed worker's trial is not stale for two minutes, so only the
+    # worker's recorded process (gone) can tell the rerun that the trial is orphaned
+    settings = functools.partial(_settings, tmp_path, task, first_rung=None, dev_limit=4, heartbeat_seconds=60)
+    first = run_worker(settings(trials=3))
     before = {t.number: t.datetime_complete for t in first.trials}
     assert len(before) == 3
-    # a worker died mid-trial: its trial stays RUNNING with a stale heartbeat
-    study = open_study(_settings(tmp_path, task, trials=3, first_rung=None, dev_limit=4))
-    orphan = study.ask()
-    orphan.suggest_categorical("gen.sample.n", [1, 4, 8])
-    study._storage.record_heartbeat(orphan._trial_id)  # what a worker's heartbeat thread does
-    # longer than the 3 s grace period of a 1 s heartbeat, by more than a second: SQLite's
-    # clock (CURRENT_TIMESTAMP) has whole seconds, so 3.5 s can read as 3 s
-    time.sleep(4.6)
-    resumed = run_worker(_settings(tmp_path, task, trials=6, first_rung=None, dev_limit=4))
+    _killed_worker(settings(trials=6), tmp_path, index=1)
+    [orphan] = open_study(settings()).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert orphan.user_attrs["worker_process"]["trial"] == orphan.number
+
+    resumed = run_worker(settings(trials=6))
     states = {t.number: t.state for t in resumed.trials}
     assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert optuna.trial.TrialState.RUNNING not in states.values()
     finished = [t for t in resumed.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(finished) == 6
     assert all(resumed.trials[n].datetime_complete == stamp for n, stamp in before.items())
     # the failed trial was retried with its parameters
-    retried = [t for t in resumed.trials if t.system_attrs.get("failed_trial") == orphan.number]
-    assert len(retried) == 1
+    [retried] = [t for t in resumed.trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert retried.params == orphan.params and retried.state == optuna.trial.TrialState.COMPLETE
+    rows = list(csv.DictReader(write_trials_csv(resumed, tmp_path / "trials.csv").open()))
+    assert rows[orphan.number]["state"] == "FAIL"
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_rerun_leaves_the_trials_of_live_workers_and_other_machines_running(tmp_path: Path, fake_backend) -> None:
+    task = write_split_sums(tmp_path / "sums.jsonl", dev=4)
+    study = open_study(_settings(tmp_path, task, heartbeat_seconds=60))
+    alive, elsewhere, copied = study.ask(), study.ask(), study.ask()
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+    gone = {**me, "pid": 2**22 + 1}  # above Linux's largest pid: never running
+    alive.set_user_attr("worker_process", {**me, "trial": alive.number})  # this test's own process runs it
+    elsewhere.set_user_attr("worker_process", {**gone, "host": "another-machine", "trial": elsewhere.number})
+    # a retry copies its failed trial's attributes: the dead owner recorded there is not this trial's
+    copied.set_user_attr("worker_process", {**gone, "trial": alive.number})
+    assert fail_orphaned_trials(study) == []
+    assert all(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
+    copied.set_user_attr("worker_process", {**gone, "trial": copied.number})
+    assert fail_orphaned_trials(study) == [copied.number]
+    assert fail_orphaned_trials(study) == []  # failed once, retried once
+    assert [t.system_attrs["failed_trial"] for t in study.trials if t.state == optuna.trial.TrialState.WAITING] == [copied.number]
 
 
 def test_joining_a_study_of_another_search_is_refused(tmp_path: Path, fake_backend) -> None:

@@ -68,7 +68,8 @@ def test_real_model_chat_stream_and_concurrency(served):
     question = [{"role": "user", "content": "What is 3 + 4? Answer with a number."}]
     reply = client.chat.completions.create(model="tiny-vote", messages=question, seed=1)
     [choice] = reply.choices
-    assert choice.message.content.strip() and choice.finish_reason == "stop"
+    # seed 1: the chosen sample runs into the recipe's 16-token limit mid-sentence, and says so
+    assert choice.message.content.strip() and choice.finish_reason == "length"
     # two samples of at most 16 tokens, one shared prompt (counted once per call)
     assert 2 <= reply.usage.completion_tokens <= 2 * 16 and reply.usage.prompt_tokens > 10
     assert reply.model_extra["orchestra"]["usage"]["cache_hits"] == 0
@@ -94,3 +95,25 @@ def test_real_model_chat_stream_and_concurrency(served):
     with pytest.raises(openai.BadRequestError, match="n=3 exceeds"):
         client.chat.completions.create(model="tiny-vote", messages=question, n=3)
     assert "sk-local-1" not in log.read_text()
+
+
+def test_real_model_cut_replies_long_prompts_and_a_taken_port(served):
+    url, log = served
+    client = openai.OpenAI(base_url=url, api_key="sk-local-1", max_retries=0)
+    question = [{"role": "user", "content": "What is 3 + 4? Answer with a number."}]
+    cut = client.chat.completions.create(model="tiny-vote", messages=question, seed=1, max_tokens=3)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens <= 3
+
+    too_long = [{"role": "user", "content": "hello " * 20_000}]  # SmolLM2's context is 8192 tokens
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(model="tiny-vote", messages=too_long, stream=stream)
+        assert info.value.body["code"] == "context_length_exceeded" and info.value.body["param"] == "messages"
+
+    port = url.removesuffix("/v1").rsplit(":", 1)[1]
+    second = subprocess.run(
+        [sys.executable, "-m", "orchestra.cli", "serve", str(log.parent / "tiny-vote.yaml"), "--port", port],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    said = second.stdout + second.stderr
+    assert second.returncode == 2 and f"127.0.0.1:{port} is already in use" in said and "serving" not in said, said

@@ -8,11 +8,17 @@ recipe's shared engine, so the local backend batches the model calls of all
 requests in flight together.
 
 Limits: the request body's size, `n` (each choice is a separate run of the
-recipe), and the tokens a request may make the recipe spend — the client's
-`max_tokens` (or `max_completion_tokens`) caps the completion tokens of all
-the recipe's calls together, and the server's own cap bounds what a client may
-ask. A recipe's `per_problem` budget applies to each choice, its `per_run`
-budget to everything the server spends while it runs.
+recipe), the prompt's length (checked against every model's context before
+anything runs), and the tokens a request may make the recipe spend — the
+client's `max_tokens` (or `max_completion_tokens`) caps the completion tokens
+of all the recipe's calls for one choice, as in OpenAI's API, and the server's
+`max_tokens_per_request` caps the whole request, all its choices together. A
+recipe's `per_problem` budget applies to each choice, its `per_run` budget to
+everything the server spends while it runs.
+
+A choice's `finish_reason` is "length" when a token limit cut it: its text
+ended at its call's token limit, a limit refused a call the recipe needed, or
+the calls it shrank left the recipe no answer; otherwise "stop".
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
@@ -34,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from orchestra.backends import GenerationRequest
 from orchestra.budget import Limits
 from orchestra.cache import GenerationCache
 from orchestra.executor import Executor
@@ -43,6 +50,8 @@ from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult
 from orchestra.server.openai_schema import ChatRequest, OpenAIError, parse_chat_request
 from orchestra.usage import Usage
+
+T = TypeVar("T")
 
 
 class ServeSettings(BaseModel):
@@ -54,7 +63,10 @@ class ServeSettings(BaseModel):
     max_request_bytes: int = Field(default=1_000_000, ge=1)
     max_n: int = Field(default=4, ge=1, description="Most choices (recipe runs) per request.")
     max_tokens_per_request: int | None = Field(
-        default=None, ge=1, description="Most completion tokens one choice may make the recipe spend."
+        default=None,
+        ge=1,
+        description="Most completion tokens one request may make the recipe spend, all its choices together "
+        "(a client's max_tokens is per choice, so n x max_tokens must fit; without one, the choices share it evenly).",
     )
     concurrency: int = Field(default=64, ge=1, description="Recipe runs in flight at once (more wait).")
     keepalive_seconds: float = Field(default=10.0, gt=0, description="SSE comment interval while a stream waits.")
@@ -83,6 +95,30 @@ class ServedRecipe:
             stem = "req-" + uuid.uuid4().hex[:16]
         return [Problem(id=f"{stem}-{i}", messages=messages) for i in range(request.n)]
 
+    def check_context(self, request: ChatRequest) -> None:
+        """Refuse messages that do not fit a model's context, by the rule each backend applies
+        itself (the prompt as that model reads it needs room for one more token), before
+        anything runs: a client gets a 400, not a failed run or a broken stream."""
+        asked = GenerationRequest(messages=tuple(m.to_message() for m in request.messages))
+        for backend in set(self.engine.backends.values()):
+            limit = backend.info.context_length
+            if limit is None:
+                continue
+            try:
+                tokens = backend.prepare(asked).tokens
+            except Exception as err:  # e.g. a chat template that refuses this order of roles
+                raise OpenAIError(
+                    400, f"{backend.info.name} cannot read these messages: {err}", param="messages"
+                ) from None
+            if tokens >= limit:
+                raise OpenAIError(
+                    400,
+                    f"This model's maximum context length is {limit} tokens; the messages are {tokens} tokens "
+                    f"({backend.info.name}). Shorten them.",
+                    param="messages",
+                    code="context_length_exceeded",
+                )
+
 
 def _usage_block(usage: Usage) -> dict[str, Any]:
     return {
@@ -91,6 +127,10 @@ def _usage_block(usage: Usage) -> dict[str, Any]:
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_prompt_tokens},
     }
+
+
+def _server_error(err: Exception) -> OpenAIError:
+    return OpenAIError(500, f"the server failed: {type(err).__name__}: {err}", type="server_error")
 
 
 def _pieces(text: str) -> list[str]:
@@ -137,7 +177,8 @@ class _Service:
         except ValueError as err:
             raise OpenAIError(400, f"the request body is not valid JSON: {err}") from None
 
-    def check(self, chat: ChatRequest) -> tuple[ServedRecipe, Limits | None]:
+    def check(self, chat: ChatRequest) -> tuple[ServedRecipe, list[Limits | None]]:
+        """The served recipe and each choice's token limit, or the OpenAIError refusing the request."""
         served = self.served.get(chat.model)
         if served is None:
             raise OpenAIError(
@@ -148,21 +189,40 @@ class _Service:
             )
         if chat.n > self.settings.max_n:
             raise OpenAIError(400, f"n={chat.n} exceeds this server's limit of {self.settings.max_n}", param="n")
-        cap, ceiling = chat.token_cap, self.settings.max_tokens_per_request
-        if cap is not None and ceiling is not None and cap > ceiling:
-            param = "max_completion_tokens" if chat.max_completion_tokens else "max_tokens"
-            raise OpenAIError(400, f"{param}={cap} exceeds this server's limit of {ceiling} tokens per request", param=param)
-        cap = cap or ceiling
-        return served, (Limits(completion_tokens=cap) if cap is not None else None)
+        limits = self.choice_limits(chat)
+        served.check_context(chat)
+        return served, limits
+
+    def choice_limits(self, chat: ChatRequest) -> list[Limits | None]:
+        """Each choice's completion-token limit: the client's (per choice), such that all the
+        choices together stay within the server's per-request total; without a client limit,
+        the choices share that total evenly."""
+        asked, total, n = chat.token_cap, self.settings.max_tokens_per_request, chat.n
+        if total is None:
+            return [Limits(completion_tokens=asked) if asked is not None else None] * n
+        if asked is not None:
+            if asked * n > total:
+                param = "max_completion_tokens" if chat.max_completion_tokens else "max_tokens"
+                spent = f"{param}={asked}" + (f" for each of n={n} choices ({asked * n} tokens)" if n > 1 else "")
+                raise OpenAIError(
+                    400, f"{spent} exceeds this server's limit of {total} completion tokens per request", param=param
+                )
+            return [Limits(completion_tokens=asked)] * n
+        if total < n:
+            raise OpenAIError(
+                400, f"n={n} choices need a token each; this server allows {total} completion tokens per request", param="n"
+            )
+        share, rest = divmod(total, n)
+        return [Limits(completion_tokens=share + (i < rest)) for i in range(n)]
 
     # ----- running ------------------------------------------------------------------------
 
-    async def run(self, served: ServedRecipe, chat: ChatRequest, limits: Limits | None) -> list[ProblemResult]:
-        async def one(problem: Problem) -> ProblemResult:
+    async def run(self, served: ServedRecipe, chat: ChatRequest, limits: list[Limits | None]) -> list[ProblemResult]:
+        async def one(problem: Problem, limit: Limits | None) -> ProblemResult:
             async with self.gate:
-                return await served.engine.run_problem(problem, limits)
+                return await served.engine.run_problem(problem, limit)
 
-        results = await asyncio.gather(*(one(p) for p in served.problems(chat)))
+        results = await asyncio.gather(*(one(p, limit) for p, limit in zip(served.problems(chat), limits)))
         failed = [r for r in results if r.status == "error"]
         if failed:
             raise OpenAIError(500, f"the recipe failed: {failed[0].error}", type="server_error")
@@ -170,8 +230,14 @@ class _Service:
 
     @staticmethod
     def choice_fields(result: ProblemResult) -> tuple[str, str]:
-        """(text, finish_reason): a run its budget cut short finished for "length"."""
-        return result.text or "", "stop" if result.status == "ok" else "length"
+        """(text, finish_reason): "length" when a token limit cut the choice (see the module doc)."""
+        text = result.text or ""
+        cut = (
+            result.status == "budget"
+            or result.finish_reason == "length"
+            or (not text and result.shrunk_calls > 0)
+        )
+        return text, "length" if cut else "stop"
 
     def reply(self, served: ServedRecipe, results: list[ProblemResult], reply_id: str) -> dict[str, Any]:
         usage = sum((r.usage for r in results), Usage())
@@ -196,10 +262,12 @@ class _Service:
         }
 
     async def stream(
-        self, served: ServedRecipe, chat: ChatRequest, limits: Limits | None, reply_id: str
+        self, served: ServedRecipe, chat: ChatRequest, limits: list[Limits | None], reply_id: str
     ) -> AsyncIterator[str]:
         """SSE: comments keep the connection alive while the recipe runs, then the final
-        answer of each choice arrives as word-sized deltas, then (if asked) the usage."""
+        answer of each choice arrives as word-sized deltas, then (if asked) the usage, then
+        `[DONE]`. A run that fails once the stream has begun (its 200 sent) ends it with an
+        error event, then `[DONE]`, so every client sees the error and the end."""
         created = int(time.time())
 
         def event(choices: list[dict[str, Any]], **extra: Any) -> str:
@@ -216,8 +284,10 @@ class _Service:
                 yield ": running\n\n"
             try:
                 results = task.result()
-            except OpenAIError as err:
-                yield f"data: {json.dumps(err.body())}\n\n"
+            except Exception as err:
+                shaped = err if isinstance(err, OpenAIError) else _server_error(err)
+                yield f"data: {json.dumps(shaped.body())}\n\n"
+                yield "data: [DONE]\n\n"
                 return
             for index, result in enumerate(results):
                 text, reason = self.choice_fields(result)
@@ -231,6 +301,26 @@ class _Service:
         finally:
             if not task.done():  # the client went away: stop spending tokens on it
                 task.cancel()
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None once the client has disconnected: then the work is cancelled,
+    so a client that gives up stops spending tokens (a stream does the same in `stream`)."""
+    task = asyncio.ensure_future(work)
+
+    async def client_gone() -> None:  # the body is read: the next message is the disconnect
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(client_gone())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return None if task.cancelled() else task.result()
 
 
 def create_app(
@@ -250,7 +340,9 @@ def create_app(
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        results = await service.run(served, chat, limits)
+        results = await _unless_client_leaves(request, service.run(served, chat, limits))
+        if results is None:
+            return Response(status_code=499)  # nobody is left to read it
         return JSONResponse(service.reply(served, results, reply_id))
 
     def model_card(served: ServedRecipe) -> dict[str, Any]:
