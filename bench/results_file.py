@@ -36,6 +36,30 @@ def _load() -> str:
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
+def _torch_version() -> str:
+    try:
+        import torch
+    except ImportError:
+        return "not installed"
+    return torch.__version__
+
+
+def measurement_context() -> dict:
+    """When, where, under what load and by which command this process is measuring: a results header."""
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", *sys.argv]),
+        "machine": {
+            "arch": platform.machine(),
+            "cpus": os.cpu_count(),
+            "cpu": _cpu_model(),
+            "python": platform.python_version(),
+            "torch": _torch_version(),
+        },
+        "load": _load(),
+    }
+
+
 class ResultsFile:
     """One benchmark run's results file pair, its header captured when the run starts."""
 
@@ -43,17 +67,9 @@ class ResultsFile:
         self.name = name
         self.out = Path(out)
         self.started = datetime.now(timezone.utc)
-        self.header = {
-            "date": self.started.isoformat(timespec="seconds"),
-            "command": shlex.join(["python", *sys.argv]),
-            "machine": {
-                "arch": platform.machine(),
-                "cpus": os.cpu_count(),
-                "cpu": _cpu_model(),
-                "python": platform.python_version(),
-            },
-            "load_at_start": _load(),
-        }
+        context = measurement_context()
+        load = context.pop("load")
+        self.header = {**context, "date": self.started.isoformat(timespec="seconds"), "load_at_start": load}
 
     def write(self, title: str, markdown: str, data: dict) -> Path:
         """Write NAME-STAMP.md (header, then `markdown`) and NAME-STAMP.json (header and `data`); return the .md."""
@@ -66,7 +82,8 @@ class ResultsFile:
             "",
             f"- date: {header['date']}",
             f"- command: `{header['command']}`",
-            f"- machine: {machine['arch']}, {machine['cpus']} CPUs ({machine['cpu']}), python {machine['python']}",
+            (f"- machine: {machine['arch']}, {machine['cpus']} CPUs ({machine['cpu']}), "
+             f"python {machine['python']}, torch {machine['torch']}"),
             f"- load average (1, 5, 15 min): {header['load_at_start']} at the start, {header['load_at_end']} at the end",
             "",
             markdown.rstrip(),
