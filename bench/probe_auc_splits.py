@@ -78,11 +78,12 @@ def main() -> None:
     written = record.write(
         "A probe's held-out AUC over many problem splits",
         f"Task `{args.task}`, {args.problems} problems, {args.rollouts} rollouts x {args.continuations} "
-        f"continuations, labelling replayed from `{args.cache}`.\n\n```\n" + "\n".join(lines) + "\n```",
+        f"continuations, labelling read from the generation cache `{args.cache}`.\n\n```\n" + "\n".join(lines) + "\n```",
         {"args": {k: str(v) for k, v in vars(args).items()}, "steps": len(steps), "replayed_samples": replayed,
          "splits": [{"linear": r[0], "mlp": r[1], "mean_logprob": r[2]} for r in rows]},
     )
     print(f"written: {written} and .json")
+
 
 if __name__ == "__main__":
     main()
