@@ -9,28 +9,25 @@ and against `--reference` with CIs and verdicts. Accuracy is exact (score >= 1).
     .venv/bin/python bench/compute_pays.py recipes/greedy.yaml recipes/majority_16.yaml \\
         recipes/best_of_16_orm.yaml --reference majority_16 -n 200
 
-Writes bench/results/compute-pays-<stamp>.json and .md (date, machine, command).
+Writes bench/results/compute-pays-<stamp>.json and .md (date, machine, load, command; `--out`
+names another folder).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import orchestra
-from orchestra.backends.local_engine.precision import _cpu_name
 from orchestra.recipe import load_recipe
 from orchestra.comparison import compare
 from orchestra.report import accuracy_text, comparison_lines
 from orchestra.significance import Difference, Interval
+from results_file import RESULTS, ResultsFile
 
 NAMED_TASK = "reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_digits=1&operators=[+]"
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -42,9 +39,10 @@ def main() -> None:
     parser.add_argument("--reference", help="name of a second recipe every other is compared with (e.g. majority_16)")
     parser.add_argument("--cache", default=True, help="generation cache file (default: orchestra's)")
     parser.add_argument("--tag", default="compute-pays", help="results file name prefix")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results files")
     args = parser.parse_args()
 
-    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    record = ResultsFile(args.tag, args.out)
     runs = {}
     for path in args.recipes:
         recipe = load_recipe(path)
@@ -79,11 +77,6 @@ def main() -> None:
     if reference:
         header += f" vs {args.reference} |"
     lines = [
-        f"# Does the compute pay? {args.task} · {args.split} · {args.problems} problems",
-        "",
-        f"- date: {started}",
-        f"- command: {' '.join(shlex.quote(a) for a in sys.argv)}",
-        f"- machine: {_cpu_name()}, python {platform.python_version()}, torch {_torch_version()}",
         "- acc is exact (score >= 1); CIs: 95% percentile bootstrap over problems (4000 resamples, seed 0); "
         "differences are paired over the same problems",
         "",
@@ -106,19 +99,11 @@ def main() -> None:
     lines += ["", *comparison_lines(compare([results[0], *results[1:]]))[-1:]]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"{args.tag}-{stamp}.md").write_text(text)
-    (RESULTS / f"{args.tag}-{stamp}.json").write_text(json.dumps(
-        {"date": started, "command": sys.argv, "task": args.task, "split": args.split, "problems": args.problems,
-         "machine": _cpu_name(), "rows": rows}, indent=2) + "\n")
-    print(f"written: bench/results/{args.tag}-{stamp}.md and .json")
-
-
-def _torch_version() -> str:
-    import torch
-
-    return torch.__version__
+    written = record.write(
+        f"Does the compute pay? {args.task} · {args.split} · {args.problems} problems", text,
+        {"task": args.task, "split": args.split, "problems": args.problems, "rows": rows},
+    )
+    print(f"written: {written} and .json")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ bootstrap interval, completion and total tokens per problem, the share of
 majority@N's tokens saved, and the paired accuracy difference against majority@N
 with its interval (`orchestra.significance`): "equal accuracy" means that
 interval includes 0. Results go to bench/results/deepconf-<stamp>.json and .md
+(date, machine, load, command)
 with the date, the machine and the command.
 
     .venv/bin/python bench/deepconf_tokens.py --problems 200
@@ -24,22 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import orchestra
 from orchestra.recipe import Recipe
 from orchestra.results import RunResult
 from orchestra.significance import mean_interval, paired_difference, problems_to_detect
+from results_file import RESULTS, ResultsFile
 
 TASK = "reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_digits=1&operators=[+]"
-RESULTS = Path(__file__).resolve().parent / "results"
 #: Every method's generating node has this id: the node's seed, hence its samples, are shared.
 NODE = "traces"
 
@@ -162,19 +158,6 @@ def table(methods: list[dict], summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict:
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default=TASK)
@@ -198,40 +181,30 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    record = ResultsFile("deepconf", args.out)
 
     methods = []
     for label, recipe in recipes(args).items():
         print(f"running {label} on {args.problems} problems ...", flush=True)
         methods.append(run_method(label, recipe, args))
     summaries = [summarize(method, methods[0]) for method in methods]
-    command = shlex.join([Path(sys.executable).name, *sys.argv])
-    now = datetime.now(timezone.utc)
-    report = {
-        "date": now.isoformat(timespec="seconds"),
-        "machine": machine(),
-        "command": command,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "methods": [{**method, "summary": summary} for method, summary in zip(methods, summaries)],
-    }
     rendered = table(methods, summaries)
     print(rendered)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"deepconf-{now:%Y%m%d-%H%M%S}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    info = report["machine"]
-    stem.with_suffix(".md").write_text(
-        f"# DeepConf against majority@{args.n}: accuracy and tokens\n\n"
-        f"{report['date']} on {info['platform']} ({info['cpus']} CPUs, torch {info['torch']}, "
-        f"GPU: {info['gpu'] or 'none'}), model {args.model} ({args.dtype}).\n\n"
-        f"`{command}`\n\n"
+    written = record.write(
+        f"DeepConf against majority@{args.n}: accuracy and tokens",
+        f"Model {args.model} ({args.dtype}). "
         f"Task `{args.task}`, {args.split} split, {len(methods[0]['problems'])} problems; temperature "
         f"{args.temperature}, at most {args.max_tokens} tokens per trace; DeepConf window {args.window}, "
         f"score {args.score}, warm-up {args.warmup}, rounds of {args.batch}, consensus {args.consensus}. "
         "Accuracy is exact (score ≥ 1); intervals are 95% bootstrap over problems; the difference is "
         "paired on the same problems, and \"equal within CI\" means its interval includes 0.\n\n"
-        f"{rendered}\n"
+        f"{rendered}\n",
+        {
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "methods": [{**method, "summary": summary} for method, summary in zip(methods, summaries)],
+        },
     )
-    print(f"wrote {stem}.json and {stem}.md")
+    print(f"wrote {written} and .json")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ prompts, seeded) two ways, in alternating rounds so drift hits both alike:
 - backend: orchestra's OpenAIBackend.generate (request building, endpoint
   pool, retries wrapper, usage parsing, the local tokenizer's pre-call count).
 
-Prints each side's wall time and the ratio backend/direct, measured in one run.
+Prints each side's wall time and the ratio backend/direct, measured in one run,
+and writes them to bench/results/openai_backend_overhead-STAMP.md and .json
+(date, machine, load, command; `--out` names another folder).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from orchestra.problem import Message
 from orchestra.backends import ModelSpec
 from orchestra.backends import DEFAULT_MODEL
 from orchestra.server.background import free_port
+from results_file import RESULTS, ResultsFile
 
 
 def start_llama(threads: int) -> tuple[subprocess.Popen, str]:
@@ -85,6 +88,12 @@ async def through_backend(backend: OpenAIBackend, requests: list[GenerationReque
     return time.monotonic() - started, tokens
 
 
+def _llama_cpp_version() -> str:
+    import llama_cpp
+
+    return llama_cpp.__version__
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=16)
@@ -92,7 +101,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2, help="Each round runs direct and backend, alternating order.")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads.")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Folder for the results files.")
     args = parser.parse_args()
+
+    record = ResultsFile("openai_backend_overhead", args.out)
+    lines = []
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
 
     process, url = start_llama(args.threads)
     try:
@@ -115,11 +132,23 @@ def main() -> None:
                     seconds, tokens = asyncio.run(through_backend(backend, requests, args.concurrency))
                 totals[side][0] += seconds
                 totals[side][1] += tokens
-                print(f"round {round_ + 1} {side:<8} {seconds:7.2f} s  {tokens} completion tokens")
+                report(f"round {round_ + 1} {side:<8} {seconds:7.2f} s  {tokens} completion tokens")
         d, b = totals["direct"], totals["backend"]
-        print(f"direct   {d[0]:7.2f} s  {d[1] / d[0]:7.1f} tok/s")
-        print(f"backend  {b[0]:7.2f} s  {b[1] / b[0]:7.1f} tok/s")
-        print(f"backend / direct wall time: {b[0] / d[0]:.3f}  (same tokens: {b[1] == d[1]})")
+        report(f"direct   {d[0]:7.2f} s  {d[1] / d[0]:7.1f} tok/s")
+        report(f"backend  {b[0]:7.2f} s  {b[1] / b[0]:7.1f} tok/s")
+        report(f"backend / direct wall time: {b[0] / d[0]:.3f}  (same tokens: {b[1] == d[1]})")
+        written = record.write(
+            "openai backend overhead over calling llama.cpp's server directly",
+            f"{args.requests} greedy chat requests of at most {args.max_tokens} tokens, {args.concurrency} in flight, "
+            f"{args.rounds} rounds alternating which side goes first; llama.cpp (llama-cpp-python "
+            f"{_llama_cpp_version()}) with {args.threads} thread(s) on the default GGUF.\n\n```\n"
+            + "\n".join(lines) + "\n```",
+            {"args": {k: str(v) for k, v in vars(args).items()},
+             "direct": {"seconds": d[0], "completion_tokens": d[1]},
+             "backend": {"seconds": b[0], "completion_tokens": b[1]},
+             "backend_over_direct": b[0] / d[0]},
+        )
+        print(f"written: {written} and .json")
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -10,7 +10,9 @@ subprocess, as a user starts it, model loaded once) with that many concurrent
 clients (the official `openai` client, one thread each). Rounds alternate
 A B B A, so a shared machine's drifting load hits both sides alike. Tokens are
 the usage the server reports (every token the recipe spent). Prints
-requests/s, tokens/s and the ratio served / in-process, all from this one run.
+requests/s, tokens/s and the ratio served / in-process, all from this one run,
+and writes them to bench/results/serve_throughput-STAMP.md and .json (date,
+machine, load, command; `--out` names another folder).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import orchestra
 from orchestra.recipe import load_recipe
 from orchestra.server.background import free_port
 from orchestra.tasks import load_task
+from results_file import RESULTS, ResultsFile
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
@@ -99,11 +102,19 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes/quickstart.yaml")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1, help="Rounds per side (A B B A ...), `clients` requests each.")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Folder for the results files.")
     args = parser.parse_args()
 
+    record = ResultsFile("serve_throughput", args.out)
+    lines = []
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
     problems = load_task(TASK).problems("test", args.clients * 2 * args.rounds)
-    print(f"{args.recipe.name}: {args.clients} concurrent clients, {args.rounds} round(s) of {args.clients} "
-          f"requests per side, task {TASK}", flush=True)
+    report(f"{args.recipe.name}: {args.clients} concurrent clients, {args.rounds} round(s) of {args.clients} "
+           f"requests per side, task {TASK}")
     served = Served(args.recipe, args.clients)
     # Untimed warm-up of both sides: model loading and first-call costs are not throughput.
     warm = load_task(TASK).problems("dev", 1)
@@ -122,15 +133,25 @@ def main() -> None:
                 seconds, tokens, completion = in_process(args.recipe, batch, args.clients)
             for i, value in enumerate((seconds, tokens, completion)):
                 totals[side][i] += value
-            print(f"round {index + 1}: {side:<10} {seconds:8.1f} s  {tokens / seconds:7.1f} tok/s", flush=True)
+            report(f"round {index + 1}: {side:<10} {seconds:8.1f} s  {tokens / seconds:7.1f} tok/s")
     finally:
         served.close()
     n = args.clients * args.rounds
-    print(f"{'':<12}{'seconds':>9}{'req/s':>9}{'tok/s':>9}{'compl tok/s':>13}")
+    report(f"{'':<12}{'seconds':>9}{'req/s':>9}{'tok/s':>9}{'compl tok/s':>13}")
     for side, (seconds, tokens, completion) in totals.items():
-        print(f"{side:<12}{seconds:>9.1f}{n / seconds:>9.3f}{tokens / seconds:>9.1f}{completion / seconds:>13.1f}")
+        report(f"{side:<12}{seconds:>9.1f}{n / seconds:>9.3f}{tokens / seconds:>9.1f}{completion / seconds:>13.1f}")
     ratio = totals["in-process"][0] / totals["served"][0]
-    print(f"served / in-process throughput: {ratio:.3f}   mean request latency served: {sum(latencies) / len(latencies):.1f} s")
+    latency = sum(latencies) / len(latencies)
+    report(f"served / in-process throughput: {ratio:.3f}   mean request latency served: {latency:.1f} s")
+    written = record.write(
+        f"orchestra serve throughput: {args.recipe.name}",
+        "```\n" + "\n".join(lines) + "\n```",
+        {"args": {k: str(v) for k, v in vars(args).items()}, "task": TASK, "requests_per_side": n,
+         "sides": {side: {"seconds": s, "total_tokens": t, "completion_tokens": c}
+                   for side, (s, t, c) in totals.items()},
+         "served_over_in_process": ratio, "mean_served_latency_s": latency},
+    )
+    print(f"written: {written} and .json")
 
 
 if __name__ == "__main__":

@@ -18,18 +18,17 @@ each sparsity — the ceiling TEAL's CPU path can reach.
     .venv/bin/python bench/sparse_speed_vs_quality.py       # 30 problems, sparsities 0..0.6
     .venv/bin/python bench/sparse_speed_vs_quality.py --problems 10 --sparsities 0,0.5
 
-Results (markdown + JSON) go under bench/results/.
+Results (markdown + JSON, with date, machine, load and command) go under bench/results/
+(`--out` names another folder).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -43,8 +42,8 @@ from orchestra.metrics import accuracy
 from orchestra.models import load_pretrained
 from orchestra.paths import teal_thresholds_folder
 from orchestra.tasks import load_task
+from results_file import RESULTS, ResultsFile
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "smollm2-135m-instruct"
 TASK = "reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_digits=1&operators=[+]"
 SPEED_PROMPT = "Explain step by step how to add 27 and 58, then check the result by subtraction."
@@ -156,7 +155,9 @@ def main() -> None:
     parser.add_argument("--sparsities", default="0,0.25,0.4,0.5,0.6")
     parser.add_argument("--methods", default="coreinfer,teal")
     parser.add_argument("--task", default=TASK)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results files")
     args = parser.parse_args()
+    record = ResultsFile("sparse_speed_vs_quality", args.out)
     sparsities = [float(s) for s in args.sparsities.split(",")]
     methods = args.methods.split(",")
 
@@ -218,10 +219,10 @@ def main() -> None:
     kernels = kernel_timings(
         [s for s in sparsities if s > 0] or [0.5], config.hidden_size, config.intermediate_size, config.num_hidden_layers
     )
-    report(args, rows, kernels)
+    report(args, rows, kernels, record)
 
 
-def report(args, rows: list[Row], kernels: list[dict]) -> None:
+def report(args, rows: list[Row], kernels: list[dict], record: ResultsFile) -> None:
     lines = [
         f"# Sparse activation — {MODEL}, float32, batch 1, {torch.get_num_threads()} threads",
         "",
@@ -256,12 +257,11 @@ def report(args, rows: list[Row], kernels: list[dict]) -> None:
         )
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"sparse_speed_vs_quality-{stamp}.md").write_text(text)
-    (RESULTS / f"sparse_speed_vs_quality-{stamp}.json").write_text(
-        json.dumps({"args": vars(args), "rows": [asdict(r) for r in rows], "kernels": kernels}, indent=2)
+    written = record.write(
+        lines[0].removeprefix("# "), "\n".join(lines[2:]),
+        {"args": {k: str(v) for k, v in vars(args).items()}, "rows": [asdict(r) for r in rows], "kernels": kernels},
     )
+    print(f"written: {written} and .json")
 
 
 if __name__ == "__main__":

@@ -15,16 +15,14 @@ Task groups:
     .venv/bin/python bench/speculative_speedup.py           # all methods, 128 new tokens
     .venv/bin/python bench/speculative_speedup.py --tokens 64 --methods prompt_lookup token_recycling
 
-The table is printed and written (markdown + JSON) under bench/results/.
+The table is printed and written (markdown + JSON, with date, machine, load and command)
+under bench/results/ (`--out` names another folder).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -33,8 +31,8 @@ from rich.progress import Progress
 from orchestra.backends.local_engine import EngineConfig, InferenceEngine, SamplingParams
 from orchestra.backends.local_engine.options import SpeculativeOptions
 from orchestra.models import load_pretrained
+from results_file import RESULTS, ResultsFile
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 REPORT = (
     "Quarterly report, Northwind Bakery. Revenue rose 12 percent to 4.1 million dollars, driven by the new "
@@ -109,7 +107,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128, help="new tokens per prompt (greedy; EOS may end earlier)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results files")
     args = parser.parse_args()
+    record = ResultsFile("speculative_speedup", args.out)
 
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -163,13 +163,13 @@ def main() -> None:
         )
     table = "\n".join(lines)
     print(table)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    meta = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "tokens": args.tokens, "date": stamp,
-            "command": f"bench/speculative_speedup.py --tokens {args.tokens} --threads {args.threads} --methods {' '.join(args.methods)}"}
-    (RESULTS / f"speculative_speedup-{stamp}.md").write_text(f"{json.dumps(meta)}\n\n{table}\n")
-    (RESULTS / f"speculative_speedup-{stamp}.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
+    written = record.write(
+        f"Speculative decoding against plain decode: batch 1, greedy, float32, {args.tokens} new tokens, "
+        f"{torch.get_num_threads()} thread(s)",
+        table,
+        {"threads": torch.get_num_threads(), "tokens": args.tokens, "rows": [asdict(r) for r in rows]},
+    )
+    print(f"written: {written} and .json")
 
 
 if __name__ == "__main__":

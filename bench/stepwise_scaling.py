@@ -7,7 +7,8 @@ particle filtering, each at every N given, with one PRM for the whole grid and
 others at the points `--extra` names. A greedy answer is the baseline. Each row
 records accuracy, generator (completion) tokens, PRM calls and tokens (all calls
 beyond the generator's steps), prompt tokens and the prefill the prefix cache
-saved (`cached_prompt_tokens`).
+saved (`cached_prompt_tokens`), and under `measured` when, on what machine, under
+what load and by which command it ran.
 
 Rows are appended to a JSONL file as they finish, so an interrupted grid resumes
 where it stopped; `--report` turns the rows into a markdown table and a PNG.
@@ -22,6 +23,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+from results_file import measurement_context
 
 TASK = "reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_digits=1&operators=[%2B]"
 MODEL = {"model": "smollm2-135m-instruct"}
@@ -109,6 +112,8 @@ def report(rows: list[dict], out: Path) -> None:
             f"| {r['prefill_saved_per_problem']:.0f} ({r['prefill_saved_per_problem'] / max(r['prompt_tokens_per_problem'], 1):.0%}) "
             f"| {r['calls_per_problem']:.1f} | {r['seconds']:.0f} |"
         )
+    lines += ["", "Each row of the .jsonl beside this file records when, on what machine, under what load and by "
+              "which command it was measured (`measured`; rows written before 2026-11-29 do not)."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     prms = sorted({r["prm"] for r in rows if r["prm"]})
     if not prms:
@@ -163,7 +168,9 @@ def main() -> None:
             key = (method, n, None if method == "greedy" else prm)
             if key in done:
                 continue
+            before = measurement_context()
             row = run_point(method, n, prm, args.problems, args.task)
+            row["measured"] = {**before, "load_at_end": measurement_context()["load"]}
             rows.append(row)
             done.add(key)
             with rows_path.open("a") as handle:
