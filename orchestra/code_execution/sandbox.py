@@ -81,7 +81,7 @@ _SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
 _DEVICES = ("null", "zero", "full", "random", "urandom")
 
 # Runs inside the child before any untrusted line. argv: [-c, config-json, workdir];
-# stdin: the program's source as one JSON line, then the program's own stdin.
+# stdin: the program's size in bytes on a line, its UTF-8 source, then the program's own stdin.
 # Isolated: as root, it enters new network, mount and IPC namespaces, builds a
 # root of a size-capped tmpfs with read-only binds of what Python needs, chroots
 # into it and drops to the run's throwaway uid. Then it caps resources (lowering
@@ -90,7 +90,18 @@ _BOOTSTRAP = """\
 import json, os, resource, runpy, sys
 _config = json.loads(sys.argv[1])
 _workdir = sys.argv[2]
-_source = json.loads(sys.stdin.buffer.readline())
+def _read_exactly(count):
+    data = b""
+    while len(data) < count:
+        chunk = os.read(0, count - len(data))
+        if not chunk:
+            raise EOFError("the sandbox sent a short program")
+        data += chunk
+    return data
+_size = b""
+while not _size.endswith(b"\\n"):
+    _size += _read_exactly(1)
+_source = _read_exactly(int(_size)).decode("utf-8")  # unbuffered: the rest of stdin stays the program's
 if _config["report_fd"] != 3:
     os.dup2(_config["report_fd"], 3)
     os.close(_config["report_fd"])
@@ -160,7 +171,7 @@ if _limits["fsize"] is not None:
 if _limits["nproc"] is not None and hasattr(resource, "RLIMIT_NPROC"):
     _cap(resource.RLIMIT_NPROC, _limits["nproc"])
 sys.argv = [_program]
-del json, resource, _cap, _limits, _config, _source, _file
+del json, resource, _cap, _limits, _config, _source, _file, _size, _read_exactly
 runpy.run_path(_program, run_name="__main__")
 """
 
@@ -289,7 +300,8 @@ def _run(source: str, limits: SandboxLimits, stdin: bytes, mode: _Mode) -> Sandb
         finally:
             os.close(report_write)
         report = os.fdopen(report_read, "rb")
-        feeder = threading.Thread(target=_feed, args=(proc.stdin, json.dumps(source).encode() + b"\n" + stdin), daemon=True)
+        encoded = source.encode("utf-8")
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, b"%d\n" % len(encoded) + encoded + stdin), daemon=True)
         feeder.start()
         try:
             (stdout, stderr, reported), truncated, timed_out = _collect(
