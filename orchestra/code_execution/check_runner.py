@@ -112,6 +112,7 @@ def _check():
 
         namespace = {{"__name__": "__check__", "__builtins__": builtins}}
         exec(compile(_STUB, "stub.py", "exec"), namespace)
+        namespace[_ENTRY] = candidate  # tests that name the function (HumanEval/33) mean the candidate's
         exec(compile(_TESTS, "tests.py", "exec"), namespace)
         namespace["check"](candidate)
     except BaseException:
