@@ -101,7 +101,10 @@ def test_humaneval_and_the_execution_scorer_score_an_exit_0_program_0() -> None:
 def test_assert_verdicts_are_not_forged_by_exits_or_markers() -> None:
     tests = ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]
     exits = "def add(a, b):\n    return a - b\nimport os\nos._exit(0)\n"
-    prints = "def add(a, b):\n    return a - b\nimport os\nfor fd in range(1, 64):\n    try:\n        os.write(fd, b'\\n0 pass\\n1 pass\\nloaded\\n')\n    except OSError:\n        pass\n"
+    prints = (
+        "def add(a, b):\n    return a - b\nimport os\nfor fd in range(1, 64):\n"
+        "    try:\n        os.write(fd, b'\\n0 pass\\n1 pass\\nloaded\\n')\n    except OSError:\n        pass\n"
+    )
     assert run_asserts(exits, tests).passed == (False, False)
     assert run_asserts(prints, tests).passed == (False, False)
     assert run_asserts("def add(a, b):\n    return a + b\n", tests).passed == (True, True)
