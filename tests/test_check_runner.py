@@ -11,7 +11,8 @@ import pytest
 
 from orchestra.candidate import Candidate
 from orchestra.code_execution.assert_runner import run_asserts
-from orchestra.code_execution.check_runner import passes_check
+from orchestra.code_execution.check_runner import check_harness, passes_check
+from orchestra.code_execution.verdict_channel import run_harness
 from orchestra.code_execution.sandbox import SandboxLimits
 from orchestra.context import Context
 from orchestra.problem import Problem
@@ -108,3 +109,9 @@ def test_assert_verdicts_are_not_forged_by_exits_or_markers() -> None:
     assert run_asserts(exits, tests).passed == (False, False)
     assert run_asserts(prints, tests).passed == (False, False)
     assert run_asserts("def add(a, b):\n    return a + b\n", tests).passed == (True, True)
+
+
+def test_a_candidate_that_keeps_running_after_the_check_does_not_hold_up_the_verdict() -> None:
+    busy = RIGHT + "\nimport threading\n\ndef _spin():\n    while True:\n        pass\n\nthreading.Thread(target=_spin).start()\n"
+    verdicts, result = run_harness(check_harness(PROBLEM, busy), SandboxLimits(wall_seconds=60, cpu_seconds=60))
+    assert verdicts == ["pass"] and not result.timed_out

@@ -61,7 +61,10 @@ def _serve_candidate(requests, replies):
         _os._exit(1)
     _send(replies, ("loaded", None))
     while True:
-        args, kwargs = _receive(requests, pickle.Unpickler)
+        try:
+            args, kwargs = _receive(requests, pickle.Unpickler)
+        except EOFError:  # the check is over
+            _os._exit(0)
         try:
             value = function(*args, **kwargs)
             data = pickle.dumps(("value", value), protocol=5)
@@ -83,7 +86,8 @@ class _CandidateFailed(Exception):
 def _check():
     requests_read, requests_write = _os.pipe()
     replies_read, replies_write = _os.pipe()
-    if _os.fork() == 0:
+    child = _os.fork()
+    if child == 0:
         _os.close(requests_write)
         _os.close(replies_read)
         _serve_candidate(_os.fdopen(requests_read, "rb"), _os.fdopen(replies_write, "wb"))
@@ -119,19 +123,26 @@ def _check():
         _say(secret, "fail")
     else:
         _say(secret, "pass")
+    finally:
+        _os.kill(child, 9)  # whatever it left running (a thread, a loop) ends with the check
 
 _check()
 """
 
 
-def passes_check(problem: Problem, code: str, limits: SandboxLimits) -> bool:
-    """Whether `code` passes the problem's `check(candidate)` tests (HumanEval's shape),
-    in the sandbox under `limits`."""
+def check_harness(problem: Problem, code: str) -> str:
+    """The harness program that runs the problem's `check(candidate)` tests (HumanEval's shape)
+    against `code`; run it with `verdict_channel.run_harness`."""
     payload = json.dumps([
         problem.metadata.get("prompt") or "",
         solution_module(problem, code),
         problem.tests or "",
         problem.metadata["entry_point"],
     ])
-    verdicts, _ = run_harness(_HARNESS.format(payload=payload), limits)
+    return _HARNESS.format(payload=payload)
+
+
+def passes_check(problem: Problem, code: str, limits: SandboxLimits) -> bool:
+    """Whether `code` passes the problem's `check(candidate)` tests, in the sandbox under `limits`."""
+    verdicts, _ = run_harness(check_harness(problem, code), limits)
     return verdicts == ["pass"]
