@@ -107,7 +107,7 @@ if _config["report_fd"] != 3:
     os.close(_config["report_fd"])
 
 def _isolate(root, binds, devices, disk_bytes, uid):
-    import ctypes, fcntl, socket, struct
+    import _socket, ctypes, fcntl  # not socket: importing it costs more than the rest of the set-up
     libc = ctypes.CDLL(None, use_errno=True)
     def call(result, what):
         if result != 0:
@@ -141,8 +141,9 @@ def _isolate(root, binds, devices, disk_bytes, uid):
     os.chown(root + _workdir, uid, uid)
     os.chroot(root)
     os.chdir(_workdir)
-    with socket.socket() as sock:  # the namespace's own loopback, for programs that talk to themselves
-        fcntl.ioctl(sock, 0x8914, struct.pack("16sH", b"lo", 1))  # SIOCSIFFLAGS, IFF_UP
+    sock = _socket.socket()  # the namespace's own loopback, up, for programs that talk to themselves
+    fcntl.ioctl(sock.fileno(), 0x8914, b"lo".ljust(16, b"\\0") + (1).to_bytes(2, sys.byteorder))  # SIOCSIFFLAGS, IFF_UP
+    sock.close()
 
 if _config["isolate"]:
     _isolate(_workdir, _config["binds"], _config["devices"], _config["disk"], _config["uid"])
