@@ -21,8 +21,9 @@ processes inside the sandbox:
 Only the checking process, after `check` returns, says "pass". Exiting,
 raising SystemExit, crashing or hanging, in the module or in a call, yields no
 pass. The candidate could still kill the checking process (they share a uid);
-that, too, yields no pass. Where /proc is mounted the checking process makes
-itself non-dumpable, so the candidate cannot open its descriptors or memory.
+that, too, yields no pass. Where /proc is mounted (runs without namespaces) the
+harness makes itself non-dumpable before the fork, so the candidate cannot open
+the checking process's descriptors or memory.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from orchestra.code_execution.verdict_channel import HARNESS_PRELUDE, run_harnes
 from orchestra.problem import Problem
 
 _HARNESS = HARNESS_PRELUDE + """\
-import builtins, io, pickle, sys, json
+import builtins, io, pickle, json
 _STUB, _SOLUTION, _TESTS, _ENTRY = json.loads({payload!r})
 
 def _send(stream, message):
@@ -52,6 +53,9 @@ def _receive(stream, unpickler):
 def _serve_candidate(requests, replies):
     # the candidate's process: from here on nothing is trusted, and nothing secret is here
     _os.close(3)
+    null = _os.open(_os.devnull, _os.O_RDONLY)
+    _os.dup2(null, 0)  # the secret is still unread in stdin: the checking process reads it
+    _os.close(null)
     namespace = {{"__name__": "__solution__", "__builtins__": builtins}}
     try:
         exec(compile(_SOLUTION, "solution.py", "exec"), namespace)
@@ -86,6 +90,9 @@ class _CandidateFailed(Exception):
 def _check():
     requests_read, requests_write = _os.pipe()
     replies_read, replies_write = _os.pipe()
+    if _os.path.isdir("/proc/self"):  # before the fork, so there is no moment to open our descriptors
+        import ctypes
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/<pid>/fd or mem for the candidate
     child = _os.fork()
     if child == 0:
         _os.close(requests_write)
@@ -95,9 +102,6 @@ def _check():
     _os.close(requests_read)
     _os.close(replies_write)
     secret = _read_secret()
-    if _os.path.isdir("/proc/self"):
-        import ctypes
-        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/<pid>/fd or mem for the candidate
     requests, replies = _os.fdopen(requests_write, "wb"), _os.fdopen(replies_read, "rb")
     try:
         kind, detail = _receive(replies, _PlainData)
