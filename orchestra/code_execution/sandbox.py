@@ -205,7 +205,7 @@ class SandboxResult(BaseModel):
     stdout: str
     stderr: str
     report: str = Field(default="", description=f"What the program wrote to file descriptor {REPORT_FD}.")
-    truncated: bool = Field(description="Whether stdout or stderr was cut at `output_bytes`.")
+    truncated: bool = Field(description="Whether stdout, stderr or the report was cut at `output_bytes`.")
     seconds: float
 
     @property
