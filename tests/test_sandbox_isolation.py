@@ -192,3 +192,17 @@ except OSError as error:
     # a larger cap lets the same program write more: the cap, not the program, stopped it
     bigger = run_python(program, SandboxLimits(disk_mb=20, file_mb=5))
     assert bigger.ok and 18 <= int(bigger.stdout.split()[0]) <= 20
+
+
+def test_without_namespaces_programs_still_run_with_what_remains() -> None:
+    # the fallback a machine without namespaces gets (here forced): the host's view, rlimits, stdin and report
+    from orchestra.code_execution import sandbox
+
+    mode = sandbox._mode()
+    fallback = sandbox._Mode(mode.python, mode.drop, False, mode.python_paths)
+    program = "import os, sys\nprint(os.path.isdir('/proc/self'), sys.stdin.read())\nos.write(3, b'reported')\n"
+    result = sandbox._run(program, SandboxLimits(), b"given", fallback)
+    assert result.ok, result.stderr
+    assert result.stdout == "True given\n" and result.report == "reported"
+    too_big = sandbox._run("open('big', 'wb').write(b'x' * 2 * 1024 * 1024)", SandboxLimits(file_mb=1), b"", fallback)
+    assert too_big.exit_code == 1 and f"Errno {errno.EFBIG}" in too_big.stderr
