@@ -162,7 +162,8 @@ def test_writing_outside_the_sandbox_directory_is_refused(tmp_path: Path) -> Non
     target = tmp_path / "escaped.txt"
     program = f"open({str(target)!r}, 'w').write('pwned')"
     result = run_python(program)
-    assert result.exit_code == 1 and "PermissionError" in result.stderr
+    # refused by permissions, or (isolated) the host's directory is not even there
+    assert result.exit_code == 1 and ("PermissionError" in result.stderr or "FileNotFoundError" in result.stderr)
     assert not target.exists()
     own = run_python("import os\nprint(os.getuid(), os.geteuid(), os.getgroups())")
     uid, euid, groups = own.stdout.split(maxsplit=2)

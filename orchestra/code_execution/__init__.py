@@ -1,6 +1,10 @@
 """Running model-written code: the sandbox, the programs run in it, and the tests run against them.
 
-- `sandbox`: one untrusted Python program in a fresh, limited interpreter;
+- `sandbox`: one untrusted Python program in a fresh, limited interpreter (as root:
+  with no network and a private, size-capped filesystem);
+- `verdict_channel`: how a harness reports verdicts the code it runs cannot fake;
+- `check_runner`: a problem's own `check(candidate)` against a candidate (HumanEval),
+  the candidate in a process of its own;
 - `program`: the code a candidate holds, and the program that tests it against
   a code problem (the function stub first, then the candidate, then the tests);
 - `assert_runner`: one program against many assert statements, a verdict each;

@@ -7,31 +7,30 @@ then each test runs in its own copy of the program's namespace under its own
 timer, and a verdict line is written the moment it is known. A test that
 hangs, crashes the interpreter or exhausts a limit fails alone; tests after it
 that never report are counted as failed too. The program's own output is sent
-to /dev/null so that it cannot push the verdicts past the sandbox's output cap.
+to /dev/null.
 
-Verdict lines carry a random nonce, so code that happens to print something
-verdict-shaped is not mistaken for the harness. (Code written to find the
-nonce and forge verdicts could; the sandbox contains damage, not cheating.)
+Verdicts go through the verdict channel (file descriptor 3, each line under a
+secret read from stdin before the program loads), so nothing the program
+prints, and no early `sys.exit(0)`, counts as a pass. The program runs in the
+harness's own process, though: code written to dig the secret out of the
+harness's memory could forge verdicts (HumanEval's `check_runner` closes that
+by running the candidate in a process of its own).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 
 from pydantic import BaseModel, ConfigDict
 
-from orchestra.code_execution.sandbox import SandboxLimits, run_python
+from orchestra.code_execution.sandbox import SandboxLimits
+from orchestra.code_execution.verdict_channel import HARNESS_PRELUDE, run_harness
 
-_HARNESS = """\
-import json, os, signal, sys
-_NONCE, _SOURCE, _TESTS, _SECONDS = json.loads({payload!r})
-_report = sys.stdout
-sys.stdout = sys.stderr = open(os.devnull, "w")
-
-def _say(line):
-    _report.write("\\n" + _NONCE + " " + line + "\\n")
-    _report.flush()
+_HARNESS = HARNESS_PRELUDE + """\
+import json, signal, sys
+_SOURCE, _TESTS, _SECONDS = json.loads({payload!r})
+_SECRET = _read_secret()
+sys.stdout = sys.stderr = open(_os.devnull, "w")
 
 class _OutOfTime(BaseException):
     pass
@@ -55,14 +54,14 @@ try:
     _loaded = _run(_SOURCE, "solution.py", _namespace)
 except BaseException:
     _loaded = False
-_say("loaded" if _loaded else "load-failed")
+_say(_SECRET, "loaded" if _loaded else "load-failed")
 if _loaded:
     for _index, _test in enumerate(_TESTS):
         try:
             _verdict = "pass" if _run(_test, "test_%d" % _index, dict(_namespace)) else "fail"
         except BaseException:
             _verdict = "fail"
-        _say("%d %s" % (_index, _verdict))
+        _say(_SECRET, "%d %s" % (_index, _verdict))
 """
 
 
@@ -90,17 +89,13 @@ def run_asserts(
     """
     if not tests:
         return AssertResults(loaded=True, passed=())
-    nonce = secrets.token_hex(8)
-    program = _HARNESS.format(payload=json.dumps([nonce, source, tests, test_seconds]))
+    program = _HARNESS.format(payload=json.dumps([source, tests, test_seconds]))
     budget = test_seconds * (len(tests) + 1) + 5.0
     limits = SandboxLimits(wall_seconds=budget, cpu_seconds=budget, memory_mb=memory_mb)
-    result = run_python(program, limits)
+    lines, result = run_harness(program, limits)
     verdicts: dict[int, bool] = {}
     loaded = False
-    for line in result.stdout.splitlines():
-        head, _, rest = line.partition(" ")
-        if head != nonce:
-            continue
+    for rest in lines:
         if rest == "loaded":
             loaded = True
         elif rest != "load-failed":

