@@ -15,6 +15,9 @@ import pytest
 
 os.environ["ORCHESTRA_AUTO_DTYPE"] = "float32"
 
+#: `triton_device`: Triton kernels compiled on a GPU, interpreted in a fresh process on a CPU.
+pytest_plugins = ["triton_device"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _real_models_say_their_dtype():
