@@ -102,8 +102,8 @@ def test_429_waits_as_long_as_retry_after_says(server):
 @pytest.mark.parametrize("fault", ["500", "503", "truncate", "garbage", "timeout"])
 def test_transient_failures_are_retried(server, fault):
     server.faults.extend([fault, fault])
-    server.hang_seconds = 1.5
-    backend = backend_for(server, timeout=0.5)
+    server.hang_seconds = 60  # a hung request outlasts the client's 2 s by far; any other takes milliseconds
+    backend = backend_for(server, timeout=2.0)
     result = ask(backend)
     assert result.completions[0].text.endswith("8")
     assert len(server.completions()) == 3 and backend.pool.endpoints[0].failures == 2
@@ -136,7 +136,8 @@ def test_retries_run_out(server):
 
 
 def test_concurrency_is_limited_per_endpoint(server):
-    server.delay = 0.1
+    server.gather = 2  # requests are answered two at a time: the limit is reached, however slow the machine,
+    server.delay = 0.1  # and held a while: a client over its limit would send more meanwhile
     backend = backend_for(server, max_concurrency=2)
 
     async def many():
