@@ -6,11 +6,11 @@ import asyncio
 import csv
 import json
 import textwrap
+import time
 from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy
 import yaml
 from fake_backend import fake_backend  # noqa: F401
 from search_fixtures import fake_space, write_split_sums
@@ -94,8 +94,7 @@ def _settings(tmp_path: Path, task: str, **changes) -> SearchSettings:
     values = dict(
         space=space_from_dict(fake_space()), task=task, trials=8, dev_limit=8, first_rung=2,
         storage=storage_url(None, tmp_path), study_name="s", cache=str(tmp_path / "cache.sqlite"), seed=1,
-        # a 61 s grace: a live worker's trial is never taken for dead, however loaded the machine
-        heartbeat_seconds=30,
+        heartbeat_seconds=1,
     )
     values.update(changes)
     return SearchSettings(**values)
@@ -124,27 +123,19 @@ def test_study_prunes_keeps_feasible_best_and_accounts_replay(tmp_path: Path, fa
     assert [t.user_attrs["cost"] for t in front] == sorted(t.user_attrs["cost"] for t in front)
 
 
-def _age_heartbeats(storage: str, seconds: int) -> None:
-    """Date a SQLite study's heartbeats `seconds` back: their workers died that long ago (no waiting)."""
-    engine = sqlalchemy.create_engine(storage)
-    with engine.begin() as connection:  # SQLite keeps them as CURRENT_TIMESTAMP text
-        connection.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, :back)"),
-                           {"back": f"-{seconds} seconds"})
-    engine.dispose()
-
-
 def test_sqlite_study_resumes_without_redoing_finished_trials(tmp_path: Path, fake_backend) -> None:
     task = write_split_sums(tmp_path / "sums.jsonl", dev=4)
     first = run_worker(_settings(tmp_path, task, trials=3, first_rung=None, dev_limit=4))
     before = {t.number: t.datetime_complete for t in first.trials}
     assert len(before) == 3
     # a worker died mid-trial: its trial stays RUNNING with a stale heartbeat
-    settings = _settings(tmp_path, task, trials=3, first_rung=None, dev_limit=4)
-    study = open_study(settings)
+    study = open_study(_settings(tmp_path, task, trials=3, first_rung=None, dev_limit=4))
     orphan = study.ask()
     orphan.suggest_categorical("gen.sample.n", [1, 4, 8])
     study._storage.record_heartbeat(orphan._trial_id)  # what a worker's heartbeat thread does
-    _age_heartbeats(settings.storage, 3600)
+    # longer than the 3 s grace period of a 1 s heartbeat, by more than a second: SQLite's
+    # clock (CURRENT_TIMESTAMP) has whole seconds, so 3.5 s can read as 3 s
+    time.sleep(4.6)
     resumed = run_worker(_settings(tmp_path, task, trials=6, first_rung=None, dev_limit=4))
     states = {t.number: t.state for t in resumed.trials}
     assert states[orphan.number] == optuna.trial.TrialState.FAIL
