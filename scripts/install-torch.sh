@@ -5,13 +5,13 @@
 #
 # torch is not a dependency in pyproject.toml on purpose: an unpinned `torch`
 # resolves to the CUDA build on Linux (several GB of nvidia-* wheels). So:
-#   - GPU machine (nvidia-smi works): plain `pip install torch`.
+#   - GPU machine (nvidia-smi works): `pip install torch` within the tested range (TORCH_RANGE).
 #   - otherwise the CPU build, first match wins:
 #       1. torch==2.13.0+cpu       (the local label only ever matches a CPU build)
 #       2. torch==2.13.0 from find-links only (--no-index), then its dependencies
 #          from the indexes; asking the indexes for torch==2.13.0 itself would get
 #          the CUDA build from PyPI
-#       3. the newest torch from the PyTorch CPU index, again torch alone with
+#       3. the newest torch in TORCH_RANGE from the PyTorch CPU index, again torch alone with
 #          --no-index so no extra-index-url (from pip config or PIP_EXTRA_INDEX_URL)
 #          can offer a newer CUDA build that pip would prefer
 # Already-installed versions are kept: pip reports "Requirement already satisfied".
@@ -19,6 +19,8 @@ set -euo pipefail
 
 PY=${1:-.venv/bin/python}
 CPU_VERSION=${TORCH_CPU_VERSION:-2.13.0}
+# The torch versions the engine's exactness tests have passed on.
+TORCH_RANGE="torch>=2.13,<3"
 CPU_INDEX=https://download.pytorch.org/whl/cpu
 pip_install() { "$PY" -m pip install "$@"; }
 
@@ -32,7 +34,7 @@ with_dependencies() {
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
     echo "install-torch: GPU found, installing the default (CUDA) torch build"
-    pip_install torch
+    pip_install "$TORCH_RANGE"
     exit 0
 fi
 
@@ -46,5 +48,5 @@ if pip_install --no-deps --no-index "torch==${CPU_VERSION}"; then
     exit 0
 fi
 echo "install-torch: trying the newest torch on ${CPU_INDEX}" >&2
-pip_install --no-deps --no-index --find-links "${CPU_INDEX}/torch/" torch
+pip_install --no-deps --no-index --find-links "${CPU_INDEX}/torch/" "$TORCH_RANGE"
 with_dependencies

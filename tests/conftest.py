@@ -1,11 +1,40 @@
 """Settings every test run shares.
 
-Real-model tests must not depend on the machine: `dtype: auto` picks float32 or
-bfloat16 by timing decode steps, and bf16 greedy output differs from fp32's. So
-the whole suite pins what `auto` means to float32 (recipe files the tests run
-included); tests that build their own model specs also say `dtype: float32`.
+Real-model tests must not depend on the machine: `dtype: auto` is bfloat16 on a
+GPU and, on a CPU, whichever of float32/bfloat16 decodes faster (a timing
+probe), and bf16 greedy output differs from fp32's. So every test that loads the
+real model through the local backend says `dtype: float32` in its model spec
+(recipes it runs included), and `_real_models_say_their_dtype` fails any test
+that leaves it to `auto`, on every machine. Processes a test starts (`orchestra
+serve`) cannot be watched that way; for them `auto` is pinned to float32.
 """
 
 import os
 
+import pytest
+
 os.environ["ORCHESTRA_AUTO_DTYPE"] = "float32"
+
+#: `triton_device`: Triton kernels compiled on a GPU, interpreted in a fresh process on a CPU.
+pytest_plugins = ["triton_device"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_models_say_their_dtype():
+    """A local-backend model spec with `dtype: auto` fails the test that built it, before any loading."""
+    from orchestra.backends.local import LocalBackend
+
+    resolve = LocalBackend._resolve_dtype
+
+    def pinned_only(self, spec):
+        if spec.dtype == "auto":
+            pytest.fail(
+                f"model {spec.model!r} has dtype 'auto', which depends on the machine: "
+                "a test that loads a real model says dtype: float32 (see tests/conftest.py)",
+                pytrace=False,
+            )
+        return resolve(self, spec)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LocalBackend, "_resolve_dtype", pinned_only)
+        yield

@@ -109,6 +109,15 @@ class FakeLog:
     instances: int = 0
 
 
+async def _held(request: GenerationRequest, prompt: str) -> None:
+    """Wait while `FakeBackend.hold` says so; the bound only ends a test that never lets go."""
+    for _ in range(120_000):
+        if FakeBackend.hold is None or not FakeBackend.hold(request, prompt):
+            return
+        await asyncio.sleep(0.001)
+    raise RuntimeError("fake backend: a call was held for two minutes")
+
+
 class FakeBackend(Backend):
     """Scripted backend; class attributes let a test steer it (reset by the fixture)."""
 
@@ -117,6 +126,9 @@ class FakeBackend(Backend):
     log: FakeLog = FakeLog()
     #: Seconds each call sleeps, or a function of (request, rendered prompt) giving them.
     delay: float | Callable[[GenerationRequest, str], float] = 0.0
+    #: While this returns True for (request, rendered prompt), the call waits (polled every ms):
+    #: an order or an overlap that a test needs is waited for, not hoped for with a delay.
+    hold: Callable[[GenerationRequest, str], bool] | None = None
     #: Extra failure rule: a call for which this returns True raises RuntimeError.
     fail_when: Callable[[GenerationRequest, str], bool] | None = None
     #: Scripted reply text for (request, rendered prompt, sample index); None: the default reply.
@@ -136,6 +148,7 @@ class FakeBackend(Backend):
     def reset(cls) -> None:
         cls.log = FakeLog()
         cls.delay = 0.0
+        cls.hold = None
         cls.fail_when = None
         cls.script = None
         cls.next_token = None
@@ -174,6 +187,7 @@ class FakeBackend(Backend):
         log.in_flight += 1
         log.max_in_flight = max(log.max_in_flight, log.in_flight)
         try:
+            await _held(request, prompt)
             delay = FakeBackend.delay(request, prompt) if callable(FakeBackend.delay) else FakeBackend.delay
             await asyncio.sleep(delay)
             self.busy_seconds += delay

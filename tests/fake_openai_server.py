@@ -5,13 +5,15 @@ Its answers follow tests/fake_backend.py's script (sample k of a sum answers
 checked exactly. A test steers it through attributes:
 
 - `faults`: what the next completion requests get, one per request, in order:
-  "429" (with Retry-After: `retry_after`), "500", "503", "timeout" (sleeps
-  `hang_seconds` first), "truncate" (promises more bytes than it sends, then
+  "429" (with Retry-After: `retry_after`), "500", "503", "timeout" (answers after
+  `hang_seconds`, or never if the server dies first), "truncate" (promises more bytes than it sends, then
   hangs up), "garbage" (200 with a body that is not JSON), "context" (400 with a
   context-length message), "400"; an empty list means every request is answered;
 - `accepts_n` (False: n > 1 is a 400), `ignores_n` (True: one choice whatever n),
   `usage` (False: no usage block; else prompt tokens are counted one per character), `api_key` (required bearer token), `delay`
-  (seconds per request), `fail_after` (answer this many requests, then act dead);
+  (seconds per request), `fail_after` (answer this many requests, then act dead), `gather`
+  (hold each completion request until this many are in flight at once: concurrency is then
+  observed whatever the machine's load, not hoped for with a delay);
 - `kill()` closes the socket and every open connection (a server that dies);
   `restart()` brings it back on the same port.
 
@@ -76,6 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
             owner.in_flight += 1
             owner.most_in_flight = max(owner.most_in_flight, owner.in_flight)
         try:
+            owner._wait_for_company()
             self._answer(owner, body)
         finally:
             with owner._lock:
@@ -93,8 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault in ("500", "503"):
             self._send(int(fault), {"error": {"message": "internal error"}})
         elif fault == "timeout":
-            time.sleep(owner.hang_seconds)
-            self._send(200, owner.completion(self.path, body))
+            if not owner._stopped.wait(owner.hang_seconds):
+                self._send(200, owner.completion(self.path, body))
         elif fault == "truncate":
             raw = json.dumps(owner.completion(self.path, body)).encode()
             self.send_response(200)
@@ -139,11 +142,15 @@ class FakeOpenAIServer:
         self.api_key: str | None = None
         self.delay = 0.0
         self.fail_after: int | None = None
+        self.gather: int | None = None
         self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self.in_flight = 0
         self.most_in_flight = 0
         self.answered = 0
         self._lock = threading.Lock()
+        self._arrivals = threading.Condition(self._lock)
+        self._stopped = threading.Event()
+        self._groups_gathered = 0
         self._connections: list[socket.socket] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -153,6 +160,7 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> FakeOpenAIServer:
+        self._stopped.clear()
         self._server = _Server(("127.0.0.1", self.port), _Handler)
         self._server.owner = self
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -174,6 +182,7 @@ class FakeOpenAIServer:
                 except OSError:
                     pass
             self._connections.clear()
+        self._stopped.set()  # dead: the port is free to restart on
 
     def restart(self) -> None:
         self.fail_after = None
@@ -194,6 +203,20 @@ class FakeOpenAIServer:
     def _record(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> None:
         with self._lock:
             self.requests.append((path, body, headers))
+
+    def _wait_for_company(self) -> None:
+        """With `gather`, wait until `gather` requests are in flight together (each group once)."""
+        with self._arrivals:
+            if not self.gather:
+                return
+            group = self._groups_gathered
+            if self.in_flight >= self.gather:
+                self._groups_gathered += 1
+                self._arrivals.notify_all()
+                return
+            # the deadline only ends a test whose client never sends the rest of a group
+            if not self._arrivals.wait_for(lambda: self._groups_gathered > group, timeout=120):
+                raise RuntimeError(f"fake server: {self.gather} requests never were in flight together")
 
     def _next_fault(self) -> str:
         with self._lock:

@@ -19,12 +19,13 @@ from orchestra.backends import ModelSpec
 pytestmark = pytest.mark.model
 
 TASK = "reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_digits=1&operators=[+]"
+SMALL = {"small": ModelSpec(dtype="float32")}
 SAMPLES = Node(id="samples", technique="sample", params={"n": 3, "temperature": 0.7, "max_tokens": 32})
 
 
 def run_nodes(tmp_path: Path, *nodes: Node) -> dict[str, dict]:
     """Run samples -> nodes on one problem; the trace of each node by id."""
-    recipe = Recipe(name="archon-part", nodes=[SAMPLES, *nodes])
+    recipe = Recipe(name="archon-part", models=SMALL, nodes=[SAMPLES, *nodes])
     result = orchestra.run(recipe, TASK, limit=1, cache=False, out=tmp_path / "run")
     (problem,) = result.results
     assert problem.status == "ok", problem.error
@@ -107,6 +108,7 @@ def test_refine_on_the_real_model(tmp_path: Path) -> None:
 def test_pdr_on_the_real_model(tmp_path: Path) -> None:
     recipe = Recipe(
         name="pdr-part",
+        models=SMALL,
         nodes=[Node(id="pdr", technique="pdr", params={
             "rounds": 1, "drafts": 2, "draft_max_tokens": 32, "workspace_max_tokens": 32, "max_tokens": 32})],
     )

@@ -10,12 +10,14 @@ from typer.testing import CliRunner
 
 import orchestra
 from orchestra import Node, Recipe
+from orchestra.backends import ModelSpec
 from orchestra.cli import app
 
 pytestmark = pytest.mark.model
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
+SMALL = {"small": ModelSpec(dtype="float32")}
 
 
 def test_cli_run_compare_and_resume(tmp_path: Path):
@@ -64,6 +66,7 @@ def test_cli_run_compare_and_resume(tmp_path: Path):
 def test_python_api_builds_runs_and_replays(tmp_path: Path):
     recipe = Recipe(
         name="best-of-4",
+        models=SMALL,
         nodes=[
             Node(id="gen", technique="sample", params={"n": 4, "temperature": 0.8, "max_tokens": 48}),
             Node(id="pick", technique="best_of_n", inputs=["gen"], params={"scorer": "mean_logprob"}),
@@ -97,6 +100,7 @@ def test_budget_cuts_a_real_run_short(tmp_path: Path):
 def test_humaneval_is_scored_by_running_its_tests(tmp_path: Path):
     recipe = Recipe(
         name="humaneval-greedy",
+        models=SMALL,
         nodes=[Node(id="code", technique="sample", params={"temperature": 0, "max_tokens": 160})],
     )
     result = orchestra.run(recipe, "humaneval", limit=2, cache=False, out=tmp_path / "he")

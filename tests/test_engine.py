@@ -410,9 +410,9 @@ def test_nodes_of_one_layer_run_concurrently(tmp_path: Path, fake_backend, sums)
 
 
 def test_api_returns_results_in_problem_order(tmp_path: Path, fake_backend, sums) -> None:
-    # p0 is slow, so it finishes last; results still come back in problem order.
-    fake_backend.delay = lambda request, prompt: 0.05 if "Compute 2 + 1" in prompt else 0.0
+    # p0 is held until the other three have finished, so it finishes last; results still come back in problem order.
     finished: list[str] = []
+    fake_backend.hold = lambda request, prompt: "Compute 2 + 1" in prompt and len(finished) < 3
     result = orchestra.run(recipe(), sums(4), cache=False, concurrency=4, on_result=lambda r: finished.append(r.problem_id))
     assert isinstance(result, RunResult)
     assert [r.problem_id for r in result.results] == ["p0", "p1", "p2", "p3"]

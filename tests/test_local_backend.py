@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import torch
@@ -167,19 +168,22 @@ def test_hidden_states_on_request(backend):
 def test_a_cancelled_call_leaves_the_batch(backend):
     async def go():
         task = asyncio.ensure_future(backend.generate(ask(PROMPTS[2], max_tokens=200, n=4, seed=5, temperature=1.0)))
-        await asyncio.sleep(0.3)
+        # cancelled while its rows decode (waited for, not guessed with a sleep)
+        for _ in range(120_000):  # the bound only ends a broken run
+            if backend.engine.scheduler.running or task.done():
+                break
+            await asyncio.sleep(0.001)
+        assert backend.engine.scheduler.running, "the call never reached the running batch"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         return await backend.generate(ask(PROMPTS[0], max_tokens=2))
 
     assert generate_result_text(asyncio.run(go()))
-    for _ in range(200):  # the cancelled rows go at the engine's next step
+    for _ in range(120_000):  # the cancelled rows go at the engine's next step; the bound only ends a broken run
         if not backend.engine.scheduler.running:
             break
-        import time
-
-        time.sleep(0.05)
+        time.sleep(0.001)
     assert not backend.engine.scheduler.running
 
 

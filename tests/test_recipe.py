@@ -6,6 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from fake_backend import fake_backend  # noqa: F401  (fixture)
@@ -355,12 +356,11 @@ def test_json_schema() -> None:
     node = schema["$defs"]["Node"]
     assert {"id", "technique", "model", "inputs", "params"} <= set(node["properties"])
     assert node.get("additionalProperties") is False
-    try:
-        import jsonschema
-    except ImportError:
-        return
     jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.validate(yaml.safe_load(GOOD), schema)
+    good = yaml.safe_load(GOOD)
+    jsonschema.validate(good, schema)
+    with pytest.raises(jsonschema.ValidationError, match="modles"):  # what an editor would underline
+        jsonschema.validate({**good, "modles": {}}, schema)
 
 
 def test_to_yaml_round_trips(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,8 @@ def test_a_run_through_429s_5xx_timeouts_and_truncated_bodies_loses_nothing(tmp_
     with FakeOpenAIServer() as server:
         server.faults.extend(["429", "500", "truncate", "garbage", "503", "timeout", "truncate", "500"])
         server.retry_after = 0
-        server.hang_seconds = 1.5
-        result = orchestra.run(remote_vote(server, timeout=0.5, retries=8), task, cache=False, concurrency=4)
+        server.hang_seconds = 60  # a hung request outlasts the client's 2 s by far; any other takes milliseconds
+        result = orchestra.run(remote_vote(server, timeout=2.0, retries=8), task, cache=False, concurrency=4)
         assert all(r.status == "ok" for r in result.results) and result.accuracy == 1.0
         assert not server.faults  # every fault was met and survived
         assert len(server.completions()) == 8 + 8
@@ -100,19 +101,31 @@ def test_a_server_that_dies_mid_run_then_the_rerun_resumes(tmp_path):
         assert set(statuses(out).values()) == {"ok"}
 
 
+def _restart_after_failures(server: FakeOpenAIServer, failures: int) -> None:
+    """Restart `server` once it has died and the (only) loaded backend has counted `failures` against it."""
+    deadline = time.monotonic() + 120  # only ends a broken run
+    while time.monotonic() < deadline:
+        endpoints = [e for b in list(backends_base._LOADED.values()) for e in getattr(getattr(b, "pool", None), "endpoints", ())]
+        if server._stopped.is_set() and any(e.failures >= failures for e in endpoints):
+            server.restart()
+            return
+        time.sleep(0.01)
+
+
 def test_a_server_back_within_the_retry_window_costs_no_problem(tmp_path):
     task = write_sums(tmp_path / "sums.jsonl", 6)
     with FakeOpenAIServer() as server:
         server.fail_after = 2
         server.delay = 0.05
-        timer = threading.Timer(0.8, server.restart)
-        timer.start()
+        # back up once the client has met the dead server twice: within its retries however loaded the machine
+        restarter = threading.Thread(target=_restart_after_failures, args=(server, 2), daemon=True)
+        restarter.start()
         try:
             result = orchestra.run(
                 remote_vote(server, retries=8, backoff=0.2, max_backoff=0.5), task, cache=False, concurrency=2
             )
         finally:
-            timer.join()
+            restarter.join(timeout=120)
         assert [r.status for r in result.results] == ["ok"] * 6 and result.accuracy == 1.0
         [backend] = backends_base._LOADED.values()
         assert backend.pool.endpoints[0].failures >= 2  # it really was down for a while

@@ -260,6 +260,7 @@ def test_scale_on_the_real_model_replays_the_pool(tmp_path: Path) -> None:
     real = Recipe.model_validate(
         {
             "name": "vote",
+            "models": {"small": {"dtype": "float32"}},
             "nodes": [
                 {"id": "samples", "technique": "sample", "params": {"n": 2, "temperature": 0.7, "max_tokens": 32}},
                 {"id": "vote", "technique": "majority_vote", "inputs": ["samples"]},

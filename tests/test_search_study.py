@@ -288,6 +288,27 @@ def test_engine_knobs_are_searched_for_wall_time_without_replay(tmp_path: Path, 
     assert best.models["m"].max_batch_size in (2, 8)
 
 
+#: A fake backend whose first call in each process waits until two processes have made one.
+_MEETING_FAKE = """
+import asyncio, os, time
+from pathlib import Path
+
+from fake_backend import FakeBackend
+
+ARRIVED = Path({arrived!r})
+
+
+class SlowFake(FakeBackend):
+    async def complete(self, request, prepared):
+        ARRIVED.mkdir(exist_ok=True)
+        (ARRIVED / str(os.getpid())).touch()
+        deadline = time.monotonic() + 600
+        while len(list(ARRIVED.iterdir())) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return await super().complete(request, prepared)
+"""
+
+
 def test_cli_workers_processes_share_the_study(tmp_path: Path, fake_backend, monkeypatch) -> None:
     # Spawned workers are fresh interpreters: they find the fake backend the way a
     # third-party backend is found, through an entry point on sys.path (spawn passes sys.path on).
@@ -296,8 +317,9 @@ def test_cli_workers_processes_share_the_study(tmp_path: Path, fake_backend, mon
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: orchestra-fake-backend\nVersion: 0.0\n")
     (info / "entry_points.txt").write_text("[orchestra.backends]\nfake = slow_fake:SlowFake\n")
-    # slow enough that both workers, started together, are still busy when the other arrives
-    (plugin / "slow_fake.py").write_text("from fake_backend import FakeBackend\n\n\nclass SlowFake(FakeBackend):\n    delay = 1.0\n")
+    # Each worker's first call waits until the other worker has made one too: both take part, however
+    # far apart the two processes start (no waiting on a clock; the deadline only ends a broken run).
+    (plugin / "slow_fake.py").write_text(_MEETING_FAKE.format(arrived=str(tmp_path / "arrived")))
     monkeypatch.syspath_prepend(str(plugin))
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     task = write_split_sums(tmp_path / "sums.jsonl", dev=3)

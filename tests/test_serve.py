@@ -109,7 +109,8 @@ def test_max_tokens_caps_all_the_recipes_calls_together(client):
 
 
 def test_requests_run_concurrently_on_one_shared_backend(client):
-    FakeBackend.delay = 0.3
+    # every call waits until four are in the backend at once: reached only if requests run concurrently
+    FakeBackend.hold = lambda request, prompt: FakeBackend.log.max_in_flight < 4
     replies: list = []
 
     def ask(i: int) -> None:

@@ -1,11 +1,8 @@
 """Sparse-activation kernels on synthetic tensors: core neuron selection, thresholds, the CPU
-column-skipping GEMV, the Triton kernel (interpreted), the sparse MLP plugins, the options block."""
+column-skipping GEMV, the Triton kernel (compiled on a GPU, interpreted on a CPU: `triton_device`,
+tests/triton_device.py), the sparse MLP plugins, the options block."""
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: run kernels on the CPU
 
 import pytest
 import torch
@@ -94,16 +91,16 @@ def test_column_skipping_gemv_needs_column_major_weights():
 
 @pytest.mark.parametrize("layout", ["row_major", "column_major"])
 @pytest.mark.parametrize("rows,out_features,in_features", [(1, 96, 48), (3, 130, 70)])
-def test_triton_kernel_equals_torch_reference(layout, rows, out_features, in_features):
-    pytest.importorskip("triton")  # the only reason to skip: the package is missing
+def test_triton_kernel_equals_torch_reference(layout, rows, out_features, in_features, triton_device):
     generator = torch.Generator().manual_seed(3)
     weight = torch.randn(out_features, in_features, generator=generator)
     if layout == "column_major":
         weight = column_major(weight)
     x = torch.randn(rows, in_features, generator=generator)
     for threshold in (0.0, 0.7):
-        got = triton_sparse_gemv.thresholded_linear(x, weight, threshold, block_n=32, block_k=16)
-        torch.testing.assert_close(got, cpu_sparse_gemv.masked_linear(x, weight, threshold), atol=1e-5, rtol=1e-5)
+        got = triton_sparse_gemv.thresholded_linear(x.to(triton_device), weight.to(triton_device), threshold, block_n=32, block_k=16)
+        assert got.device.type == triton_device.type
+        torch.testing.assert_close(got.cpu(), cpu_sparse_gemv.masked_linear(x, weight, threshold), atol=1e-5, rtol=1e-5)
 
 
 # ----- the sparse MLP plugins ---------------------------------------------------------------------
@@ -176,8 +173,7 @@ def test_teal_mlp_at_sparsity_zero_is_exactly_dense(weights):
     assert torch.equal(plugin(1, x, gate_up, down, None), dense_mlp(x, gate_up, down))
 
 
-@pytest.mark.parametrize("kernel", ["columns", "masked"] + (["triton"] if triton_sparse_gemv.available() else []))
-def test_teal_mlp_kernels_agree_with_the_masked_reference(weights, kernel):
+def _teal_mlp_agrees_with_the_masked_reference(weights, kernel: str, device: torch.device) -> None:
     gate_up, down = weights
     thresholds = TealThresholds(0.5, (0.6,) * LAYERS, (0.05,) * LAYERS)
     x = torch.randn(1, 1, HIDDEN, generator=torch.Generator().manual_seed(5))
@@ -185,12 +181,22 @@ def test_teal_mlp_kernels_agree_with_the_masked_reference(weights, kernel):
     gate, up = F.linear(xs, gate_up).chunk(2, dim=-1)
     active = F.silu(gate) * up
     expected = F.linear(torch.where(active.abs() > 0.05, active, 0.0), down)
-    got = TealMLP(thresholds, kernel)(0, x, gate_up, down, None)
+    gate_up, down, x = (t.to(device) for t in (gate_up, down, x))
+    got = TealMLP(thresholds, kernel)(0, x, gate_up, down, None).cpu()
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(got, dense_mlp(x, gate_up, down), atol=1e-3)  # sparsity changed the value
+    assert not torch.allclose(got, dense_mlp(x, gate_up, down).cpu(), atol=1e-3)  # sparsity changed the value
     # prefill (slots given) stays dense
-    prefill = TealMLP(thresholds, kernel)(0, x, gate_up, down, torch.tensor([0]))
+    prefill = TealMLP(thresholds, kernel)(0, x, gate_up, down, torch.tensor([0], device=device))
     assert torch.equal(prefill, dense_mlp(x, gate_up, down))
+
+
+@pytest.mark.parametrize("kernel", ["columns", "masked"])
+def test_teal_mlp_kernels_agree_with_the_masked_reference(weights, kernel):
+    _teal_mlp_agrees_with_the_masked_reference(weights, kernel, torch.device("cpu"))
+
+
+def test_teal_mlp_triton_kernel_agrees_with_the_masked_reference(weights, triton_device):
+    _teal_mlp_agrees_with_the_masked_reference(weights, "triton", triton_device)
 
 
 # ----- the options block ----------------------------------------------------------------------------

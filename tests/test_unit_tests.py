@@ -479,6 +479,7 @@ def test_best_of_n_by_execution_is_the_oracle_selector(coder) -> None:
 def test_unit_test_recipe_on_the_real_model(tmp_path: Path) -> None:
     recipe = load_recipe(ROOT / "recipes/code_unit_tests.yaml")
     data = recipe.model_dump()
+    data["models"] = {alias: {**spec, "dtype": "float32"} for alias, spec in data["models"].items()}
     data["nodes"][0]["params"].update(n=3, max_tokens=96)
     data["nodes"][1]["params"].update(n=2, max_tokens=96)
     data["nodes"][2]["params"]["top_k"] = None
