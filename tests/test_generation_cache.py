@@ -161,3 +161,24 @@ def test_orchestra_run_names_a_damaged_cache_and_recovers_when_asked(tmp_path: P
     assert recovered.exit_code == 0, recovered.output
     [aside] = tmp_path.glob("c.sqlite.corrupt-*")
     assert aside.stat().st_size > 0 and GenerationCache(path).count() == 2 * 4  # the run's samples, afresh
+
+
+def test_serve_and_search_name_a_damaged_cache_in_one_line(tmp_path: Path, fake_backend):
+    from search_fixtures import fake_space, write_split_sums
+
+    path = tmp_path / "c.sqlite"
+    _filled(path)
+    _overwrite(path, 0, 100)
+    recipe = tmp_path / "vote.yaml"
+    recipe.write_text(yaml.safe_dump(vote_recipe()))
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(fake_space()))
+    task = write_split_sums(tmp_path / "s.jsonl", dev=4)
+    served = CliRunner().invoke(app, ["serve", str(recipe), "--cache", str(path), "--port", "0"])
+    searched = CliRunner().invoke(app, ["search", str(space), "--task", task, "--cache", str(path),
+                                        "--out", str(tmp_path / "o")])
+    for result in (served, searched):
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and "Traceback" not in said, said
+        assert f"generation cache {path} is corrupted" in said
+    assert not fake_backend.log.calls

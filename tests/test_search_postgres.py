@@ -93,7 +93,7 @@ def _study(url: str, name: str) -> optuna.Study:
 
 
 def test_two_workers_share_one_study(tmp_path: Path, postgres_url: str) -> None:
-    settings = _settings(tmp_path, postgres_url, "shared", trials=8)
+    settings = _settings(tmp_path, postgres_url, "shared", trials=8, heartbeat_seconds=30)
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     workers = [_worker(settings, i, delay=0.2, barrier=barrier) for i in range(2)]

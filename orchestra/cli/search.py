@@ -80,6 +80,8 @@ def search(
     folder = check_out_folder(out or Path("runs") / f"search-{space_obj.name}")
     folder.mkdir(parents=True, exist_ok=True)
     replay = objective.replays and not no_cache
+    if replay:  # a damaged or unusable cache ends the command now, in one line, not in every worker
+        open_cache(cache).close()
     if not objective.replays and not no_cache:
         console.print("cost is wall time: replay is off (a replayed trial would look free)")
     settings = SearchSettings(

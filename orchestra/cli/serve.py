@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from orchestra.backends import BackendUnavailable
-from orchestra.cli.inputs import load_recipe_or_fail
+from orchestra.cli.inputs import load_recipe_or_fail, open_cache
 from orchestra.models import ModelNotFound
 from orchestra.terminal import console, fail
 
@@ -37,7 +37,6 @@ def serve(
 
     import uvicorn
 
-    from orchestra.cache import GenerationCache
     from orchestra.server import ServeSettings, create_app
 
     loaded = [load_recipe_or_fail(path) for path in recipes]
@@ -55,7 +54,7 @@ def serve(
         raise fail(str(err)) from None
     address = _bound_socket(host, port)
     with address:
-        store = GenerationCache(cache) if cache else None
+        store = open_cache(cache) if cache else None
         try:
             with console.status("loading models..."):
                 application = create_app(loaded, settings, store)
