@@ -3,6 +3,9 @@
 #   make quickstart   set up, then run recipes/quickstart.yaml against recipes/greedy.yaml on 200
 #                     problems, replaying the model's samples from recipes/replay/quickstart.sqlite.gz
 #   make test         set up, then run the whole test suite (real-model tests included)
+#   make llama-server build llama.cpp's native server into .venv/bin/llama-server: the engine
+#                     benchmark's peer (bench/decode_throughput.py runs it when needed); not part of
+#                     `make test`, as it compiles llama.cpp a second time (see the script)
 #
 # `setup` is keyed on pyproject.toml: once done, it is a no-op until that file
 # (or scripts/install-torch.sh) changes. Delete .venv/.setup-stamp to force it.
@@ -19,7 +22,7 @@ QUICKSTART_TASK := reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_di
 REPLAY ?= recipes/replay/quickstart.sqlite.gz
 
 .DEFAULT_GOAL := help
-.PHONY: help setup quickstart test clean distclean
+.PHONY: help setup quickstart test llama-server clean distclean
 
 help: ## List the targets
 	@echo "orchestra make targets:"
@@ -47,6 +50,9 @@ endif
 
 test: setup ## Run the whole test suite (PYTEST_ARGS="-k ..." to narrow it)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+llama-server: setup ## Build llama.cpp's native llama-server into .venv/bin (once; a no-op afterwards)
+	bash scripts/build-llama-server.sh $(PY)
 
 clean: ## Remove build outputs and caches (keeps .venv and runs/)
 	rm -rf build dist *.egg-info .pytest_cache
