@@ -193,22 +193,35 @@ class _CompletionServer:
             time.sleep(0.3)
         raise TimeoutError(f"{self.label} did not start in {timeout:.0f} s (log: {self.log_path})")
 
+    #: Whether one request may ask for `n` samples of a prompt (the prompt then computed once).
+    accepts_n = False
+
     def body(self, prompt: str, tokens: int, temperature: float, seed: int) -> dict:
         raise NotImplementedError
 
     def run(self, prompts: list[str], n: int, tokens: int, temperature: float) -> tuple[float, int]:
-        """All `len(prompts) * n` requests sent at once; seconds until the last answer, completion tokens."""
+        """All samples asked for at once (one request per sample, or per prompt with `n` where the
+        server takes it); seconds until the last answer, and the completion tokens."""
         import httpx
 
-        async def one(client, prompt: str, seed: int) -> int:
-            response = await client.post(f"{self.url}/v1/completions", json=self.body(prompt, tokens, temperature, seed))
+        async def one(client, prompt: str, seed: int, count: int) -> int:
+            body = self.body(prompt, tokens, temperature, seed) | ({"n": count} if count > 1 else {})
+            response = await client.post(f"{self.url}/v1/completions", json=body)
             response.raise_for_status()
-            return response.json()["usage"]["completion_tokens"]
+            answer = response.json()
+            if count == 1:
+                return answer["usage"]["completion_tokens"]
+            # llama-server's usage covers the first choice only; every choice ran to max_tokens (ignore_eos)
+            assert len(answer["choices"]) == count and all(c["finish_reason"] == "length" for c in answer["choices"])
+            return answer["usage"]["completion_tokens"] * count
+
+        requests = ([(p, 0, n) for p in prompts] if self.accepts_n
+                    else [(p, i, 1) for p in prompts for i in range(n)])
 
         async def everything() -> list[int]:
-            limits = httpx.Limits(max_connections=len(prompts) * n)
+            limits = httpx.Limits(max_connections=len(requests))
             async with httpx.AsyncClient(timeout=None, limits=limits) as client:
-                return await asyncio.gather(*(one(client, p, i) for p in prompts for i in range(n)))
+                return await asyncio.gather(*(one(client, *request) for request in requests))
 
         began = time.perf_counter()
         counts = asyncio.run(everything())
@@ -225,10 +238,13 @@ class _CompletionServer:
 class NativeLlamaServer(_CompletionServer):
     """llama.cpp's own C++ `llama-server`: `slots` parallel sequences decoded together (continuous batching).
 
-    Exactly `tokens` tokens: `ignore_eos`. No prompt cache across requests (`cache_prompt: false`),
-    as the engine's prefix cache is cleared before each timed run; min-p off, like the other contenders."""
+    Best-of-N is one request with `n` (llama-server computes the prompt once and copies it to the
+    other slots, seeding each), as the engine shares a prompt's prefill across its samples. Exactly
+    `tokens` tokens: `ignore_eos`. No prompt cache across requests (`cache_prompt: false`), as the
+    engine's prefix cache is cleared before each timed run; min-p off, like the other contenders."""
 
     ready_path = "/health"
+    accepts_n = True
 
     def __init__(self, binary: Path, gguf: Path, threads: int, slots: int, context_per_slot: int, log_path: Path):
         self.port = self._free_port()
@@ -327,7 +343,8 @@ def contenders(
         return *run_hf_batched(backend.model, backend.tokenizer, prompts, n, tokens, temperature), "", {}
 
     def server_run(server: _CompletionServer) -> Callable[[], Timed]:
-        return lambda: (*server.run(texts, n, tokens, temperature), f"{len(texts) * n} concurrent requests", {})
+        shape = f"{len(texts)} concurrent request(s) of n={n}" if server.accepts_n and n > 1 else f"{len(texts) * n} concurrent requests"
+        return lambda: (*server.run(texts, n, tokens, temperature), shape, {})
 
     return [
         (f"orchestra engine ({backend.dtype})", engine),
