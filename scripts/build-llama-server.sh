@@ -38,10 +38,14 @@ if [[ -x $BINARY && -f $STAMP && $(cat "$STAMP") == "$wanted" ]]; then
     exit 0
 fi
 
-rm -rf "$WORK"
-mkdir -p "$WORK"
-"$PY" -m pip download --quiet --no-deps --no-binary :all: -d "$WORK" "llama-cpp-python==$version"
-tar -xzf "$WORK"/llama_cpp_python-"$version".tar.gz -C "$WORK"
+# An interrupted build resumes: the unpacked sources and the build tree stay until it succeeds.
+if [[ ! -f $WORK/$version.unpacked ]]; then
+    rm -rf "$WORK"
+    mkdir -p "$WORK"
+    "$PY" -m pip download --quiet --no-deps --no-binary :all: -d "$WORK" "llama-cpp-python==$version"
+    tar -xzf "$WORK"/llama_cpp_python-"$version".tar.gz -C "$WORK"
+    touch "$WORK/$version.unpacked"
+fi
 source_dir=$WORK/llama_cpp_python-$version/vendor/llama.cpp
 # The sdist has no git history: the vendored commit is the one its changelog names for this release.
 commit=$(awk -v v="## [$version]" '$0 == v {found=1; next} found && /^## \[/ {exit}

@@ -28,36 +28,50 @@ pytestmark = pytest.mark.model
 TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
 
 
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    """`python -m llama_cpp.server` on a free loopback port, serving the default model's GGUF.
+NATIVE_SERVER = Path(sys.executable).parent / "llama-server"
+
+
+def _peer_command(peer: str, gguf: Path, port: int) -> list[str]:
+    if peer == "llama-cpp-python":
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "2048",
+                "--verbose", "False", "--model_alias", DEFAULT_MODEL]
+    if not NATIVE_SERVER.exists():
+        pytest.skip(f"llama.cpp's native server is not built ({NATIVE_SERVER}): `make llama-server` builds it; "
+                    "`make test` does not, as that compiles llama.cpp a second time")
+    return [str(NATIVE_SERVER), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+            "--threads", "1", "--threads-batch", "1", "--ctx-size", "4096", "--parallel", "2", "--no-webui",
+            "--alias", DEFAULT_MODEL]
+
+
+@pytest.fixture(scope="module", params=["llama-cpp-python", "llama-server"])
+def llama_server(request, tmp_path_factory):
+    """A real llama.cpp peer on a free loopback port, serving the default model's GGUF: llama-cpp-python's
+    Python server (`python -m llama_cpp.server`, in the `test` extra), and llama.cpp's native C++
+    `llama-server` where `make llama-server` built it (.venv/bin/llama-server).
 
     One thread: on a 2-core machine that also runs the tests (and maybe other jobs),
     llama.cpp's spinning thread pool at 2 threads measured 10-100x slower than at 1."""
     source = resolve(DEFAULT_MODEL)
     gguf = Path(source.path) / (source.gguf_file or "")
     port = free_port()
+    command = _peer_command(request.param, gguf, port)
     log = tmp_path_factory.mktemp("llama") / "server.log"
     with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-             "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "2048", "--verbose", "False",
-             "--model_alias", DEFAULT_MODEL],
-            stdout=sink, stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
-                pytest.fail(f"llama.cpp server exited with {process.returncode}: {log.read_text()[-2000:]}")
+                pytest.fail(f"{request.param} exited with {process.returncode}: {log.read_text()[-2000:]}")
             try:
                 if httpx.get(url + "/models", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server did not start in 120 s: {log.read_text()[-2000:]}")
+                pytest.fail(f"{request.param} did not start in 120 s: {log.read_text()[-2000:]}")
             time.sleep(0.3)
         yield url
     finally:
