@@ -256,8 +256,13 @@ class NativeLlamaServer(_CompletionServer):
                           *self.flags], log_path)
 
     def version(self) -> str:
+        """`llama-server --version`, and where its llama.cpp library comes from (built in, or a shared one)."""
         done = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True, timeout=60)
-        return " ".join((done.stdout + done.stderr).split())
+        linked = subprocess.run(["ldd", str(self.binary)], capture_output=True, text=True, timeout=60).stdout
+        shared = [line.split("=>")[1].split("(")[0].strip() for line in linked.splitlines()
+                  if "libllama.so" in line and "=>" in line]
+        library = f"libllama from {shared[0]}" if shared else "llama.cpp linked in statically"
+        return f"{' '.join((done.stdout + done.stderr).split())}; {library}"
 
     def body(self, prompt: str, tokens: int, temperature: float, seed: int) -> dict:
         return {"prompt": prompt, "max_tokens": tokens, "ignore_eos": True, "cache_prompt": False,
