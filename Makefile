@@ -5,7 +5,7 @@
 #   make test         set up, then run the whole test suite (real-model tests included)
 #   make llama-server build llama.cpp's native server into .venv/bin/llama-server: the engine
 #                     benchmark's peer (bench/decode_throughput.py runs it when needed); not part of
-#                     `make test`, as it compiles llama.cpp a second time (see the script)
+#                     `make test`: it compiles llama-server's own ~70 files (see the script)
 #
 # `setup` is keyed on pyproject.toml: once done, it is a no-op until that file
 # (or scripts/install-torch.sh) changes. Delete .venv/.setup-stamp to force it.

@@ -45,7 +45,7 @@ def _peer_command(peer: str, gguf: Path, port: int) -> list[str]:
                 "--verbose", "False", "--model_alias", DEFAULT_MODEL]
     if not NATIVE_SERVER.exists():
         pytest.skip(f"llama.cpp's native server is not built ({NATIVE_SERVER}): `make llama-server` builds it; "
-                    "`make test` does not, as that compiles llama.cpp a second time")
+                    "`make test` does not, as that compiles llama-server's own ~70 files")
     return [str(NATIVE_SERVER), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
             "--threads", "1", "--threads-batch", "1", "--ctx-size", "4096", "--parallel", "2", "--no-webui",
             "--alias", DEFAULT_MODEL]
