@@ -291,7 +291,7 @@ class PythonLlamaServer(_CompletionServer):
 
 def native_server_binary() -> Path:
     """`.venv/bin/llama-server`, built by scripts/build-llama-server.sh (a no-op when already built)."""
-    binary = Path(sys.executable).parent / "llama-server"
+    binary = Path(os.path.abspath(sys.executable)).parent / "llama-server"
     script = Path(__file__).resolve().parent.parent / "scripts" / "build-llama-server.sh"
     log("llama-server: scripts/build-llama-server.sh (cached after the first build)")
     subprocess.run(["bash", str(script), sys.executable], check=True)
