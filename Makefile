@@ -2,10 +2,11 @@
 #
 #   make quickstart   set up, then run recipes/quickstart.yaml against recipes/greedy.yaml on 200
 #                     problems, replaying the model's samples from recipes/replay/quickstart.sqlite.gz
-#   make test         set up, then run the whole test suite (real-model tests included)
-#   make llama-server build llama.cpp's native server into .venv/bin/llama-server: the engine
-#                     benchmark's peer (bench/decode_throughput.py runs it when needed); not part of
-#                     `make test`: it compiles llama-server's own ~70 files (see the script)
+#   make test         set up and build llama-server, then run the whole test suite (real-model tests
+#                     and both llama.cpp peers included)
+#   make llama-server build llama.cpp's native server into .venv/bin/llama-server: a peer of the
+#                     openai backend's tests and of the engine benchmark (5.5 min once on 2 cores: it
+#                     compiles llama-server's own ~70 files; see scripts/build-llama-server.sh)
 #
 # `setup` is keyed on pyproject.toml: once done, it is a no-op until that file
 # (or scripts/install-torch.sh) changes. Delete .venv/.setup-stamp to force it.
@@ -48,7 +49,7 @@ else
 		--cache $(VENV)/quickstart-replay.sqlite
 endif
 
-test: setup ## Run the whole test suite (PYTEST_ARGS="-k ..." to narrow it)
+test: setup llama-server ## Run the whole test suite (PYTEST_ARGS="-k ..." to narrow it)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 llama-server: setup ## Build llama.cpp's native llama-server into .venv/bin (once; a no-op afterwards)

@@ -16,12 +16,12 @@
 # llama.cpp peers run the same llama.cpp commit and the same compute kernels,
 # and differ only in the server in front of them.
 #
-# Cost: compiling all of llama.cpp for `llama-server` (206 steps) managed 44 in
-# 15 min on this project's 2-core machine under a load average of 6-16; the
-# server's own 71 files took 12 min there at -O1. -O1 because none of it is on
-# the per-token compute path, which lives in the libraries. Too slow for
-# `make test` all the same: `make llama-server` runs this; the engine benchmark
-# runs it when needed.
+# Cost, on this project's 2-core machine: compiling all of llama.cpp for
+# `llama-server` (206 steps) managed 44 in 15 min under a load average of 6-16;
+# this script took 5.5 min from scratch at load 2-3 (-O1: none of the server's
+# own code is on the per-token compute path, which lives in the libraries).
+# `make llama-server` runs it, and `make test` before the tests; the engine
+# benchmark runs it when needed.
 #
 # Cached: a second run is a no-op while the installed llama-cpp-python version
 # and this script's flags are unchanged (.venv/llama-server.stamp records them;

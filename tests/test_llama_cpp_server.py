@@ -44,8 +44,8 @@ def _peer_command(peer: str, gguf: Path, port: int) -> list[str]:
                 "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "2048",
                 "--verbose", "False", "--model_alias", DEFAULT_MODEL]
     if not NATIVE_SERVER.exists():
-        pytest.skip(f"llama.cpp's native server is not built ({NATIVE_SERVER}): `make llama-server` builds it; "
-                    "`make test` does not, as that compiles llama-server's own ~70 files")
+        pytest.skip(f"llama.cpp's native server is not built ({NATIVE_SERVER}): `make llama-server` "
+                    "(which `make test` runs first) builds it")
     return [str(NATIVE_SERVER), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
             "--threads", "1", "--threads-batch", "1", "--ctx-size", "4096", "--parallel", "2", "--no-webui",
             "--alias", DEFAULT_MODEL]
@@ -55,7 +55,7 @@ def _peer_command(peer: str, gguf: Path, port: int) -> list[str]:
 def llama_server(request, tmp_path_factory):
     """A real llama.cpp peer on a free loopback port, serving the default model's GGUF: llama-cpp-python's
     Python server (`python -m llama_cpp.server`, in the `test` extra), and llama.cpp's native C++
-    `llama-server` where `make llama-server` built it (.venv/bin/llama-server).
+    `llama-server` that `make llama-server` (part of `make test`) builds into .venv/bin.
 
     One thread: on a 2-core machine that also runs the tests (and maybe other jobs),
     llama.cpp's spinning thread pool at 2 threads measured 10-100x slower than at 1."""
