@@ -2,7 +2,11 @@
 #
 #   make quickstart   set up, then run recipes/quickstart.yaml against recipes/greedy.yaml on 200
 #                     problems, replaying the model's samples from recipes/replay/quickstart.sqlite.gz
-#   make test         set up, then run the whole test suite (real-model tests included)
+#   make test         set up and build llama-server, then run the whole test suite (real-model tests
+#                     and both llama.cpp peers included)
+#   make llama-server build llama.cpp's native server into .venv/bin/llama-server: a peer of the
+#                     openai backend's tests and of the engine benchmark (5.5 min once on 2 cores: it
+#                     compiles llama-server's own ~70 files; see scripts/build-llama-server.sh)
 #
 # `setup` is keyed on pyproject.toml: once done, it is a no-op until that file
 # (or scripts/install-torch.sh) changes. Delete .venv/.setup-stamp to force it.
@@ -19,7 +23,7 @@ QUICKSTART_TASK := reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_di
 REPLAY ?= recipes/replay/quickstart.sqlite.gz
 
 .DEFAULT_GOAL := help
-.PHONY: help setup quickstart test clean distclean
+.PHONY: help setup quickstart test llama-server clean distclean
 
 help: ## List the targets
 	@echo "orchestra make targets:"
@@ -45,8 +49,11 @@ else
 		--cache $(VENV)/quickstart-replay.sqlite
 endif
 
-test: setup ## Run the whole test suite (PYTEST_ARGS="-k ..." to narrow it)
+test: setup llama-server ## Run the whole test suite (PYTEST_ARGS="-k ..." to narrow it)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+llama-server: setup ## Build llama.cpp's native llama-server into .venv/bin (once; a no-op afterwards)
+	bash scripts/build-llama-server.sh $(PY)
 
 clean: ## Remove build outputs and caches (keeps .venv and runs/)
 	rm -rf build dist *.egg-info .pytest_cache

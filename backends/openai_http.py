@@ -256,8 +256,8 @@ class OpenAIBackend(Backend):
             body["messages"] = [m.model_dump() for m in request.messages or ()]
             if self._continues(request):  # only with `continue_final_message` (see _uses_chat)
                 body["continue_final_message"], body["add_generation_prompt"] = True, False
-            if wants_logprobs or top:  # top_logprobs=0 still matters: llama.cpp sends none without it
-                body["logprobs"], body["top_logprobs"] = True, top
+            if wants_logprobs or top:  # llama-cpp-python sends none without top_logprobs, llama-server none at 0
+                body["logprobs"], body["top_logprobs"] = True, max(1, top)
             return "/chat/completions", body
         body["prompt"] = request.prompt if request.prompt is not None else self._continuation_prompt(request)
         if wants_logprobs or top:

@@ -1,12 +1,14 @@
-"""Benchmark the local inference engine against Hugging Face `generate` and llama.cpp's server.
+"""Benchmark the local inference engine against Hugging Face `generate` and llama.cpp.
 
 Every comparison runs side by side in one process and one run, on the default
 model, so the ratios hold even on a busy machine whose absolute speed drifts:
 
 1. best-of-N (default 16 samples x 128 new tokens, one prompt):
    the engine, HF `generate` one sample at a time, HF `generate` batched
-   (`num_return_sequences`), and llama.cpp's OpenAI server (same GGUF file, same
-   thread count) sent N concurrent requests;
+   (`num_return_sequences`), llama.cpp's native C++ `llama-server` (one slot per
+   concurrent request, continuous batching) and llama-cpp-python's Python server
+   (which decodes one request at a time), both on the same GGUF with the same
+   thread count and sent N concurrent requests;
 2. M concurrent requests with different prompts (default 32), same contenders;
 3. batch-1 decode: tokens/s of the engine and of HF, against the memory-bandwidth
    limit (weight bytes read per token / measured read bandwidth), and the
@@ -14,13 +16,18 @@ model, so the ratios hold even on a busy machine whose absolute speed drifts:
 4. on a GPU: the engine's batch-1 and best-of-N decode with and without CUDA graphs.
 
 Every contender generates exactly the same number of tokens (EOS is suppressed
-until the limit: `min_tokens` / `min_new_tokens`), so tokens/s compare like
-with like. Run:
+until the limit: `min_tokens` / `min_new_tokens` / `ignore_eos`), so tokens/s
+compare like with like. Every contender is warmed up in each scenario's shape
+before anything is timed, and the timed rounds alternate the contenders' order.
+The native server is `.venv/bin/llama-server`, built from the llama.cpp sources
+that llama-cpp-python vendors by `make llama-server` (scripts/build-llama-server.sh),
+which this script runs when needed. Run:
 
     .venv/bin/python bench/decode_throughput.py          # the full comparison (several minutes)
     .venv/bin/python bench/decode_throughput.py --quick  # fewer tokens, HF one-at-a-time timed on a subset
 
-The table is printed and written (markdown + JSON) under bench/results/.
+The table is printed and written (markdown + JSON) under bench/results/, with the
+date, the machine, the load average and exactly which peers ran.
 """
 
 from __future__ import annotations
@@ -33,12 +40,15 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import torch
+import transformers
 
 from orchestra.backends.local import LocalBackend
 from orchestra.backends.local_engine import SamplingParams
@@ -142,20 +152,31 @@ def _hf_settings(tokens: int, temperature: float) -> dict:
     return settings
 
 
-class LlamaCppServer:
-    """llama-cpp-python's OpenAI-compatible server in a subprocess, on a free local port."""
+class _CompletionServer:
+    """An OpenAI-compatible completion server in a subprocess on a free loopback port.
 
-    def __init__(self, gguf: Path, threads: int, context: int = 4096):
+    Subclasses say how to start it (`command`) and how to ask it for exactly
+    `tokens` new tokens (`body`); timing, readiness and shutdown are shared."""
+
+    label = ""
+    ready_path = "/v1/models"
+
+    def __init__(self, command: list[str], log_path: Path):
+        self.command = command
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w") as sink:
+            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+
+    @staticmethod
+    def _free_port() -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        command = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-            "--port", str(self.port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-            "--n_ctx", str(context), "--verbose", "False",
-        ]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.url = f"http://127.0.0.1:{self.port}"
+            return probe.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         import httpx
@@ -163,28 +184,44 @@ class LlamaCppServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited: {self.process.stderr.read()[-2000:]}")
+                raise RuntimeError(f"{self.label} exited: {self.log_path.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        raise TimeoutError("llama.cpp server did not start")
+        raise TimeoutError(f"{self.label} did not start in {timeout:.0f} s (log: {self.log_path})")
+
+    #: Whether one request may ask for `n` samples of a prompt (the prompt then computed once).
+    accepts_n = False
+
+    def body(self, prompt: str, tokens: int, temperature: float, seed: int) -> dict:
+        raise NotImplementedError
 
     def run(self, prompts: list[str], n: int, tokens: int, temperature: float) -> tuple[float, int]:
+        """All samples asked for at once (one request per sample, or per prompt with `n` where the
+        server takes it); seconds until the last answer, and the completion tokens."""
         import httpx
 
-        async def one(client, prompt: str, seed: int) -> int:
-            body = {"prompt": prompt, "max_tokens": tokens, "min_tokens": tokens, "temperature": temperature,
-                    "top_p": 0.95 if temperature else 1.0, "top_k": 0, "seed": seed}
+        async def one(client, prompt: str, seed: int, count: int) -> int:
+            body = self.body(prompt, tokens, temperature, seed) | ({"n": count} if count > 1 else {})
             response = await client.post(f"{self.url}/v1/completions", json=body)
             response.raise_for_status()
-            return response.json()["usage"]["completion_tokens"]
+            answer = response.json()
+            if count == 1:
+                return answer["usage"]["completion_tokens"]
+            # llama-server's usage covers the first choice only; every choice ran to max_tokens (ignore_eos)
+            assert len(answer["choices"]) == count and all(c["finish_reason"] == "length" for c in answer["choices"])
+            return answer["usage"]["completion_tokens"] * count
+
+        requests = ([(p, 0, n) for p in prompts] if self.accepts_n
+                    else [(p, i, 1) for p in prompts for i in range(n)])
 
         async def everything() -> list[int]:
-            async with httpx.AsyncClient(timeout=None) as client:
-                return await asyncio.gather(*(one(client, p, i) for p in prompts for i in range(n)))
+            limits = httpx.Limits(max_connections=len(requests))
+            async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+                return await asyncio.gather(*(one(client, *request) for request in requests))
 
         began = time.perf_counter()
         counts = asyncio.run(everything())
@@ -196,6 +233,78 @@ class LlamaCppServer:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+class NativeLlamaServer(_CompletionServer):
+    """llama.cpp's own C++ `llama-server`: `slots` parallel sequences decoded together (continuous batching).
+
+    Best-of-N is one request with `n` (llama-server computes the prompt once and copies it to the
+    other slots, seeding each), as the engine shares a prompt's prefill across its samples. Exactly
+    `tokens` tokens: `ignore_eos`. No prompt cache across requests (`cache_prompt: false`), as the
+    engine's prefix cache is cleared before each timed run; min-p off, like the other contenders."""
+
+    ready_path = "/health"
+    accepts_n = True
+
+    def __init__(self, binary: Path, gguf: Path, threads: int, slots: int, context_per_slot: int, log_path: Path):
+        self.port = self._free_port()
+        self.flags = ["--threads", str(threads), "--threads-batch", str(threads), "--parallel", str(slots),
+                      "--cont-batching", "--ctx-size", str(slots * context_per_slot), "--no-webui"]
+        self.binary = binary
+        self.label = f"llama.cpp llama-server ({slots} slots, continuous batching)"
+        super().__init__([str(binary), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(self.port),
+                          *self.flags], log_path)
+
+    def version(self) -> str:
+        """`llama-server --version`, and where its llama.cpp library comes from (built in, or a shared one)."""
+        done = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True, timeout=60)
+        linked = subprocess.run(["ldd", str(self.binary)], capture_output=True, text=True, timeout=60).stdout
+        shared = [line.split("=>")[1].split("(")[0].strip() for line in linked.splitlines()
+                  if "libllama.so" in line and "=>" in line]
+        library = f"libllama from {shared[0]}" if shared else "llama.cpp linked in statically"
+        return f"{' '.join((done.stdout + done.stderr).split())}; {library}"
+
+    def body(self, prompt: str, tokens: int, temperature: float, seed: int) -> dict:
+        return {"prompt": prompt, "max_tokens": tokens, "ignore_eos": True, "cache_prompt": False,
+                "temperature": temperature, "top_p": 0.95 if temperature else 1.0, "top_k": 0, "min_p": 0.0,
+                "seed": seed}
+
+
+class PythonLlamaServer(_CompletionServer):
+    """llama-cpp-python's Python OpenAI server (`python -m llama_cpp.server`): one llama.cpp context
+    behind a lock, so it decodes one request at a time whatever the concurrency. Exactly `tokens`
+    tokens: `min_tokens`."""
+
+    label = "llama-cpp-python server (one request at a time)"
+
+    def __init__(self, gguf: Path, threads: int, context: int, log_path: Path):
+        self.port = self._free_port()
+        self.flags = ["--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(context),
+                      "--verbose", "False"]
+        super().__init__([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                          "--port", str(self.port), *self.flags], log_path)
+
+    def body(self, prompt: str, tokens: int, temperature: float, seed: int) -> dict:
+        return {"prompt": prompt, "max_tokens": tokens, "min_tokens": tokens, "temperature": temperature,
+                "top_p": 0.95 if temperature else 1.0, "top_k": 0, "min_p": 0.0, "seed": seed}
+
+
+def native_server_binary() -> Path:
+    """`.venv/bin/llama-server`, built by scripts/build-llama-server.sh (a no-op when already built)."""
+    binary = Path(os.path.abspath(sys.executable)).parent / "llama-server"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "build-llama-server.sh"
+    log("llama-server: scripts/build-llama-server.sh (cached after the first build)")
+    subprocess.run(["bash", str(script), sys.executable], check=True)
+    return binary
+
+
+def gguf_description(gguf: Path) -> str:
+    """The file's name and its quantisation as the GGUF header states it."""
+    import gguf as gguf_format
+
+    field = gguf_format.GGUFReader(gguf).fields["general.file_type"]
+    file_type = gguf_format.LlamaFileType(int(field.parts[field.data[0]][0])).name
+    return f"{gguf.name} ({file_type}, {gguf.stat().st_size / 2**20:.0f} MiB)"
 
 
 def read_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
@@ -213,32 +322,69 @@ def read_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
 # ----- scenarios ------------------------------------------------------------------------------
 
 
-def compare(
-    scenario: str,
+Timed = tuple[float, int, str, dict]  # seconds, tokens produced, note, extra facts
+
+
+def contenders(
     backend: LocalBackend,
-    server: LlamaCppServer | None,
+    servers: list[_CompletionServer],
     prompts: list[list[int]],
     n: int,
     tokens: int,
     temperature: float,
     serial_limit: int | None,
-) -> list[Row]:
-    tokenizer = backend.tokenizer
+) -> list[tuple[str, Callable[[], Timed]]]:
+    """Every contender of a scenario as (label, run): the engine first (the reference of the speed-ups)."""
+    texts = [backend.tokenizer.decode(ids) for ids in prompts]
+
+    def engine() -> Timed:
+        seconds, produced, extra = run_engine(backend, prompts, n, tokens, temperature)
+        return seconds, produced, "", extra
+
+    def hf_serial() -> Timed:
+        return *run_hf_serial(backend.model, prompts, n, tokens, temperature, serial_limit), {}
+
+    def hf_batched() -> Timed:
+        return *run_hf_batched(backend.model, backend.tokenizer, prompts, n, tokens, temperature), "", {}
+
+    def server_run(server: _CompletionServer) -> Callable[[], Timed]:
+        shape = f"{len(texts)} concurrent request(s) of n={n}" if server.accepts_n and n > 1 else f"{len(texts) * n} concurrent requests"
+        return lambda: (*server.run(texts, n, tokens, temperature), shape, {})
+
+    return [
+        (f"orchestra engine ({backend.dtype})", engine),
+        ("HF generate, one at a time", hf_serial),
+        ("HF generate, batched", hf_batched),
+        *((server.label, server_run(server)) for server in servers),
+    ]
+
+
+def warm_up(backend: LocalBackend, servers: list[_CompletionServer], prompts: list[list[int]], n: int) -> None:
+    """Each contender once, in the scenario's shape but 4 tokens: lazy initialisation, allocator growth,
+    thread pools and the servers' slots are paid before anything is timed (not only the engine's)."""
+    for label, run in contenders(backend, servers, prompts, n, 4, 0.7, 1):
+        log(f"warm-up: {label}")
+        run()
+
+
+def compare(scenario: str, runs: list[tuple[str, Callable[[], Timed]]], rounds: int, first: int) -> list[Row]:
+    """`rounds` rounds of every contender, the order reversed every other round (round `first` forward),
+    so no contender always runs first or last on a machine whose speed drifts. Each contender's row is
+    its fastest round; every round's tok/s and the 1-minute load average before it are kept in `extra`."""
+    seen: dict[str, list[tuple[Timed, float]]] = {label: [] for label, _ in runs}
+    for round_ in range(rounds):
+        order = runs if (round_ + first) % 2 == 0 else runs[::-1]
+        for label, run in order:
+            load = os.getloadavg()[0]
+            log(f"{scenario}: {label} (round {round_ + 1}/{rounds}, load {load:.1f})")
+            seen[label].append((run(), load))
     rows = []
-    log(f"{scenario}: engine")
-    seconds, produced, extra = run_engine(backend, prompts, n, tokens, temperature)
-    rows.append(Row(scenario, f"orchestra engine ({backend.dtype})", seconds, produced, extra=extra))
-    log(f"{scenario}: HF generate, one sample at a time")
-    seconds, produced, note = run_hf_serial(backend.model, prompts, n, tokens, temperature, serial_limit)
-    rows.append(Row(scenario, "HF generate, one at a time", seconds, produced, note))
-    log(f"{scenario}: HF generate, batched")
-    seconds, produced = run_hf_batched(backend.model, tokenizer, prompts, n, tokens, temperature)
-    rows.append(Row(scenario, "HF generate, batched", seconds, produced))
-    if server is not None:
-        log(f"{scenario}: llama.cpp server")
-        texts = [tokenizer.decode(ids) for ids in prompts]
-        seconds, produced = server.run(texts, n, tokens, temperature)
-        rows.append(Row(scenario, f"llama.cpp server ({len(prompts) * n} requests)", seconds, produced))
+    for label, timings in seen.items():
+        (seconds, produced, note, extra), load = max(timings, key=lambda t: t[0][1] / t[0][0])
+        rounds_tok_s = [round(t[1] / t[0], 1) for t, _ in timings]
+        loads = [round(load, 1) for _, load in timings]
+        rows.append(Row(scenario, label, seconds, produced, note,
+                        extra | {"rounds_tok_s": rounds_tok_s, "load_1min": loads}))
     return rows
 
 
@@ -331,7 +477,14 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="engine dtype: auto (measured), float32, bfloat16")
     parser.add_argument("--serial-limit", type=int, default=None,
                         help="time only this many HF one-at-a-time calls per scenario and scale (they run in sequence)")
-    parser.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp's server")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="timed rounds per scenario, the contenders' order reversed every other round")
+    parser.add_argument("--no-llama-cpp", action="store_true", help="skip both llama.cpp servers")
+    parser.add_argument("--no-python-server", action="store_true",
+                        help="skip llama-cpp-python's server (one request at a time), keep the native llama-server")
+    parser.add_argument("--llama-server", type=Path, default=None,
+                        help="the native llama-server binary (default: .venv/bin/llama-server, built on demand "
+                             "by scripts/build-llama-server.sh)")
     parser.add_argument("--quick", action="store_true", help="32 tokens, 8 concurrent prompts, serial limit 4")
     parser.add_argument("--out", type=Path, default=None, help="markdown report path (default bench/results/decode_throughput-TIME.md)")
     args = parser.parse_args()
@@ -341,6 +494,13 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
+    header = {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python", *sys.argv]),
+        "machine": f"{platform.node()}: {_cpu_name()}, {os.cpu_count()} logical CPUs, "
+                   f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
+        "load average at start (1, 5, 15 min)": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
     spec = ModelSpec(dtype=args.dtype, max_batch_size=max(64, args.samples, args.concurrent))
     log(f"loading the engine ({args.dtype})")
     backend = LocalBackend(spec)
@@ -351,65 +511,77 @@ def main() -> None:
     best_of = [chat_ids(tokenizer, BEST_OF_PROMPT)]
     different = [chat_ids(tokenizer, q) for q in questions]
 
-    server = None
-    note = ""
-    if not args.no_llama_cpp:
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError:
-            note = "llama.cpp skipped: llama-cpp-python[server] is not installed"
-            log(note)
-        else:
-            source = resolve(spec.model)
-            server = LlamaCppServer(Path(source.path) / source.gguf_file, threads)
-            server.wait_ready()
-    header = {
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["python", *sys.argv]),
+    source = resolve(spec.model)
+    gguf = Path(source.path) / (source.gguf_file or "")
+    logs = Path(tempfile.mkdtemp(prefix="decode-throughput-"))
+    servers: list[_CompletionServer] = []
+    header |= {
         "model": spec.model,
-        "engine dtype": backend.dtype,
-        "HF dtype": backend.dtype + " (the same model object)",
-        "device": str(backend.device),
-        "cpu": _cpu_name(),
-        "threads (torch and llama.cpp)": threads,
+        "engine": f"orchestra engine, {backend.dtype}, on {backend.device}",
+        "HF generate": f"transformers {transformers.__version__}, {backend.dtype}, the engine's model object",
+        "threads (torch and both llama.cpp servers)": threads,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "load average at start (1 min)": round(os.getloadavg()[0], 1),
     }
-    if note:
-        header["note"] = note
+    if not args.no_llama_cpp:
+        slots = max(args.samples, args.concurrent)
+        longest = max(len(ids) for ids in best_of + different)
+        per_slot = -(-(longest + args.tokens + 64) // 256) * 256
+        native = NativeLlamaServer(args.llama_server or native_server_binary(), gguf, threads, slots, per_slot,
+                                   logs / "llama-server.log")
+        servers.append(native)
+        header["GGUF (both llama.cpp servers)"] = gguf_description(gguf)
+        header["native peer"] = (f"{native.binary} ({native.version()}), flags: {' '.join(native.flags)}; "
+                                 "requests: ignore_eos, cache_prompt false, min_p 0")
+        try:
+            import llama_cpp
+        except ImportError:
+            header["llama-cpp-python server"] = "skipped: llama-cpp-python[server] is not installed"
+        else:
+            if not args.no_python_server:
+                python_server = PythonLlamaServer(gguf, threads, 4096, logs / "llama-cpp-python-server.log")
+                servers.append(python_server)
+                header["llama-cpp-python server"] = (f"llama-cpp-python {llama_cpp.__version__}, "
+                                                     f"python -m llama_cpp.server {' '.join(python_server.flags)}; "
+                                                     "requests: min_tokens, min_p 0")
+        for server in servers:
+            server.wait_ready()
+    header["timing"] = (f"every contender warmed up in each scenario's shape first; {args.rounds} timed round(s) per "
+                        "scenario, order reversed every other round; a row is its contender's fastest round")
     rows: list[Row] = []
     facts: dict = {}
     try:
-        log("warm-up")
-        backend.engine.generate(best_of[0], SamplingParams(max_tokens=4), n=2)
-        if server is not None:
-            server.run([tokenizer.decode(best_of[0])], 1, 4, 0.0)
-        rows += compare(f"best-of-{args.samples}, {args.tokens} new tokens", backend, server, best_of,
-                        args.samples, args.tokens, 0.7, args.serial_limit)
-        rows += compare(f"{args.concurrent} concurrent requests, different prompts, {args.tokens} new tokens",
-                        backend, server, different, 1, args.tokens, 0.0, args.serial_limit)
+        scenarios = [
+            (f"best-of-{args.samples}, {args.tokens} new tokens", best_of, args.samples, 0.7),
+            (f"{args.concurrent} concurrent requests, different prompts, {args.tokens} new tokens", different, 1, 0.0),
+        ]
+        for index, (scenario, prompts, n, temperature) in enumerate(scenarios):
+            warm_up(backend, servers, prompts, n)
+            runs = contenders(backend, servers, prompts, n, args.tokens, temperature, args.serial_limit)
+            rows += compare(scenario, runs, args.rounds, first=index)
         log("batch-1 decode")
         bandwidth = read_bandwidth()
         other = "float32" if backend.dtype == "bfloat16" else "bfloat16"
         log(f"batch-1 decode: loading a {other} engine beside the {backend.dtype} one")
         second = LocalBackend(ModelSpec(dtype=other, device=spec.device))
+        second.engine.generate(best_of[0], SamplingParams(max_tokens=4))  # warm-up
         one_rows, facts = batch_one([backend, second], best_of[0], args.tokens, bandwidth)
         second.engine.close()
         rows += one_rows
-        if server is not None:
+        for server in servers:
             seconds, produced = server.run([tokenizer.decode(best_of[0])], 1, args.tokens, 0.0)
-            rows.append(Row("batch-1 decode", "llama.cpp server (Q4_1 GGUF)", seconds, produced, "includes its prefill"))
+            rows.append(Row("batch-1 decode", f"{server.label.split(' (')[0]} (Q4_1 GGUF)", seconds, produced,
+                            "includes its prefill", {"load_1min": round(os.getloadavg()[0], 1)}))
         if torch.cuda.is_available():
             log("GPU: with and without CUDA graphs")
             rows += gpu_graphs(ModelSpec(dtype="bfloat16", device="cuda"), best_of[0], args.samples, args.tokens)
         else:
             header["GPU"] = "none here: the CUDA-graph comparison did not run"
     finally:
-        if server is not None:
+        for server in servers:
             server.close()
         backend.engine.close()
-    header["load average at end (1 min)"] = round(os.getloadavg()[0], 1)
+    header["load average at end (1, 5, 15 min)"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     report = render(rows, facts, header)
     print(report)
     out = args.out or RESULTS / f"decode_throughput-{datetime.now().strftime('%Y%m%d-%H%M%S')}.md"

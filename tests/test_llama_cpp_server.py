@@ -1,5 +1,6 @@
-"""The `openai` backend against a real peer: llama.cpp's OpenAI server (llama-cpp-python)
-serving the default model's GGUF on loopback, started by the test."""
+"""The `openai` backend against real peers serving the default model's GGUF on loopback, started
+by the test: llama-cpp-python's OpenAI server, and llama.cpp's native `llama-server` where
+`make llama-server` built it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -28,38 +30,57 @@ pytestmark = pytest.mark.model
 TASK = "reasoning_gym:chain_sum?min_terms=2&max_terms=2&max_digits=1"
 
 
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    """`python -m llama_cpp.server` on a free loopback port, serving the default model's GGUF.
+NATIVE_SERVER = Path(sys.executable).parent / "llama-server"
+
+
+class Peer(NamedTuple):
+    name: str  # "llama-cpp-python" (its Python server) or "llama-server" (llama.cpp's native one)
+    url: str
+
+
+def _peer_command(peer: str, gguf: Path, port: int) -> list[str]:
+    if peer == "llama-cpp-python":
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "2048",
+                "--verbose", "False", "--model_alias", DEFAULT_MODEL]
+    if not NATIVE_SERVER.exists():
+        pytest.skip(f"llama.cpp's native server is not built ({NATIVE_SERVER}): `make llama-server` "
+                    "(which `make test` runs first) builds it")
+    return [str(NATIVE_SERVER), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+            "--threads", "1", "--threads-batch", "1", "--ctx-size", "4096", "--parallel", "2", "--no-webui",
+            "--alias", DEFAULT_MODEL]
+
+
+@pytest.fixture(scope="module", params=["llama-cpp-python", "llama-server"])
+def llama_server(request, tmp_path_factory):
+    """A real llama.cpp peer on a free loopback port, serving the default model's GGUF: llama-cpp-python's
+    Python server (`python -m llama_cpp.server`, in the `test` extra), and llama.cpp's native C++
+    `llama-server` that `make llama-server` (part of `make test`) builds into .venv/bin.
 
     One thread: on a 2-core machine that also runs the tests (and maybe other jobs),
     llama.cpp's spinning thread pool at 2 threads measured 10-100x slower than at 1."""
     source = resolve(DEFAULT_MODEL)
     gguf = Path(source.path) / (source.gguf_file or "")
     port = free_port()
+    command = _peer_command(request.param, gguf, port)
     log = tmp_path_factory.mktemp("llama") / "server.log"
     with log.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-             "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "2048", "--verbose", "False",
-             "--model_alias", DEFAULT_MODEL],
-            stdout=sink, stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
-                pytest.fail(f"llama.cpp server exited with {process.returncode}: {log.read_text()[-2000:]}")
+                pytest.fail(f"{request.param} exited with {process.returncode}: {log.read_text()[-2000:]}")
             try:
                 if httpx.get(url + "/models", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server did not start in 120 s: {log.read_text()[-2000:]}")
+                pytest.fail(f"{request.param} did not start in 120 s: {log.read_text()[-2000:]}")
             time.sleep(0.3)
-        yield url
+        yield Peer(request.param, url)
     finally:
         process.terminate()
         try:
@@ -79,7 +100,7 @@ def test_a_recipe_runs_end_to_end_against_llama_cpp(llama_server, tmp_path):
     recipe = Recipe.model_validate(
         {
             "name": "remote-vote",
-            "models": {"m": {"backend": "openai", "model": DEFAULT_MODEL, "openai": {"endpoints": [llama_server]}}},
+            "models": {"m": {"backend": "openai", "model": DEFAULT_MODEL, "openai": {"endpoints": [llama_server.url]}}},
             "nodes": [
                 {"id": "samples", "technique": "sample", "params": {"n": 2, "temperature": 0.7, "max_tokens": 12}},
                 {"id": "pick", "technique": "best_of_n", "inputs": ["samples"], "params": {"scorer": "mean_logprob"}},
@@ -92,7 +113,8 @@ def test_a_recipe_runs_end_to_end_against_llama_cpp(llama_server, tmp_path):
     assert usage.estimated_calls == 0  # llama.cpp reports usage
     assert usage.completion_tokens > 0 and usage.prompt_tokens > 20 * 2
     [backend] = backends_base._LOADED.values()
-    assert backend.accepts_n is False  # llama.cpp answers one choice whatever n is: single calls filled in
+    # llama-cpp-python answers one choice whatever n is (single calls filled in); llama-server answers n
+    assert backend.accepts_n is (llama_server.name == "llama-server")
     assert backend.tokenizer is not None  # the default model's own tokenizer estimates before each call
     for r in result.results:
         assert r.usage_by_node["samples"].calls == 1 and r.output_candidates == 1
@@ -102,13 +124,13 @@ def test_a_recipe_runs_end_to_end_against_llama_cpp(llama_server, tmp_path):
 
 
 def test_greedy_through_the_backend_matches_a_direct_call(llama_server):
-    spec = ModelSpec(backend="openai", model=DEFAULT_MODEL, openai={"endpoints": [llama_server]})
+    spec = ModelSpec(backend="openai", model=DEFAULT_MODEL, openai={"endpoints": [llama_server.url]})
     backend = backends_base.get_backend(spec)
     question = (Message(role="user", content="What is 4 + 5?"),)
     request = GenerationRequest(messages=question, max_tokens=10, temperature=0.0, logprobs=True)
     result = asyncio.run(backend.generate(request))
     direct = httpx.post(
-        llama_server + "/chat/completions",
+        llama_server.url + "/chat/completions",
         json={"model": DEFAULT_MODEL, "messages": [m.model_dump() for m in question], "max_tokens": 10, "temperature": 0.0},
         timeout=120,
     ).json()
@@ -122,7 +144,7 @@ def test_greedy_through_the_backend_matches_a_direct_call(llama_server):
 
 
 def test_an_assistant_turn_is_continued_on_llama_cpp(llama_server):
-    spec = ModelSpec(backend="openai", model=DEFAULT_MODEL, openai={"endpoints": [llama_server]})
+    spec = ModelSpec(backend="openai", model=DEFAULT_MODEL, openai={"endpoints": [llama_server.url]})
     backend = backends_base.get_backend(spec)
     conversation = (Message(role="user", content="What is 4 + 5?"), Message(role="assistant", content="4 + 5 ="))
     request = GenerationRequest(messages=conversation, max_tokens=4, temperature=0.0)
@@ -131,6 +153,6 @@ def test_an_assistant_turn_is_continued_on_llama_cpp(llama_server):
         [m.model_dump() for m in conversation], tokenize=False, add_generation_prompt=False, continue_final_message=True
     )
     assert rendered.endswith("4 + 5 =")  # the assistant's turn is left open
-    direct = httpx.post(llama_server + "/completions", json={"model": DEFAULT_MODEL, "prompt": rendered,
+    direct = httpx.post(llama_server.url + "/completions", json={"model": DEFAULT_MODEL, "prompt": rendered,
                                                             "max_tokens": 4, "temperature": 0.0}, timeout=120).json()
     assert result.completions[0].text == direct["choices"][0]["text"]

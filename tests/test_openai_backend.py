@@ -41,7 +41,7 @@ def test_chat_call_with_n_seed_logprobs_and_usage(server):
     result = ask(backend, n=3, seed=5, first_index=2, logprobs=True, max_tokens=64, stop=("\n\n",), top_k=20)
     [(path, body, _)] = server.requests
     assert path == "/v1/chat/completions"
-    assert body["n"] == 3 and body["model"] == "fake-served" and body["logprobs"] is True and body["top_logprobs"] == 0
+    assert body["n"] == 3 and body["model"] == "fake-served" and body["logprobs"] is True and body["top_logprobs"] == 1
     assert body["stop"] == ["\n\n"] and body["top_k"] == 20 and body["max_tokens"] == 64
     assert body["seed"] == GenerationRequest(messages=QUESTION, seed=5, first_index=2).sample_seed(0)
     assert [c.text.split()[-1] for c in result.completions] == ["8", "7", "9"]  # 7 + OFFSETS[0..2]
