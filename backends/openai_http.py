@@ -321,16 +321,20 @@ class OpenAIBackend(Backend):
             cached += _count_field(usage.get("prompt_tokens_details") or {}, "cached_tokens") or 0
             choices = sorted(answer["choices"], key=lambda c: c.get("index", 0))
             own = []
+            exact = True  # every choice counted by its logprobs
             for choice in choices:
                 completion, counted = self._completion(choice, request)
                 if len(choices) == 1 and reported_completion is not None:
                     counted = reported_completion
                 elif counted is None:  # n choices, no logprobs to count them by
-                    counted, estimated = self.count_tokens(completion.text), True
+                    counted, exact = self.count_tokens(completion.text), False
+                    estimated = True
                 own.append(completion.model_copy(update={"completion_tokens": counted}))
-            completion_total += (
-                reported_completion if reported_completion is not None else sum(c.completion_tokens for c in own)
-            )
+            counted_here = sum(c.completion_tokens for c in own)
+            if reported_completion is None:
+                completion_total += counted_here
+            else:  # llama-server's usage counts only the first of n choices: exact counts of our own win then
+                completion_total += max(reported_completion, counted_here) if exact else reported_completion
             completions += own
         usage = Usage(
             calls=len(answers),

@@ -10,7 +10,8 @@ checked exactly. A test steers it through attributes:
   hangs up), "garbage" (200 with a body that is not JSON), "context" (400 with a
   context-length message), "400"; an empty list means every request is answered;
 - `accepts_n` (False: n > 1 is a 400), `ignores_n` (True: one choice whatever n),
-  `usage` (False: no usage block; else prompt tokens are counted one per character), `api_key` (required bearer token), `delay`
+  `usage` (False: no usage block; "first choice": completion tokens of the first choice only, as
+  llama.cpp's llama-server reports n choices; else prompt tokens are counted one per character), `api_key` (required bearer token), `delay`
   (seconds per request), `fail_after` (answer this many requests, then act dead), `gather`
   (hold each completion request until this many are in flight at once: concurrency is then
   observed whatever the machine's load, not hoped for with a delay);
@@ -138,7 +139,7 @@ class FakeOpenAIServer:
         self.hang_seconds = 5.0
         self.accepts_n = True
         self.ignores_n = False
-        self.usage = True
+        self.usage: bool | str = True
         self.api_key: str | None = None
         self.delay = 0.0
         self.fail_after: int | None = None
@@ -245,7 +246,7 @@ class FakeOpenAIServer:
             cut = words[: body.get("max_tokens") or 16]
             reason = "length" if len(cut) < len(words) else "stop"
             text = " ".join(cut)
-            completion_tokens += len(cut)
+            completion_tokens += len(cut) if index == 0 or self.usage != "first choice" else 0
             logprobs = [-0.1 * (1 + j % 5) for j in range(len(cut))]
             choice: dict[str, Any] = {"index": index, "finish_reason": reason}
             if chat:

@@ -54,6 +54,13 @@ def test_chat_call_with_n_seed_logprobs_and_usage(server):
     assert backend.accepts_n is True
 
 
+def test_n_choices_are_all_counted_when_usage_counts_only_the_first(server):
+    server.usage = "first choice"  # what llama.cpp's llama-server reports for n > 1
+    result = ask(backend_for(server), n=3, seed=5, first_index=2, logprobs=True, max_tokens=64)
+    assert [c.completion_tokens for c in result.completions] == [11, 12, 13]
+    assert result.usage.completion_tokens == 36  # not the server's 11
+
+
 def test_raw_prompt_goes_to_the_completions_endpoint(server):
     result = ask(backend_for(server), messages=None, prompt="Compute 1 + 1 = ", logprobs=True, max_tokens=5)
     [(path, body, _)] = server.requests
