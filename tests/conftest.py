@@ -16,7 +16,8 @@ import pytest
 os.environ["ORCHESTRA_AUTO_DTYPE"] = "float32"
 
 #: `triton_device`: Triton kernels compiled on a GPU, interpreted in a fresh process on a CPU.
-pytest_plugins = ["triton_device"]
+#: `browser`: headless Chromium over the DevTools protocol (tests/browser.py).
+pytest_plugins = ["triton_device", "browser"]
 
 
 @pytest.fixture(scope="session", autouse=True)
