@@ -8,6 +8,7 @@ import typer
 
 from orchestra.cli.info import graph, models, schema, tasks, techniques
 from orchestra.cli.reward import reward_app
+from orchestra.cli.report import report
 from orchestra.cli.run import run
 from orchestra.cli.scale import scale
 from orchestra.cli.search import search
@@ -19,6 +20,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (run, scale, serve, search, schema, graph, models, techniques, tasks):
+for command in (run, report, scale, serve, search, schema, graph, models, techniques, tasks):
     app.command()(command)
 app.add_typer(reward_app, name="reward")
