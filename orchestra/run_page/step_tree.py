@@ -23,7 +23,7 @@ STEPWISE_TECHNIQUES = frozenset({"particle_filtering", "beam_search", "dvts", "m
 #: Leaves drawn at most; a larger search draws its first answers (the chosen one among them).
 LEAVES_DRAWN = 48
 
-_DX, _DY, _PAD = 22, 46, 16
+_DX, _DY, _PAD = 32, 46, 16
 
 
 @dataclass

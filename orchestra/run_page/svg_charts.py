@@ -26,7 +26,10 @@ class Point:
 
 
 def dag_svg(nodes: Sequence[dict], output: str | None) -> Markup:
-    """`svg.dag`: the recipe's nodes in columns by depth, an arrow from each input, the output node marked."""
+    """`svg.dag`: the recipe's nodes in columns by depth, an arrow from each input, the output node marked
+    (a recipe that names none answers with its last node)."""
+    if output is None and nodes:
+        output = str(nodes[-1]["id"])
     inputs = {str(n["id"]): [str(i) for i in n.get("inputs") or []] for n in nodes}
     technique = {str(n["id"]): str(n.get("technique", "")) for n in nodes}
     depth: dict[str, int] = {}
