@@ -43,6 +43,23 @@ def test_the_version_changes_when_a_result_is_appended(tmp_path: Path, fake_back
         assert _get(server.url + "nothing-here")[0] == 404
 
 
+def test_a_folder_without_results_yet_is_watched_until_they_come(tmp_path: Path, fake_backend) -> None:
+    """A run still loading its model has written nothing the page can show: the live view says it
+    waits (and polls), and shows the run once its files are there."""
+    folder = tmp_path / "starting"
+    folder.mkdir()
+    with live_server(folder, port=0) as server:
+        status, page = _get(server.url)
+        assert status == 200 and "Waiting for results" in page and 'fetch("/version"' in page
+        empty = _get(server.url + "version")[1]
+        made = make_folder("run", tmp_path)
+        for path in made.iterdir():
+            path.rename(folder / path.name)
+        assert _get(server.url + "version")[1] != empty
+        status, page = _get(server.url)
+        assert status == 200 and '<main id="report" data-kind="run"' in page
+
+
 def test_serving_on_a_taken_port_fails_in_one_line(tmp_path: Path) -> None:
     from orchestra.cli import app
 
@@ -60,4 +77,4 @@ def test_a_missing_folder_fails_in_one_line(tmp_path: Path, args: list[str]) -> 
     from orchestra.cli import app
 
     result = CliRunner().invoke(app, ["report", str(tmp_path / "none"), *args])
-    assert result.exit_code == 2 and "is not a folder" in result.output
+    assert result.exit_code == 2 and "does not exist" in result.output

@@ -54,16 +54,31 @@ def folder_version(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def live_page(folder: Path) -> str:
-    """The report page with the reloading script; its version is taken before rendering, so a
-    result that lands during the render makes the next poll reload rather than being missed."""
-    from orchestra.run_page import render_page
+def live_page(folder: Path) -> tuple[HTTPStatus, str]:
+    """The report page with the reloading script, and its status.
+
+    The version is taken before rendering, so a result that lands during the render makes the next
+    poll reload rather than being missed. A folder that holds no report yet (a run still loading its
+    model) or cannot be read whole gets a short page that says so, and reloads as well.
+    """
+    from orchestra.run_page import NotAReportFolder, render_page
 
     version = folder_version(folder)
-    page = render_page(folder)
+    status = HTTPStatus.OK
+    try:
+        page = render_page(folder)
+    except NotAReportFolder as err:
+        page = _note(f"Waiting for results: {err}")
+    except Exception as err:  # a folder caught mid-write: say so, and try again when it changes
+        _log.exception("rendering %s failed", folder)
+        status, page = HTTPStatus.INTERNAL_SERVER_ERROR, _note(f"Cannot render {folder}: {err!r}")
     script = _RELOADER % (json.dumps(version), POLL_MS, POLL_MS)
     head, body_end, tail = page.rpartition("</body>")
-    return f"{head}{script}{body_end}{tail}" if body_end else page + script
+    return status, (f"{head}{script}{body_end}{tail}" if body_end else page + script)
+
+
+def _note(text: str) -> str:
+    return f"<!doctype html><html><head><meta charset=\"utf-8\"><title>report</title></head><body><p>{html.escape(text)}</p></body></html>"
 
 
 class _LiveHandler(BaseHTTPRequestHandler):
@@ -72,12 +87,8 @@ class _LiveHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802  (the standard library's name)
         route = self.path.split("?", 1)[0]
         if route in ("/", "/index.html"):
-            try:
-                self._reply(HTTPStatus.OK, "text/html; charset=utf-8", live_page(self.server.folder))
-            except Exception as err:  # a half-written folder: say so in the page, keep serving
-                _log.exception("rendering %s failed", self.server.folder)
-                message = f"<!doctype html><title>report</title><p>cannot render {html.escape(str(self.server.folder))}: {html.escape(repr(err))}</p>"
-                self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, "text/html; charset=utf-8", message)
+            status, page = live_page(self.server.folder)
+            self._reply(status, "text/html; charset=utf-8", page)
         elif route == "/version":
             self._reply(HTTPStatus.OK, "text/plain; charset=utf-8", folder_version(self.server.folder))
         elif route == "/favicon.ico":
