@@ -16,6 +16,7 @@ must not reach the README.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -34,10 +35,15 @@ def screenshot(folder: Path, out: Path, height: int) -> Path:
     executable = find_chromium()
     if executable is None:
         sys.exit("error: chromium is not installed (Debian: apt-get install chromium)")
+    folder, out, here = folder.resolve(), out.resolve(), Path.cwd()
     with tempfile.TemporaryDirectory(prefix="report-screenshot-") as scratch:
-        copy = Path(scratch) / folder.name
-        shutil.copytree(folder, copy)
-        page_file = write_page(copy, Path(scratch) / "report.html")
+        # the page names its folder as given: runs/NAME, as after `make quickstart`, not a scratch path
+        os.chdir(scratch)
+        try:
+            shutil.copytree(folder, Path("runs") / folder.name)
+            page_file = write_page(Path("runs") / folder.name, Path(scratch) / "report.html")
+        finally:
+            os.chdir(here)
         browser = Browser(executable, Path(scratch) / "profile")
         try:
             with browser.new_page() as page:
