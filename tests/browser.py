@@ -143,7 +143,9 @@ class Browser:
         args = [
             executable, "--headless=new", "--remote-debugging-port=0", f"--user-data-dir={profile}",
             "--no-first-run", "--no-default-browser-check", "--disable-gpu", "--disable-extensions",
-            "--disable-background-networking", "--hide-scrollbars", "--mute-audio", "about:blank",
+            "--disable-background-networking", "--hide-scrollbars", "--mute-audio",
+            "--disable-dev-shm-usage",  # containers give /dev/shm 64 MB, too little for a long page
+            "about:blank",
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
@@ -159,7 +161,11 @@ class Browser:
         if url is None:
             self._process.kill()
             raise BrowserError("chromium did not open its DevTools endpoint:\n" + "".join(self.stderr[-20:]))
-        self._socket = websocket.create_connection(url, timeout=TIMEOUT_S, suppress_origin=True)
+        try:
+            self._socket = websocket.create_connection(url, timeout=TIMEOUT_S, suppress_origin=True)
+        except (websocket.WebSocketException, OSError) as err:
+            self._process.kill()
+            raise BrowserError(f"cannot connect to chromium at {url}: {err}") from None
         self._ids = itertools.count(1)
         self._pages: dict[str, Page] = {}
 
