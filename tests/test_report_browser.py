@@ -66,6 +66,19 @@ def test_each_kind_of_page_opens_without_errors_and_is_drawn(kind: str, tmp_path
     assert_drawn(png)
 
 
+def test_a_step_tree_is_drawn_once_its_problem_is_opened(tmp_path: Path, fake_backend, browser) -> None:
+    page_file = write_page(make_folder("stepwise", tmp_path), tmp_path / "report.html")
+    with browser.new_page() as page:
+        page.goto(page_file.as_uri())
+        page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        width, height, marks = page.evaluate(
+            "(t => [t.getBoundingClientRect().width, t.getBoundingClientRect().height,"
+            " t.querySelectorAll('circle, rect, path, line').length])(document.querySelector('svg.tree'))"
+        )
+        assert width > 50 and height > 20 and marks >= 3  # nodes and the edges between them, laid out
+        assert page.errors() == []
+
+
 def test_wrong_only_hides_exactly_the_right_problems(tmp_path: Path, fake_backend, browser) -> None:
     page_file = write_page(make_folder("run", tmp_path), tmp_path / "report.html")
     with browser.new_page() as page:
