@@ -117,9 +117,16 @@ def test_the_live_view_reloads_when_a_result_arrives(tmp_path: Path, fake_backen
     with live_server(folder, port=0) as server, browser.new_page() as page:
         page.goto(server.url)
         assert page.count(".problem") == 1 and page.errors() == []
+        opened = page.evaluate("(d => (d.open = true, d.id))(document.querySelector('details.problem[id]'))")
+        page.click("#filter-wrong")
         mark = len(page.events)
         again = json.loads(first_line) | {"problem_id": "p-late"}
         with results.open("a") as handle:
             handle.write(json.dumps(again) + "\n")
         page.wait_for("Page.loadEventFired", after=mark)  # the page polled /version and reloaded itself
         assert page.count(".problem") == 2 and page.errors() == []
+        # as the reader left it: the problem still open, "wrong only" still on and still hiding
+        assert page.evaluate(f"document.getElementById({json.dumps(opened)}).open")
+        assert page.evaluate("document.getElementById('filter-wrong').checked")
+        right = page.count(".problem[data-correct=true]")
+        assert right > 0 and page.hidden_count(".problem[data-correct=true]") == right

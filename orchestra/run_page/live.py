@@ -3,8 +3,9 @@
 A run writes its folder as it goes (results.jsonl a line per finished problem, traces, summaries), so
 the live view needs no link to the running process: each request renders the page afresh from the
 folder, and a few lines of script in the page ask `/version` (a fingerprint of the folder's files:
-names, sizes, modification times) every second and reload the page when it has changed. The page
-itself is the same self-contained page `orchestra report` writes; only that script is added.
+names, sizes, modification times) every second and reload the page when it has changed, keeping
+what the reader opened, ticked and scrolled to. The page itself is the same self-contained page
+`orchestra report` writes; only that script is added.
 
 Two routes and a fingerprint need no web framework: the standard library's threading HTTP server
 serves them, one thread per request, so a slow render never holds up a poll.
@@ -30,11 +31,28 @@ _log.addHandler(logging.NullHandler())
 POLL_MS = 1000
 _RELOADER = """<script>
 (() => {
-  const shown = %s;
+  const shown = %s, key = "orchestra-live:" + location.pathname;
+  const kept = JSON.parse(sessionStorage.getItem(key) || "null");
+  sessionStorage.removeItem(key);
+  if (kept) {  // as the reader left it: the same problems open, the same filters on, the same place
+    for (const id of kept.open) { const d = document.getElementById(id); if (d) d.open = true; }
+    for (const id of kept.checked) {
+      const box = document.getElementById(id);
+      if (box && !box.checked) { box.checked = true; box.dispatchEvent(new Event("change")); }
+    }
+    window.scrollTo(kept.x, kept.y);
+  }
+  function keep() {
+    sessionStorage.setItem(key, JSON.stringify({
+      open: [...document.querySelectorAll("details[open][id]")].map(d => d.id),
+      checked: [...document.querySelectorAll("input[type=checkbox][id]:checked")].map(b => b.id),
+      x: window.scrollX, y: window.scrollY,
+    }));
+  }
   async function poll() {
     try {
       const reply = await fetch("/version", {cache: "no-store"});
-      if (reply.ok && (await reply.text()) !== shown) { location.reload(); return; }
+      if (reply.ok && (await reply.text()) !== shown) { keep(); location.reload(); return; }
     } catch (err) {}  // the server is gone for now: keep the page, ask again
     setTimeout(poll, %d);
   }
