@@ -71,12 +71,15 @@ def dag_svg(nodes: Sequence[dict], output: str | None) -> Markup:
 class _Axes:
     """Maps data to the plot area; log scale on x when asked (sample counts and costs span decades)."""
 
-    def __init__(self, xs: Sequence[float], ys: Sequence[float], log_x: bool, y_range: tuple[float, float] | None):
+    def __init__(self, xs: Sequence[float], ys: Sequence[float], log_x: bool, y_range: tuple[float, float] | None,
+                 pad_x: float = 0.0):
         self.log_x = log_x and all(x > 0 for x in xs)
         fx = [self._fx(x) for x in xs] or [0.0, 1.0]
         self.x0, self.x1 = min(fx), max(fx)
         if self.x0 == self.x1:
             self.x0, self.x1 = self.x0 - 1, self.x1 + 1
+        margin = (self.x1 - self.x0) * pad_x  # dots at the ends stay inside the frame
+        self.x0, self.x1 = self.x0 - margin, self.x1 + margin
         self.y0, self.y1 = y_range or (min(ys, default=0.0), max(ys, default=1.0))
         if self.y0 == self.y1:
             self.y0, self.y1 = self.y0 - 0.5, self.y1 + 0.5
@@ -141,7 +144,7 @@ def scatter_chart(points: Sequence[Point], front: Sequence[Point], *, x_label: s
                   log_x: bool = False) -> Markup:
     """`svg.chart`: one dot per point (class from its kind, hover: its label), the front as a step line."""
     xs, ys = [p.x for p in points], [p.y for p in points]
-    axes = _Axes(xs, ys, log_x, (0.0, max(1.0, max(ys, default=1.0))))
+    axes = _Axes(xs, ys, log_x, (0.0, max(1.0, max(ys, default=1.0))), pad_x=0.05)
     ticks = sorted({min(xs), max(xs)}) if xs else []
     parts = [_open(y_label), *axes.frame(x_label, y_label, ticks)]
     if front:
@@ -152,7 +155,7 @@ def scatter_chart(points: Sequence[Point], front: Sequence[Point], *, x_label: s
             path.append(f"{axes.x(p.x):.1f},{axes.y(p.y):.1f}")
             last = p
         parts.append(f'<polyline class="front" points="{" ".join(path)}"><title>Pareto front</title></polyline>')
-    for p in points:
+    for p in sorted(points, key=lambda p: p.kind == "winner"):  # the winner on top of a duplicate trial
         parts.append(f'<circle class="point {escape(p.kind)}" cx="{axes.x(p.x):.1f}" cy="{axes.y(p.y):.1f}" '
                      f'r="{7 if p.kind == "winner" else 4}"><title>{escape(p.label)}</title></circle>')
     parts.append("</svg>")
