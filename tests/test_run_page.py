@@ -150,6 +150,8 @@ def test_a_compare_page_marks_where_the_recipes_disagree(tmp_path: Path, fake_ba
     problems = page.with_class("problem")
     assert [(p["data-correct"], p["data-disagree"]) for p in problems] == [("true", "true")] * 3
     assert len(page.with_class("recipe-run")) == 6 and len(page.with_class("dag", "svg")) == 2
+    ids = [attrs["id"] for _, attrs in page.tags if "id" in attrs]
+    assert len(ids) == len(set(ids))  # two recipes' sections and DAGs share no id
 
 
 def test_a_particle_filter_is_drawn_as_a_tree_of_its_steps(tmp_path: Path, fake_backend) -> None:

@@ -48,16 +48,15 @@ def dag_svg(nodes: Sequence[dict], output: str | None) -> Markup:
              for d, column in columns.items() for row, node in enumerate(column)}
     width = 20 + len(columns) * (box_w + gap_x) - gap_x
     height = 20 + max((len(c) for c in columns.values()), default=1) * (box_h + gap_y) - gap_y
-    parts = [f'<svg class="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="recipe DAG">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-             'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z"/></marker></defs>']
+    parts = [(f'<svg class="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+              f'viewBox="0 0 {width} {height}" role="img" aria-label="recipe DAG">')]
     for node, parents in inputs.items():
         for parent in parents:
             if parent in where:
                 (px, py), (nx, ny) = where[parent], where[node]
-                parts.append(f'<line class="edge" x1="{px + box_w}" y1="{py + box_h / 2}" x2="{nx}" '
-                             f'y2="{ny + box_h / 2}" marker-end="url(#arrow)"/>')
+                head = ny + box_h / 2  # the arrowhead drawn in place: a page holds several DAGs, so no shared marker id
+                parts.append(f'<line class="edge" x1="{px + box_w}" y1="{py + box_h / 2}" x2="{nx}" y2="{head}"/>'
+                             f'<polygon class="arrow" points="{nx},{head} {nx - 8},{head - 4} {nx - 8},{head + 4}"/>')
     for node, (x, y) in where.items():
         cls = "node output" if node == output else "node"
         parts.append(f'<g class="{cls}"><rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="6"/>'
