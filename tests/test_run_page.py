@@ -104,6 +104,16 @@ def test_cli_report_writes_the_page_and_prints_its_path(tmp_path: Path, fake_bac
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_run_still_going_shows_what_has_finished(tmp_path: Path, fake_backend) -> None:
+    folder = _run(tmp_path, problems=2)
+    (folder / "summary.json").unlink()
+    with (folder / "trace.jsonl").open("a") as handle:
+        handle.write('{"problem_id": "p1", "node": "sam')  # a line being written
+    view = read_run(folder)
+    assert view.summary is None and len(view.problems) == 2 and view.accuracy.estimate == 1.0
+    assert "running: no summary.json yet" in render_page(folder)
+
+
 def test_cli_report_errors_are_one_line(tmp_path: Path) -> None:
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
@@ -112,6 +122,10 @@ def test_cli_report_errors_are_one_line(tmp_path: Path) -> None:
     empty = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
     assert empty.exit_code == 2 and "is not a run, --compare, scale or search folder" in " ".join(empty.output.split())
     assert not (tmp_path / "empty" / "report.html").exists()
+    (tmp_path / "empty" / "run.json").write_text("{not json")
+    (tmp_path / "empty" / "results.jsonl").write_text("")
+    damaged = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
+    assert damaged.exit_code == 2 and "cannot be read" in damaged.output and "Traceback" not in damaged.output
 
 
 def test_a_compare_page_marks_where_the_recipes_disagree(tmp_path: Path, fake_backend) -> None:
@@ -136,6 +150,8 @@ def test_a_compare_page_marks_where_the_recipes_disagree(tmp_path: Path, fake_ba
     problems = page.with_class("problem")
     assert [(p["data-correct"], p["data-disagree"]) for p in problems] == [("true", "true")] * 3
     assert len(page.with_class("recipe-run")) == 6 and len(page.with_class("dag", "svg")) == 2
+    ids = [attrs["id"] for _, attrs in page.tags if "id" in attrs]
+    assert len(ids) == len(set(ids))  # two recipes' sections and DAGs share no id
 
 
 def test_a_particle_filter_is_drawn_as_a_tree_of_its_steps(tmp_path: Path, fake_backend) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 
 from orchestra.run_page.compare_view import read_compare
-from orchestra.run_page.folder_kind import folder_kind
+from orchestra.run_page.folder_kind import NotAReportFolder, folder_kind
 from orchestra.run_page.run_view import read_run
 from orchestra.run_page.scale_view import read_scale
 from orchestra.run_page.search_view import read_search
@@ -50,7 +50,12 @@ def render_page(folder: Path) -> str:
     """The whole page of a run, --compare, scale or search folder (NotAReportFolder when it is none)."""
     folder = Path(folder)
     kind = folder_kind(folder)
-    view = {"run": read_run, "compare": read_compare, "scale": read_scale, "search": read_search}[kind](folder)
+    read = {"run": read_run, "compare": read_compare, "scale": read_scale, "search": read_search}[kind]
+    try:
+        view = read(folder)
+    except (ValueError, KeyError) as err:  # a damaged run.json, comparison.json or scale.json
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NotAReportFolder(f"{folder} looks like a {kind} folder, but its files cannot be read: {first_line}") from None
     return _ENV.get_template("page.html.j2").render(kind=kind, view=view, folder=folder)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ import yaml
 from markupsafe import Markup
 
 from orchestra.results import ProblemResult, RunSummary
-from orchestra.significance import Interval, mean_interval
 from orchestra.run_page.step_tree import STEPWISE_TECHNIQUES, step_tree_svg
+from orchestra.significance import Interval, mean_interval
 from orchestra.tasks import Task, load_task
 
 #: Candidates shown per node and problem; the rest are counted ("12 more").
@@ -118,7 +119,7 @@ class TaskLookup:
             try:
                 task = load_task(spec)
                 questions = {p.id: p.prompt for p in task.problems(key[1])}  # type: ignore[arg-type]
-            except Exception:  # the page still shows everything else without the task
+            except Exception:  # noqa: BLE001  (any task's failure: the page still shows everything else)
                 task, questions = None, {}
             self._tasks[key] = (task, questions)
         return self._tasks[key]
@@ -186,7 +187,7 @@ def read_run(folder: Path, tasks: TaskLookup | None = None) -> RunView:
             )
             if node.technique in STEPWISE_TECHNIQUES and outputs:
                 delimiter = params.get(node.node, {}).get("delimiter", "\n\n")
-                node.tree = step_tree_svg(outputs, delimiter, lambda a: _is_right(task, a, result.reference))
+                node.tree = step_tree_svg(outputs, delimiter, partial(_is_right, task, reference=result.reference))
             view.nodes.append(node)
         problems.append(view)
     return RunView(

@@ -98,8 +98,8 @@ def step_tree_svg(
     def at(s: _Step) -> tuple[float, float]:
         return _PAD + 20 + s.x * _DX, _PAD + s.depth * _DY
 
-    parts = [f'<svg class="tree" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="search tree">']
+    parts = [(f'<svg class="tree" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+              f'viewBox="0 0 {width} {height}" role="img" aria-label="search tree">')]
     for s in steps:
         for child in s.children.values():
             (x1, y1), (x2, y2) = at(s), at(child)

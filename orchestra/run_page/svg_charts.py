@@ -48,16 +48,15 @@ def dag_svg(nodes: Sequence[dict], output: str | None) -> Markup:
              for d, column in columns.items() for row, node in enumerate(column)}
     width = 20 + len(columns) * (box_w + gap_x) - gap_x
     height = 20 + max((len(c) for c in columns.values()), default=1) * (box_h + gap_y) - gap_y
-    parts = [f'<svg class="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="recipe DAG">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-             'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z"/></marker></defs>']
+    parts = [(f'<svg class="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+              f'viewBox="0 0 {width} {height}" role="img" aria-label="recipe DAG">')]
     for node, parents in inputs.items():
         for parent in parents:
             if parent in where:
                 (px, py), (nx, ny) = where[parent], where[node]
-                parts.append(f'<line class="edge" x1="{px + box_w}" y1="{py + box_h / 2}" x2="{nx}" '
-                             f'y2="{ny + box_h / 2}" marker-end="url(#arrow)"/>')
+                head = ny + box_h / 2  # the arrowhead drawn in place: a page holds several DAGs, so no shared marker id
+                parts.append(f'<line class="edge" x1="{px + box_w}" y1="{py + box_h / 2}" x2="{nx}" y2="{head}"/>'
+                             f'<polygon class="arrow" points="{nx},{head} {nx - 8},{head - 4} {nx - 8},{head + 4}"/>')
     for node, (x, y) in where.items():
         cls = "node output" if node == output else "node"
         parts.append(f'<g class="{cls}"><rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="6"/>'
@@ -71,12 +70,15 @@ def dag_svg(nodes: Sequence[dict], output: str | None) -> Markup:
 class _Axes:
     """Maps data to the plot area; log scale on x when asked (sample counts and costs span decades)."""
 
-    def __init__(self, xs: Sequence[float], ys: Sequence[float], log_x: bool, y_range: tuple[float, float] | None):
+    def __init__(self, xs: Sequence[float], ys: Sequence[float], log_x: bool, y_range: tuple[float, float] | None,
+                 pad_x: float = 0.0):
         self.log_x = log_x and all(x > 0 for x in xs)
         fx = [self._fx(x) for x in xs] or [0.0, 1.0]
         self.x0, self.x1 = min(fx), max(fx)
         if self.x0 == self.x1:
             self.x0, self.x1 = self.x0 - 1, self.x1 + 1
+        margin = (self.x1 - self.x0) * pad_x  # dots at the ends stay inside the frame
+        self.x0, self.x1 = self.x0 - margin, self.x1 + margin
         self.y0, self.y1 = y_range or (min(ys, default=0.0), max(ys, default=1.0))
         if self.y0 == self.y1:
             self.y0, self.y1 = self.y0 - 0.5, self.y1 + 0.5
@@ -141,7 +143,7 @@ def scatter_chart(points: Sequence[Point], front: Sequence[Point], *, x_label: s
                   log_x: bool = False) -> Markup:
     """`svg.chart`: one dot per point (class from its kind, hover: its label), the front as a step line."""
     xs, ys = [p.x for p in points], [p.y for p in points]
-    axes = _Axes(xs, ys, log_x, (0.0, max(1.0, max(ys, default=1.0))))
+    axes = _Axes(xs, ys, log_x, (0.0, max(1.0, max(ys, default=1.0))), pad_x=0.05)
     ticks = sorted({min(xs), max(xs)}) if xs else []
     parts = [_open(y_label), *axes.frame(x_label, y_label, ticks)]
     if front:
@@ -152,7 +154,7 @@ def scatter_chart(points: Sequence[Point], front: Sequence[Point], *, x_label: s
             path.append(f"{axes.x(p.x):.1f},{axes.y(p.y):.1f}")
             last = p
         parts.append(f'<polyline class="front" points="{" ".join(path)}"><title>Pareto front</title></polyline>')
-    for p in points:
+    for p in sorted(points, key=lambda p: p.kind == "winner"):  # the winner on top of a duplicate trial
         parts.append(f'<circle class="point {escape(p.kind)}" cx="{axes.x(p.x):.1f}" cy="{axes.y(p.y):.1f}" '
                      f'r="{7 if p.kind == "winner" else 4}"><title>{escape(p.label)}</title></circle>')
     parts.append("</svg>")
