@@ -62,8 +62,9 @@ async def beam_search(ctx: Context, inputs: list[Candidate], params: BeamSearchP
             beams = best_scored(growing, keep)
             kept = [b.text for b, _ in beams]
             dropped = dict.fromkeys(p.text for p, _ in growing if p.text not in kept)
-            ctx.record({"kind": "prune", "depth": len(children[0].steps) if children else 0,
-                        "kept": ids(kept), "dropped": ids(dropped)})
+            if growing:
+                ctx.record({"kind": "prune", "depth": len(growing[0][0].steps),
+                            "kept": ids(kept), "dropped": ids(dropped)})
             counts = [width] * len(beams)
     except BudgetExceeded:
         if not finished and not any(b.steps for b, _ in beams):

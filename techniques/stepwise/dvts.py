@@ -44,7 +44,7 @@ async def dvts(ctx: Context, inputs: list[Candidate], params: BeamSearchParams) 
                 kept.append(best[0].text)
             beams = survivors
             dropped = dict.fromkeys(kid.text for kid in flat if kid.text not in kept)
-            ctx.record({"kind": "prune", "depth": len(flat[0].steps) if flat else 0,
+            ctx.record({"kind": "prune", "depth": len(flat[0].steps),
                         "kept": ids(kept), "dropped": ids(dropped)})
     except BudgetExceeded:
         if not finished and not beams:
