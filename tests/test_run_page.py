@@ -201,11 +201,11 @@ def test_a_particle_filter_draws_its_resampled_copies(tmp_path: Path, fake_backe
 
     fake_backend.script = scripted
     out = tmp_path / "pf"
-    orchestra.run(recipe("particle_filtering", rollouts=6, ess_threshold=1.0), write_sums(tmp_path / "s.jsonl", 1),
-                  out=out, cache=False)
+    sharp = recipe("particle_filtering", rollouts=6, softmax_temperature=0.05)
+    orchestra.run(sharp, write_sums(tmp_path / "s.jsonl", 1), out=out, cache=False)
     events = json.loads((out / "trace.jsonl").read_text().splitlines()[0])["events"]
     copied = {i for e in events if e["kind"] == "resample" for i in e["kept"] if e["kept"].count(i) > 1}
-    assert copied  # the scripted scores differ, so resampling copies some particles
+    assert copied  # the scores differ and the temperature sharpens them: the best particles are copied
     svg = str(read_run(out).problems[0].nodes[0].tree)
     assert len(_Elements(svg).with_class("copies", "text")) == len(copied)
     assert "resampling kept" in svg
