@@ -96,18 +96,16 @@ def _build_from_events(
             parents[ident] = event.get("parent")
     for ident, node in nodes.items():
         nodes.get(parents[ident] or "", root).children[ident] = node
-    answers = {partial_id(str(o.get("text", ""))): o for o in outputs}
+    answers = {partial_id(str(o.get("text", ""))): o for o in reversed(outputs)}  # a repeated text: its first
     for ident, output in answers.items():
         if ident in nodes:
             nodes[ident].leaf = output
             nodes[ident].right = right(output.get("answer"))
-    kept: set[str] = set()
     for event in events:
         if event.get("kind") == "resample":
             for ident, copies in Counter(event.get("kept", [])).items():
                 if ident in nodes:
                     nodes[ident].copies = max(nodes[ident].copies, copies)
-        kept.update(event.get("kept", []))
     finished = {str(e["id"]) for e in events if e.get("kind") == "scored" and e.get("finished")}
     for ident, node in nodes.items():
         node.pruned = not node.children and node.leaf is None and ident not in finished
