@@ -139,7 +139,14 @@ class ModelHandle:
 
 @dataclass
 class Context:
-    """Everything a technique may use; one per (problem, node)."""
+    """Everything a technique may use; one per (problem, node).
+
+    `record(event)` is how a technique says what it did beyond its output
+    candidates (a search's scored partial answers, its resampling and pruning):
+    each event is a small JSON-able dict with a `kind`, kept in call order, and
+    the executor writes them into the node's trace record as `"events"` (left
+    out when there are none). `orchestra report` draws step-wise searches from them.
+    """
 
     problem: Problem
     node: str
@@ -148,6 +155,11 @@ class Context:
     default_model: str | None
     seed: int
     rng: random.Random
+    events: list[dict] = field(default_factory=list)
+
+    def record(self, event: dict) -> None:
+        """Note one thing this node did, for its trace record (see the class docstring)."""
+        self.events.append(event)
 
     def model(self, alias: str | None = None) -> ModelHandle:
         alias = alias or self.default_model

@@ -219,6 +219,7 @@ class Executor:
                         "usage": ledger.by_node.get(node_id, Usage()).model_dump(),
                         "seconds": time.monotonic() - started,
                         "error": failure,
+                        **({"events": ctx.events} if ctx.events else {}),
                     }
                 )
 

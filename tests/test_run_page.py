@@ -171,6 +171,62 @@ def test_a_particle_filter_is_drawn_as_a_tree_of_its_steps(tmp_path: Path, fake_
     assert len(page.with_class("tree", "svg")) == 1
 
 
+def test_a_search_tree_is_drawn_from_its_recorded_events(tmp_path: Path, fake_backend) -> None:
+    from test_stepwise_search import depth_of, recipe
+
+    fake_backend.script = lambda request, prompt, index: "Answer: 7" if depth_of(prompt) >= 2 else f"s{index} ; x"
+    out = tmp_path / "beams"
+    orchestra.run(recipe("beam_search", rollouts=6, beam_width=3), write_sums(tmp_path / "s.jsonl", 1), out=out, cache=False)
+    events = json.loads((out / "trace.jsonl").read_text().splitlines()[0])["events"]
+    scored = [e for e in events if e["kind"] == "scored"]
+    dropped = {i for e in events if e["kind"] == "prune" for i in e["dropped"]}
+    node = read_run(out).problems[0].nodes[0]
+    assert node.tree_from_events
+    tree = _Elements(str(node.tree))
+    assert tree.with_class("tree", "svg")[0].get("data-events") == "true"
+    steps = tree.with_class("step", "g")
+    assert len(steps) == len(scored) + 1  # every scored partial answer, and the start
+    assert len(tree.with_class("pruned", "g")) == len(dropped) == 8  # 4 dropped at each of 2 rounds
+    assert len(tree.with_class("score", "text")) == len(scored)  # a PRM score on each node
+    # the chosen path: start, two kept steps, the chosen answer
+    chosen = tree.with_class("chosen", "g")
+    assert len(chosen) == 4 and "pruned" not in " ".join(g["class"] for g in chosen)
+    assert len(tree.with_class("chosen", "line")) == 3
+    page = render_page(out)
+    assert 'data-events="true"' in page and "copies kept by resampling" in page
+
+
+def test_a_particle_filter_draws_its_resampled_copies(tmp_path: Path, fake_backend) -> None:
+    from test_stepwise_search import recipe, scripted
+
+    fake_backend.script = scripted
+    out = tmp_path / "pf"
+    sharp = recipe("particle_filtering", rollouts=6, softmax_temperature=0.05)
+    orchestra.run(sharp, write_sums(tmp_path / "s.jsonl", 1), out=out, cache=False)
+    events = json.loads((out / "trace.jsonl").read_text().splitlines()[0])["events"]
+    copied = {i for e in events if e["kind"] == "resample" for i in e["kept"] if e["kept"].count(i) > 1}
+    assert copied  # the scores differ and the temperature sharpens them: the best particles are copied
+    svg = str(read_run(out).problems[0].nodes[0].tree)
+    assert len(_Elements(svg).with_class("copies", "text")) == len(copied)
+    assert "resampling kept" in svg
+
+
+def test_a_trace_without_events_is_drawn_from_its_answers(tmp_path: Path, fake_backend) -> None:
+    from test_stepwise_search import recipe, scripted
+
+    fake_backend.script = scripted
+    out = tmp_path / "pf"
+    orchestra.run(recipe("particle_filtering", rollouts=6), write_sums(tmp_path / "s.jsonl", 1), out=out, cache=False)
+    trace = out / "trace.jsonl"  # as an older run wrote it
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    trace.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "events"}) + "\n" for r in records))
+    node = read_run(out).problems[0].nodes[0]
+    assert not node.tree_from_events
+    tree = _Elements(str(node.tree))
+    assert "data-events" not in tree.with_class("tree", "svg")[0]
+    assert not tree.with_class("pruned", "g") and tree.with_class("chosen", "line")
+
+
 def test_steps_are_split_keeping_their_delimiter() -> None:
     assert split_steps("a ;b ;Answer: 7", ";") == ["a ;", "b ;", "Answer: 7"]
     assert split_steps("a\n\nb\n\n", "\n\n") == ["a\n\n", "b\n\n"]

@@ -25,6 +25,7 @@ from orchestra.reward.process_reward import PRMSpec, Step, score_steps
 from orchestra.backends import ModelSpec
 from orchestra.recipe import Recipe
 from orchestra.techniques.stepwise._step_generation import PartialAnswer, StepGenerator, StepParams
+from orchestra.techniques.stepwise.search_events import STEP_RECORDED, partial_id
 from test_engine import traces
 
 PARTIAL = "assistant: "
@@ -236,3 +237,70 @@ def test_particle_gibbs_replays_its_reference_without_generating_it(tmp_path: Pa
     # the first sweep draws 4 first steps; the second only 3: slot 0 replays the reference
     assert roots == [4, 3]
     assert len(outputs) == 4 and all(o["answer"] == "7" for o in outputs)
+
+
+def _events(tmp_path: Path, technique: str, **params) -> tuple[list[dict], list[dict]]:
+    out = tmp_path / technique
+    orchestra.run(recipe(technique, **params), write_sums(tmp_path / "s.jsonl", 1), out=out, cache=False)
+    record = traces(out)[("p0", "search")]
+    return record.get("events", []), record["outputs"]
+
+
+def _assert_a_consistent_tree(scored: list[dict], outputs: list[dict]) -> None:
+    ids = [e["id"] for e in scored]
+    assert len(ids) == len(set(ids))  # one record per distinct partial answer
+    by_id = {e["id"]: e for e in scored}
+    for event in scored:  # a parent is the partial answer one step shorter, scored before it
+        if event["depth"] == 1:
+            assert event["parent"] is None
+        else:
+            assert by_id[event["parent"]]["depth"] == event["depth"] - 1
+            assert ids.index(event["parent"]) < ids.index(event["id"])
+        assert 0 < event["score"] <= 1 and len(event["step"]) <= STEP_RECORDED
+    for output in outputs:  # every answer is a scored node, and its steps are its ancestors'
+        node, steps = by_id[partial_id(output["text"])], []
+        while node is not None:
+            steps.insert(0, node["step"])
+            node = by_id.get(node["parent"])
+        assert "".join(steps) == output["text"]
+
+
+def test_particle_filtering_records_its_tree_and_resampling(tmp_path: Path, fake_backend) -> None:
+    fake_backend.script = scripted
+    events, outputs = _events(tmp_path, "particle_filtering", rollouts=6, ess_threshold=1.0)
+    scored = [e for e in events if e["kind"] == "scored"]
+    _assert_a_consistent_tree(scored, outputs)
+    assert sum(e["finished"] for e in scored) == len({o["text"] for o in outputs})
+    resamples = [e for e in events if e["kind"] == "resample"]
+    assert resamples and resamples[0]["depth"] == 1 and len(resamples[0]["kept"]) == 6
+    depth_one = {e["id"] for e in scored if e["depth"] == 1 and not e["finished"]}
+    assert set(resamples[0]["kept"]) <= depth_one  # finished particles are never resampled
+
+
+def test_beam_search_records_what_it_prunes(tmp_path: Path, fake_backend) -> None:
+    fake_backend.script = lambda request, prompt, index: "Answer: 7" if depth_of(prompt) >= 2 else f"s{index} ; x"
+    events, outputs = _events(tmp_path, "beam_search", rollouts=6, beam_width=3)
+    scored = [e for e in events if e["kind"] == "scored"]
+    _assert_a_consistent_tree(scored, outputs)
+    prunes = [e for e in events if e["kind"] == "prune"]
+    # rounds 1 and 2 keep N / M = 2 of 6 partial answers; round 3's all finish (nothing pruned)
+    assert [(e["depth"], len(e["kept"]), len(e["dropped"])) for e in prunes] == [(1, 2, 4), (2, 2, 4)]
+    parents = {e["parent"] for e in scored}
+    assert set(prunes[0]["kept"]) <= parents and not set(prunes[0]["dropped"]) & parents
+
+
+@pytest.mark.parametrize("technique", ["dvts", "mcts", "best_first"])
+def test_tree_searches_record_scored_nodes(tmp_path: Path, fake_backend, technique: str) -> None:
+    fake_backend.script = scripted
+    extra = {"beam_width": 2} if technique == "dvts" else {}
+    events, outputs = _events(tmp_path, technique, rollouts=4, **extra)
+    _assert_a_consistent_tree([e for e in events if e["kind"] == "scored"], outputs)
+    expected = "prune" if technique == "dvts" else "expand"
+    assert any(e["kind"] == expected for e in events)
+
+
+def test_a_step_is_recorded_cut_to_its_cap(tmp_path: Path, fake_backend) -> None:
+    fake_backend.script = lambda request, prompt, index: "word " * 400 if depth_of(prompt) == 0 else "Answer: 7"
+    events, _ = _events(tmp_path, "particle_filtering", rollouts=2, step_tokens=500)
+    first = next(e for e in events if e["kind"] == "scored" and e["depth"] == 1)
+    assert len(first["step"]) == STEP_RECORDED

@@ -20,7 +20,7 @@ import yaml
 from markupsafe import Markup
 
 from orchestra.results import ProblemResult, RunSummary
-from orchestra.run_page.step_tree import STEPWISE_TECHNIQUES, step_tree_svg
+from orchestra.run_page.step_tree import STEPWISE_TECHNIQUES, drawn_from_events, step_tree_svg
 from orchestra.significance import Interval, mean_interval
 from orchestra.tasks import Task, load_task
 
@@ -48,6 +48,7 @@ class NodeView:
     hidden: int  # candidates beyond CANDIDATES_SHOWN
     error: str | None
     tree: Markup | None = None  # step-wise searches: their tree as inline SVG
+    tree_from_events: bool = False  # drawn from the search's recorded events (else from its answers)
 
 
 @dataclass
@@ -187,7 +188,9 @@ def read_run(folder: Path, tasks: TaskLookup | None = None) -> RunView:
             )
             if node.technique in STEPWISE_TECHNIQUES and outputs:
                 delimiter = params.get(node.node, {}).get("delimiter", "\n\n")
-                node.tree = step_tree_svg(outputs, delimiter, partial(_is_right, task, reference=result.reference))
+                events = record.get("events")
+                node.tree = step_tree_svg(outputs, delimiter, partial(_is_right, task, reference=result.reference), events)
+                node.tree_from_events = drawn_from_events(events)
             view.nodes.append(node)
         problems.append(view)
     return RunView(

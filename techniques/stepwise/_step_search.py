@@ -30,6 +30,7 @@ from orchestra.context import Context
 from orchestra.reward.process_reward import PRMSpec, get_process_reward_model, score_steps
 from orchestra.techniques._voting import tally
 from orchestra.techniques.stepwise._step_generation import PartialAnswer, StepGenerator, StepParams
+from orchestra.techniques.stepwise.search_events import record_scored
 
 #: The score name searches write.
 PRM_SCORE = "prm"
@@ -62,7 +63,8 @@ def best_scored(scored: Sequence[Scored], k: int) -> list[Scored]:
 
 
 class PRMScorer:
-    """Scores partial answers of one search with its PRM, each distinct prefix once."""
+    """Scores partial answers of one search with its PRM, each distinct prefix once, and
+    records each as a `scored` event (search_events), so the search's tree can be drawn."""
 
     def __init__(self, ctx: Context, spec: PRMSpec):
         self.ctx = ctx
@@ -72,7 +74,10 @@ class PRMScorer:
     async def score(self, partial: PartialAnswer) -> float:
         key = partial.text
         if key not in self.known:
-            self.known[key] = await score_steps(self.ctx, self.spec, partial.steps)
+            score = await score_steps(self.ctx, self.spec, partial.steps)
+            if key not in self.known:  # a concurrent call may have scored it meanwhile
+                self.known[key] = score
+                record_scored(self.ctx, partial.steps, score, partial.finished)
         return self.known[key]
 
     async def score_all(self, partials: Sequence[PartialAnswer]) -> list[float]:

@@ -27,6 +27,7 @@ from orchestra.techniques.stepwise._step_search import (
     best_scored,
     search_parts,
 )
+from orchestra.techniques.stepwise.search_events import ids
 
 
 class BeamSearchParams(StepSearchParams):
@@ -57,7 +58,13 @@ async def beam_search(ctx: Context, inputs: list[Candidate], params: BeamSearchP
             children = [c for kids in await generator.extend_each([b for b, _ in beams], counts) for c in kids]
             scored = list(zip(children, await prm.score_all(children)))
             finished += [pair for pair in scored if pair[0].finished]
-            beams = best_scored([pair for pair in scored if not pair[0].finished], keep)
+            growing = [pair for pair in scored if not pair[0].finished]
+            beams = best_scored(growing, keep)
+            kept = [b.text for b, _ in beams]
+            dropped = dict.fromkeys(p.text for p, _ in growing if p.text not in kept)
+            if growing:
+                ctx.record({"kind": "prune", "depth": len(growing[0][0].steps),
+                            "kept": ids(kept), "dropped": ids(dropped)})
             counts = [width] * len(beams)
     except BudgetExceeded:
         if not finished and not any(b.steps for b, _ in beams):

@@ -21,6 +21,7 @@ from orchestra.context import Context
 from orchestra.technique import technique
 from orchestra.techniques.stepwise._step_generation import PartialAnswer
 from orchestra.techniques.stepwise._step_search import Scored, TreeSearchParams, answer_candidates, search_parts
+from orchestra.techniques.stepwise.search_events import partial_id
 
 
 @technique("best_first", TreeSearchParams, requires=(CONTINUATION,), min_inputs=0)
@@ -34,6 +35,7 @@ async def best_first(ctx: Context, inputs: list[Candidate], params: TreeSearchPa
     try:
         while frontier and len(finished) < params.rollouts and generator.steps_generated + params.branching <= max(allowance, params.branching):
             _, _, best = heapq.heappop(frontier)
+            ctx.record({"kind": "expand", "id": partial_id(best.text) if best.steps else None, "depth": len(best.steps)})
             kids = await generator.extend(best, params.branching)
             for kid, score in zip(kids, await prm.score_all(kids)):
                 if kid.finished:

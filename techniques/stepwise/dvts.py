@@ -17,6 +17,7 @@ from orchestra.context import Context
 from orchestra.technique import technique
 from orchestra.techniques.stepwise._step_generation import PartialAnswer
 from orchestra.techniques.stepwise._step_search import Scored, answer_candidates, best_scored, search_parts
+from orchestra.techniques.stepwise.search_events import ids
 from orchestra.techniques.stepwise.beam_search import BeamSearchParams
 
 
@@ -36,10 +37,15 @@ async def dvts(ctx: Context, inputs: list[Candidate], params: BeamSearchParams) 
             flat = [c for kids in children for c in kids]
             scores = iter(await prm.score_all(flat))
             survivors: list[Scored] = []
+            kept: list[str] = []
             for kids in children:  # one subtree's children: its best one goes on
                 best = best_scored([(kid, next(scores)) for kid in kids], 1)[0]
                 (finished if best[0].finished else survivors).append(best)
+                kept.append(best[0].text)
             beams = survivors
+            dropped = dict.fromkeys(kid.text for kid in flat if kid.text not in kept)
+            ctx.record({"kind": "prune", "depth": len(flat[0].steps),
+                        "kept": ids(kept), "dropped": ids(dropped)})
     except BudgetExceeded:
         if not finished and not beams:
             raise

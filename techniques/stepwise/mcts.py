@@ -29,6 +29,7 @@ from orchestra.context import Context
 from orchestra.technique import technique
 from orchestra.techniques.stepwise._step_generation import PartialAnswer
 from orchestra.techniques.stepwise._step_search import Scored, TreeSearchParams, answer_candidates, search_parts
+from orchestra.techniques.stepwise.search_events import partial_id
 
 
 class MCTSParams(TreeSearchParams):
@@ -93,6 +94,8 @@ async def mcts(ctx: Context, inputs: list[Candidate], params: MCTSParams) -> lis
     try:
         while not root.exhausted and len(finished) < params.rollouts and generator.steps_generated + params.branching <= max(allowance, params.branching):
             leaf = select_leaf(root, params.exploration)
+            ctx.record({"kind": "expand", "id": partial_id(leaf.partial.text) if leaf.partial.steps else None,
+                        "depth": len(leaf.partial.steps)})
             kids = await generator.extend(leaf.partial, params.branching)
             for kid, score in zip(kids, await prm.score_all(kids)):
                 child = TreeNode(kid, score, parent=leaf)

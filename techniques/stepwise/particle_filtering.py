@@ -41,6 +41,7 @@ from orchestra.techniques.stepwise._step_search import (
     answer_candidates,
     search_parts,
 )
+from orchestra.techniques.stepwise.search_events import ids
 
 #: log(0) stand-in: a PRM score of 0 makes a particle all but impossible, not a NaN.
 _LOG_FLOOR = math.log(1e-30)
@@ -108,6 +109,7 @@ async def run_filter(
                 active = [active[j] for j in picks]
                 scores = [scores[j] for j in picks]
                 log_weights = [0.0] * len(active)
+                prm.ctx.record({"kind": "resample", "depth": depth, "kept": ids(p.text for p in active)})
     except BudgetExceeded:
         if not finished and depth <= 1:
             raise
