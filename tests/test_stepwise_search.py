@@ -25,7 +25,7 @@ from orchestra.reward.process_reward import PRMSpec, Step, score_steps
 from orchestra.backends import ModelSpec
 from orchestra.recipe import Recipe
 from orchestra.techniques.stepwise._step_generation import PartialAnswer, StepGenerator, StepParams
-from orchestra.techniques.stepwise.search_events import STEP_RECORDED, partial_id
+from orchestra.step_events import STEP_RECORDED, partial_id
 from test_engine import traces
 
 PARTIAL = "assistant: "

@@ -1,7 +1,7 @@
 """A step-wise search drawn as a tree of steps, from what it recorded or from its answers.
 
 A search records every partial answer its PRM scored, with its parent, and its
-resampling and pruning (trace `events`, see techniques/stepwise/search_events.py).
+resampling and pruning (trace `events`, see orchestra/step_events.py).
 From those the whole tree is drawn: each node with its PRM score, a particle
 copied by resampling with its number of copies, a partial answer never extended
 (pruned, dropped by resampling) greyed, each answer right or wrong, and the
@@ -24,7 +24,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from orchestra.techniques.stepwise.search_events import partial_id
+from orchestra.step_events import partial_id
 
 #: The techniques whose candidates are grown step by step (techniques/stepwise).
 STEPWISE_TECHNIQUES = frozenset({"particle_filtering", "beam_search", "dvts", "mcts", "best_first", "prm_best_of_n"})

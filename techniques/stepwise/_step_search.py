@@ -30,7 +30,7 @@ from orchestra.context import Context
 from orchestra.reward.process_reward import PRMSpec, get_process_reward_model, score_steps
 from orchestra.techniques._voting import tally
 from orchestra.techniques.stepwise._step_generation import PartialAnswer, StepGenerator, StepParams
-from orchestra.techniques.stepwise.search_events import record_scored
+from orchestra.step_events import record_scored
 
 #: The score name searches write.
 PRM_SCORE = "prm"
@@ -64,7 +64,7 @@ def best_scored(scored: Sequence[Scored], k: int) -> list[Scored]:
 
 class PRMScorer:
     """Scores partial answers of one search with its PRM, each distinct prefix once, and
-    records each as a `scored` event (search_events), so the search's tree can be drawn."""
+    records each as a `scored` event (orchestra.step_events), so the search's tree can be drawn."""
 
     def __init__(self, ctx: Context, spec: PRMSpec):
         self.ctx = ctx

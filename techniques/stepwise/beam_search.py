@@ -27,7 +27,7 @@ from orchestra.techniques.stepwise._step_search import (
     best_scored,
     search_parts,
 )
-from orchestra.techniques.stepwise.search_events import ids
+from orchestra.step_events import ids
 
 
 class BeamSearchParams(StepSearchParams):

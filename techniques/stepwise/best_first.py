@@ -21,7 +21,7 @@ from orchestra.context import Context
 from orchestra.technique import technique
 from orchestra.techniques.stepwise._step_generation import PartialAnswer
 from orchestra.techniques.stepwise._step_search import Scored, TreeSearchParams, answer_candidates, search_parts
-from orchestra.techniques.stepwise.search_events import partial_id
+from orchestra.step_events import partial_id
 
 
 @technique("best_first", TreeSearchParams, requires=(CONTINUATION,), min_inputs=0)

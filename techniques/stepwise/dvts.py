@@ -17,7 +17,7 @@ from orchestra.context import Context
 from orchestra.technique import technique
 from orchestra.techniques.stepwise._step_generation import PartialAnswer
 from orchestra.techniques.stepwise._step_search import Scored, answer_candidates, best_scored, search_parts
-from orchestra.techniques.stepwise.search_events import ids
+from orchestra.step_events import ids
 from orchestra.techniques.stepwise.beam_search import BeamSearchParams
 
 

@@ -41,7 +41,7 @@ from orchestra.techniques.stepwise._step_search import (
     answer_candidates,
     search_parts,
 )
-from orchestra.techniques.stepwise.search_events import ids
+from orchestra.step_events import ids
 
 #: log(0) stand-in: a PRM score of 0 makes a particle all but impossible, not a NaN.
 _LOG_FLOOR = math.log(1e-30)
