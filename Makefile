@@ -14,7 +14,7 @@
 #   .venv/.setup-stamp   `setup`: torch, `pip install -e .` (no extras), the default model
 #   .venv/.test-stamp    `test-setup`: the test extra on top of that
 # --no-compile: pip would byte-compile every module of every package (transformers alone ships
-# thousands); Python compiles the few a run imports on first use instead.
+# thousands: 40 s of the 2-core machine's set-up); Python compiles what a run imports on first use.
 # Both are keyed on pyproject.toml and scripts/install-torch.sh: once done, each is a no-op until
 # one of those changes. Delete a stamp to force its step.
 
