@@ -52,7 +52,7 @@ import transformers
 
 from orchestra.backends.local import LocalBackend
 from orchestra.backends.local_engine import SamplingParams
-from orchestra.backends.local_engine.precision import _cpu_name
+from orchestra.machine import cpu_name
 from orchestra.models import resolve
 from orchestra.backends import ModelSpec
 
@@ -497,7 +497,7 @@ def main() -> None:
     header = {
         "date": datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(["python", *sys.argv]),
-        "machine": f"{platform.node()}: {_cpu_name()}, {os.cpu_count()} logical CPUs, "
+        "machine": f"{platform.node()}: {cpu_name()}, {os.cpu_count()} logical CPUs, "
                    f"{'GPU ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
         "load average at start (1, 5, 15 min)": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
     }

@@ -18,17 +18,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from orchestra.machine import cpu_name
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _load() -> str:
@@ -52,7 +44,7 @@ def measurement_context() -> dict:
         "machine": {
             "arch": platform.machine(),
             "cpus": os.cpu_count(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_name(),
             "python": platform.python_version(),
             "torch": _torch_version(),
         },

@@ -111,9 +111,11 @@ def _cut_torn_line(path: Path) -> int:
         return 0
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(text)
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it, so a reader (or a crash) never
+    meets half of it; the temporary name is this process's own, so two writers never share one."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(text, encoding="utf-8")
     os.replace(staging, path)
 
 
@@ -139,7 +141,7 @@ class RunFolder:
     def start(self, recipe: Recipe, task: str | None, split: str | None) -> None:
         """Record what runs here, or check that it is what ran here before."""
         if not self.check(recipe, task, split):
-            _write_atomically(self.meta_path, json.dumps(self._meta(recipe, task, split), indent=2))
+            write_atomically(self.meta_path, json.dumps(self._meta(recipe, task, split), indent=2))
 
     def check(self, recipe: Recipe, task: str | None, split: str | None) -> bool:
         """Whether a run is recorded here; RunFolderMismatch when it is not this recipe, task and split."""
@@ -188,7 +190,7 @@ class RunFolder:
         self._append(self.trace_path, record)
 
     def write_summary(self, summary: RunSummary) -> None:
-        _write_atomically(self.summary_path, summary.model_dump_json(indent=2))
+        write_atomically(self.summary_path, summary.model_dump_json(indent=2))
 
     @staticmethod
     def _append(path: Path, record: dict[str, Any]) -> None:

@@ -71,6 +71,7 @@ FOUNDATION = (
     "orchestra.usage",
     "orchestra.models",
     "orchestra.paths",
+    "orchestra.machine",
 )
 #: The backend modules the core may import: the interface, never a concrete backend.
 BACKEND_FACE = (

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -22,19 +21,10 @@ import torch
 
 from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.llama_runner import LlamaRunner, PrefillRow
+from orchestra.machine import cpu_name
 from orchestra.paths import home
 
 CANDIDATES = ("float32", "bfloat16")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _verdicts_file() -> Path:
@@ -42,7 +32,7 @@ def _verdicts_file() -> Path:
 
 
 def machine_key(model_name: str) -> str:
-    return f"{model_name}|{_cpu_name()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    return f"{model_name}|{cpu_name()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
 
 
 def time_decode(model: torch.nn.Module, batch: int, context: int = 64, steps: int = 6) -> float:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jinja2
 
+from orchestra.run_folder import write_atomically
 from orchestra.run_page.compare_view import read_compare
 from orchestra.run_page.folder_kind import NotAReportFolder, folder_kind
 from orchestra.run_page.run_view import read_run
@@ -63,8 +63,5 @@ def write_page(folder: Path, out: Path | None = None) -> Path:
     """Write the page (default FOLDER/report.html) through a temporary file, so a reader never sees half of it."""
     folder = Path(folder)
     out = Path(out) if out is not None else folder / "report.html"
-    html = render_page(folder)
-    staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    staging.write_text(html, encoding="utf-8")
-    os.replace(staging, out)
+    write_atomically(out, render_page(folder))
     return out
