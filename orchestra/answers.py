@@ -13,6 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 Strategy = Literal["auto", "marker", "boxed", "last_number", "regex", "code", "full"]
+#: How two extracted answers are compared: `normalized` strings and numbers, or `math` values
+#: (math-verify: `1/2`, `0.5` and `\\frac{1}{2}` agree; see orchestra.math_equivalence).
+Comparison = Literal["normalized", "math"]
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _LEADING_NUMBER = re.compile(r"^\$?\s*(-?\d[\d,]*(?:\.\d+)?(?:/\d+)?)(?![\d.]*\s*[a-zA-Z(*/+^-]\s*\d)")
@@ -20,13 +23,14 @@ _CODE_BLOCK = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)(?:```|$)", re.DOTALL)
 
 
 class AnswerFormat(BaseModel):
-    """How to extract an answer. `auto`: marker, then \\boxed{}, then the last number."""
+    """How to extract an answer, and how to compare two. `auto`: marker, then \\boxed{}, then the last number."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     strategy: Strategy = "auto"
     marker: str = "Answer:"
     pattern: str | None = None  # for `regex`: group 1 (or the whole match) is the answer
+    compare: Comparison = "normalized"
 
 
 _QUOTES = "'\"`\u2019\u201d"

@@ -1,4 +1,4 @@
-"""Votes: candidates grouped by normalized answer, heaviest group first.
+"""Votes: candidates grouped by agreeing answers (the task's `vote_keys`), heaviest group first.
 
 The counting behind `majority_vote`, `adaptive_vote`, `weighted_best_of_n` and
 the step-wise searches' `select: vote`.
@@ -19,7 +19,7 @@ def tally(
     weight_by: str | None = None,
     representative: Literal["first", "best"] = "first",
 ) -> list[Candidate]:
-    """Group candidates by normalized answer; one candidate per answer, heaviest first.
+    """Group candidates whose answers agree; one candidate per answer, heaviest first.
 
     A group weighs its number of members, or the sum of their `weight_by` scores
     (which must be non-negative: a log-probability would make more votes count
@@ -28,11 +28,11 @@ def tally(
     highest-scored one (`best`); it comes back with `parents` naming every member
     and `scores["votes"]` its group's share of the total weight.
     """
-    normalize = ctx.task.normalize if ctx.task else (lambda a: a)
+    answers = [candidate.answer for candidate in candidates]
+    keys = ctx.task.vote_keys(answers) if ctx.task else answers
     groups: dict[str, list[Candidate]] = defaultdict(list)
     weights: dict[str, float] = defaultdict(float)
-    for candidate in candidates:
-        key = normalize(candidate.answer) if candidate.answer is not None else None
+    for candidate, key in zip(candidates, keys):
         if key is None:
             continue
         weight = candidate.scores[weight_by] if weight_by else 1.0

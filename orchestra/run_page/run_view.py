@@ -131,7 +131,7 @@ def _is_right(task: Task | None, answer: str | None, reference: str | None) -> b
         return None if reference is None else False
     if task is None:
         return answer.strip() == reference.strip()
-    return task.normalize(answer) == task.normalize(reference)
+    return task.same_answer(reference, answer)
 
 
 def _cost_rows(summary: RunSummary | None, results: list[ProblemResult]) -> list[CostRow]:

@@ -241,8 +241,7 @@ def judge_pool(task: Task, problem: Problem, candidates: Sequence[Candidate]) ->
     """Score a problem's pool, each distinct answer once (scoring may execute code)."""
     verdicts: dict[Any, bool] = {}
     judged = []
-    for candidate in candidates:
-        vote = task.normalize(candidate.answer) if candidate.answer is not None else None
+    for candidate, vote in zip(candidates, task.vote_keys([c.answer for c in candidates])):
         key = vote if vote is not None else ("text", candidate.text)
         if key not in verdicts:
             verdicts[key] = vote is not None and is_correct(task.score(problem, candidate.text, candidate.answer))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from orchestra.answers import AnswerFormat, extract_answer, normalize_answer
+from orchestra.math_equivalence import math_equal
 from orchestra.problem import Problem
 from orchestra.registry import Registry
 
@@ -82,6 +84,35 @@ class Task(ABC):
     def normalize(self, answer: str | None) -> str | None:
         """Canonical form used to decide that two answers are the same (for voting)."""
         return normalize_answer(answer)
+
+    def same_answer(self, reference: str, answer: str) -> bool:
+        """Whether `answer` agrees with `reference`: equal canonical forms, or under the answer
+        format's `compare: math` the same mathematical value (math-verify)."""
+        if self.answer_format.compare == "math":
+            return math_equal(reference, answer)
+        return self.normalize(reference) == self.normalize(answer)
+
+    def vote_keys(self, answers: Sequence[str | None]) -> list[str | None]:
+        """Each answer's vote: its canonical form, so that answers that agree share one key.
+
+        Under `compare: math` agreement is not a canonical form but a comparison,
+        so an answer takes the key of the first earlier answer it agrees with.
+        None (no answer) stays None.
+        """
+        keys = [None if answer is None else self.normalize(answer) for answer in answers]
+        if self.answer_format.compare != "math":
+            return keys
+        firsts: dict[str, str] = {}  # each vote's key -> its first answer
+        votes: list[str | None] = []
+        for answer, key in zip(answers, keys):
+            if answer is None or key is None:
+                votes.append(None)
+                continue
+            if key not in firsts:
+                key = next((k for k, first in firsts.items() if self.same_answer(first, answer)), key)
+                firsts.setdefault(key, answer)
+            votes.append(key)
+        return votes
 
     @abstractmethod
     def score(self, problem: Problem, text: str, answer: str | None) -> float:

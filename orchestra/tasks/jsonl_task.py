@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestra.answers import AnswerFormat, normalize_answer
+from orchestra.answers import AnswerFormat
 from orchestra.problem import Problem
 from orchestra.tasks.base import (
     SPLITS,
@@ -23,7 +23,7 @@ from orchestra.tasks.base import (
 
 @task_kind("jsonl")
 class JsonlTask(Task):
-    """One problem per line of a JSONL file; scored by exact match after normalisation.
+    """One problem per line of a JSONL file; scored by matching the reference answer.
 
     Each line is a JSON object with a prompt field, an answer field, and
     optionally an id field (default: the line number) and a split field
@@ -104,7 +104,8 @@ class JsonlTask(Task):
         return list(rows if limit is None else rows[:limit])
 
     def score(self, problem: Problem, text: str, answer: str | None) -> float:
-        """Exact match of normalised answers: numbers by value, text case- and space-folded."""
+        """Match of answers: normalised (numbers by value, text case- and space-folded) or,
+        with `compare=math`, by mathematical value."""
         if answer is None or problem.answer is None:
             return 0.0
-        return 1.0 if normalize_answer(answer) == normalize_answer(problem.answer) else 0.0
+        return 1.0 if self.same_answer(problem.answer, answer) else 0.0

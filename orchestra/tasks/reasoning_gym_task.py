@@ -88,7 +88,7 @@ class ReasoningGymTask(Task):
             if key not in accepted:
                 raise ValueError(
                     f"reasoning_gym:{name}: unknown option {key!r}; "
-                    f"config keys: {', '.join(accepted)}; task options: size, seed, answer, marker, pattern"
+                    f"config keys: {', '.join(accepted)}; task options: size, seed, answer, marker, pattern, compare"
                 )
         self.name = name
         self.spec = spec or f"reasoning_gym:{name}"
@@ -164,9 +164,12 @@ class ReasoningGymTask(Task):
         return self._dataset("test"), rebuilt
 
     def score(self, problem: Problem, text: str, answer: str | None) -> float:
-        """The dataset's own scorer (it knows equivalent forms and partial credit); a crash scores 0."""
+        """The dataset's own scorer (it knows equivalent forms and partial credit); a crash scores 0.
+        With `compare=math` an answer of the reference's mathematical value scores 1 as well."""
         if answer is None:
             return 0.0
+        if self.answer_format.compare == "math" and problem.answer is not None and self.same_answer(problem.answer, answer):
+            return 1.0
         dataset, entry = self._entry_for(problem)
         try:
             return float(dataset.score_answer(answer, entry))

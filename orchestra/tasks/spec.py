@@ -8,9 +8,9 @@ line, in a recipe file and in a results table. Examples:
     jsonl:data/qa.jsonl?prompt=question&answer_field=label&answer=marker
 
 Option values are YAML scalars (`2` is an int, `[+,-]` a list, `true` a bool)
-and may be %-escaped (`%26` for `&`). `answer`, `marker` and `pattern` build
-the task's AnswerFormat and are taken verbatim (regexes are not YAML); every
-other option goes to the task.
+and may be %-escaped (`%26` for `&`). `answer`, `marker`, `pattern` and
+`compare` (`normalized` or `math`) build the task's AnswerFormat and are taken
+verbatim (regexes are not YAML); every other option goes to the task.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from orchestra.answers import AnswerFormat
 from orchestra.tasks.base import TASK_KINDS, Task
 
-_FORMAT_KEYS = {"answer": "strategy", "marker": "marker", "pattern": "pattern"}
+_FORMAT_KEYS = {"answer": "strategy", "marker": "marker", "pattern": "pattern", "compare": "compare"}
 #: Other spellings of built-in kinds that users type.
 _SPELLINGS = {"reasoning-gym": "reasoning_gym", "human_eval": "humaneval", "human-eval": "humaneval"}
 
