@@ -16,11 +16,12 @@ from orchestra.backends.generation import (
     ConfidenceStop,
     GenerationRequest,
     GenerationResult,
+    ThinkingBudget,
 )
 from orchestra.backends.model_spec import DEFAULT_MODEL, ModelSpec
 
 __all__ = [
     "BACKENDS", "CONFIDENCE_STOP", "CONTINUATION", "DEFAULT_MODEL", "HIDDEN_STATES", "LOGPROBS", "Backend",
     "BackendInfo", "BackendUnavailable", "Completion", "ConfidenceStop", "GenerationRequest", "GenerationResult", "ModelSpec", "NoOptions",
-    "Prompt", "backend", "get_backend",
+    "Prompt", "ThinkingBudget", "backend", "get_backend",
 ]

@@ -44,6 +44,51 @@ class ConfidenceStop(BaseModel):
     top_k: int = Field(default=5, ge=1, le=20)
 
 
+class ThinkingBudget(BaseModel):
+    """Bounds on the thinking of a model that thinks in tags (`<think>…</think>`).
+
+    The thinking span runs from the start of the reply to `end`. `max_tokens`:
+    once the span holds that many tokens, `close` (default: `end`) is written for
+    the model and it goes on to answer (vLLM's `thinking_token_budget`).
+    `min_tokens`: an end of the span before that many tokens (`end`, or EOS) is
+    replaced by `wait` and decoding continues (budget forcing, s1). `end: null`
+    makes the whole reply the span, for a model without tags (then a maximum
+    without `close` ends the reply). The local backend applies both bounds; an
+    OpenAI-compatible server gets the maximum as `thinking_token_budget` (vLLM)
+    and cannot force a minimum.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int | None = Field(default=None, ge=0)
+    min_tokens: int = Field(default=0, ge=0)
+    end: str | None = "</think>"
+    close: str | None = None
+    wait: str = Field(default="Wait", min_length=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ThinkingBudget:
+        if self.max_tokens is None and not self.min_tokens:
+            raise ValueError("a thinking budget needs max_tokens, min_tokens or both")
+        if self.max_tokens is not None and self.max_tokens < self.min_tokens:
+            raise ValueError(f"thinking max_tokens ({self.max_tokens}) is below min_tokens ({self.min_tokens})")
+        if self.end == "" or self.close == "":
+            raise ValueError("thinking `end` and `close` must not be empty (null: the end of the reply)")
+        return self
+
+    def server_budget(self, where: str) -> int:
+        """The maximum, for a server that bounds thinking itself (vLLM's `thinking_token_budget`,
+        with the tags of its reasoning parser). What only the local engine can do is refused."""
+        if self.min_tokens:
+            raise ValueError(f"{where}: a thinking min_tokens (budget forcing) needs the local backend")
+        if self.max_tokens is None or self.end != "</think>" or self.close is not None:
+            raise ValueError(
+                f"{where}: a server is sent only a thinking max_tokens, closed with its own </think> "
+                "(no `end` or `close` of your own)"
+            )
+        return self.max_tokens
+
+
 class GenerationRequest(BaseModel):
     """A batched generation request: `n` samples of one prompt.
 
@@ -84,6 +129,8 @@ class GenerationRequest(BaseModel):
     #: Stop a sample early when its sliding-window confidence falls below a threshold
     #: (backends with the CONFIDENCE_STOP capability; others generate it whole).
     confidence_stop: ConfidenceStop | None = None
+    #: Bounds on the thinking span of a model that thinks in tags (see `ThinkingBudget`).
+    thinking: ThinkingBudget | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerationRequest:
@@ -105,7 +152,7 @@ class GenerationRequest(BaseModel):
     def sampling_key(self) -> dict:
         """The fields that change what a sample is (everything but n and first_index).
 
-        `top_logprobs`, `confidence_stop` and `continuation_ids` are part of the key only
+        `top_logprobs`, `confidence_stop`, `thinking` and `continuation_ids` are part of the key only
         when given, so cached samples stored with them are found by requests that need them,
         and keys of other requests stay what they were before the fields existed. The
         continuation's token ids are keyed besides the rendered text: two partial answers
@@ -115,7 +162,7 @@ class GenerationRequest(BaseModel):
         key = self.model_dump(
             exclude={
                 "n", "first_index", "messages", "prompt", "logprobs", "top_logprobs", "hidden_states",
-                "continuation_ids", "confidence_stop",
+                "continuation_ids", "confidence_stop", "thinking",
             }
         )
         if self.top_logprobs:
@@ -124,6 +171,8 @@ class GenerationRequest(BaseModel):
             key["continuation_ids"] = list(self.continuation_ids)
         if self.confidence_stop is not None:
             key["confidence_stop"] = self.confidence_stop.model_dump()
+        if self.thinking is not None:
+            key["thinking"] = self.thinking.model_dump()
         return key
 
 

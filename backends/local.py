@@ -20,6 +20,9 @@ A request with a `confidence_stop` is ended by the engine mid-decode, with
 finish_reason "confidence", once its sliding-window token confidence falls below
 the threshold (DeepConf's online mode); its tokens are a prefix of what the same
 seed and sample index give without the stop.
+
+A request with a `thinking` budget has its thinking span bounded by the engine
+(`local_engine.thinking`): closed at a maximum, "Wait" written over an early end.
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ from orchestra.backends.generation import (
     Completion,
     GenerationRequest,
     GenerationResult,
+    ThinkingBudget,
     add_logprob,
 )
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
 from orchestra.backends.local_engine.options import SparseOptions, SpeculativeOptions
 from orchestra.backends.local_engine.stopping import ConfidenceStop
+from orchestra.backends.local_engine.thinking import ThinkingTokens
 from orchestra.backends.model_spec import ModelSpec
 from orchestra.models import load_pretrained
 from orchestra.usage import Usage
@@ -201,6 +206,32 @@ class LocalBackend(Backend):
             self._encoded[text] = ids
         return ids
 
+    def _thinking_tokens(self, budget: ThinkingBudget) -> ThinkingTokens:
+        """A request's thinking budget in this model's token ids; its end tag must be one token."""
+        end_id = None
+        if budget.end is not None:
+            ids = self.tokenizer.convert_tokens_to_ids(budget.end)
+            if not isinstance(ids, int) or ids == self.tokenizer.unk_token_id:
+                raise ValueError(
+                    f"model {self.spec.model!r}: the thinking end {budget.end!r} is not one token of its vocabulary "
+                    "(a model that thinks in tags has it as a special token); `end: null` makes the whole reply the span"
+                )
+            end_id = ids
+        if budget.close is not None:
+            close = self._encode_text(budget.close)
+        else:
+            eos = self.engine.stops.eos_ids
+            close = (end_id,) if end_id is not None else (
+                self.tokenizer.eos_token_id if self.tokenizer.eos_token_id in eos else min(eos),
+            )
+        return ThinkingTokens(
+            max_tokens=budget.max_tokens,
+            min_tokens=budget.min_tokens,
+            end_id=end_id,
+            close_ids=close,
+            wait_ids=self._encode_text(budget.wait),
+        )
+
     # ----- generation --------------------------------------------------------------
 
     async def complete(self, request: GenerationRequest, prompt: Prompt) -> GenerationResult:
@@ -225,6 +256,7 @@ class LocalBackend(Backend):
             top_logprobs=request.top_logprobs,
             hidden_states=request.hidden_states,
             confidence_stop=ConfidenceStop(**request.confidence_stop.model_dump()) if request.confidence_stop else None,
+            thinking=self._thinking_tokens(request.thinking) if request.thinking else None,
         )
         loop = asyncio.get_running_loop()
         started = loop.time()

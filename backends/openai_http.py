@@ -250,6 +250,8 @@ class OpenAIBackend(Backend):
         seed = request.sample_seed(offset)
         if seed is not None:
             body["seed"] = seed
+        if request.thinking is not None:  # vLLM's hard limit; other servers ignore the field
+            body["thinking_token_budget"] = request.thinking.server_budget(f"model {self.spec.model!r}")
         wants_logprobs = request.logprobs and self.servers.logprobs
         top = _top_wanted(request) if self.servers.logprobs else 0
         if self._uses_chat(request):

@@ -183,9 +183,16 @@ class VLLMBackend(Backend):
                 seed=request.sample_seed(i),
                 # 0: only the sampled token's own log-probability; k: also the k most likely tokens
                 logprobs=_top_wanted(request) or (0 if request.logprobs else None),
+                **self._thinking(request),
             )
             for i in range(request.n)
         ]
+
+    def _thinking(self, request: GenerationRequest) -> dict[str, int]:
+        """vLLM's own thinking limit (`SamplingParams.thinking_token_budget`), for a request with a budget."""
+        if request.thinking is None:
+            return {}
+        return {"thinking_token_budget": request.thinking.server_budget(f"model {self.spec.model!r}")}
 
     async def complete(self, request: GenerationRequest, prompt: Prompt) -> GenerationResult:
         loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestra.backends import ThinkingBudget
 from orchestra.candidate import Candidate
 from orchestra.context import Context
 from orchestra.technique import technique
@@ -24,16 +25,22 @@ class SamplingSettings(BaseModel):
     top_k: int = Field(default=0, ge=0, description="Sampling's top-k cut; 0 means none.")
     max_tokens: int = Field(default=256, ge=1)
     stop: list[str] = Field(default_factory=list)
+    thinking: ThinkingBudget | None = Field(
+        default=None, description="Bounds on a thinking model's <think> span: max_tokens, min_tokens (budget forcing)."
+    )
 
     def sampling(self) -> dict:
         """These fields as `Context.sample` / `GenerationRequest` keywords."""
-        return {
+        settings = {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
             "max_tokens": self.max_tokens,
             "stop": tuple(self.stop),
         }
+        if self.thinking is not None:
+            settings["thinking"] = self.thinking
+        return settings
 
 
 class SampleParams(SamplingSettings):

@@ -269,3 +269,15 @@ def test_without_vllm_the_message_says_how_to_install_it(monkeypatch, tmp_path):
     backends_base._LOADED.clear()
     outcome = CliRunner().invoke(app, ["run", str(recipe), "--limit", "1", "--no-cache", "--out", str(tmp_path / "o")])
     assert outcome.exit_code == 2 and "orchestra[vllm]" in outcome.output
+
+
+def test_a_thinking_maximum_becomes_vllms_thinking_token_budget(fake_vllm):
+    from orchestra.backends import ThinkingBudget
+    from orchestra.backends.vllm_offline import VLLMBackend
+
+    backend = VLLMBackend(spec())
+    bounded = GenerationRequest(prompt="Compute 1 + 1 = ", n=2, thinking=ThinkingBudget(max_tokens=32))
+    assert [p.thinking_token_budget for p in backend.sampling_params(bounded)] == [32, 32]
+    assert not hasattr(backend.sampling_params(bounded.model_copy(update={"thinking": None}))[0], "thinking_token_budget")
+    with pytest.raises(ValueError, match="budget forcing"):
+        backend.sampling_params(bounded.model_copy(update={"thinking": ThinkingBudget(min_tokens=4)}))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from orchestra.backends.local_engine.stopping import ConfidenceStop
+from orchestra.backends.local_engine.thinking import ThinkingTokens
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class SamplingParams:
     hidden_states: bool = False
     #: Finish early when the sliding-window confidence falls below a threshold (DeepConf).
     confidence_stop: ConfidenceStop | None = None
+    #: Bounds on the thinking span (`thinking.ThinkingSpan` replaces tokens when one acts).
+    thinking: ThinkingTokens | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

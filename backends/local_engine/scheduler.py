@@ -275,6 +275,8 @@ class Scheduler:
             if sampled.confidence is not None:
                 sequence.confidences.append(sampled.confidence)
             for token, logprob in zip(sampled.tokens, sampled.logprobs):
+                if sequence.thinking is not None:  # a thinking bound may replace the sampled token
+                    token, logprob = sequence.thinking.next_token(token, logprob, self.stops.eos_ids)
                 sequence.tokens.append(token)
                 sequence.logprobs.append(logprob)
                 # The forward computed the KV of every token before this one (prefill: the whole

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from orchestra.backends.local_engine.sampling import SamplingParams
+from orchestra.backends.local_engine.thinking import ThinkingSpan
 
 _ids = itertools.count()
 
@@ -62,6 +63,12 @@ class Sequence:
     prefilled: bool = False
     mlp_state: object = None  # what the runner's MLP plugin learnt from this sequence's prefill
     admitted_at: int = 0  # scheduler step that last admitted it (preemption takes the newest)
+    #: Its thinking span, when its params bound one.
+    thinking: ThinkingSpan | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.params.thinking is not None:
+            self.thinking = ThinkingSpan(self.params.thinking)
 
     @property
     def context(self) -> list[int]:

@@ -73,8 +73,11 @@ class SpeculativeDecoder:
     @staticmethod
     def handles(params: SamplingParams) -> bool:
         """Requests that want per-position extras (top logprobs, hidden states, a confidence
-        stop) decode plainly."""
-        return not params.top_logprobs and not params.hidden_states and params.confidence_stop is None
+        stop) or a thinking budget (it replaces tokens one at a time) decode plainly."""
+        return (
+            not params.top_logprobs and not params.hidden_states and params.confidence_stop is None
+            and params.thinking is None
+        )
 
     @property
     def max_nodes(self) -> int:
