@@ -159,6 +159,7 @@ BACKENDS: Registry[type[Backend]] = Registry(
         "local": "orchestra.backends.local:LocalBackend",
         "openai": "orchestra.backends.openai_http:OpenAIBackend",
         "vllm": "orchestra.backends.vllm_offline:VLLMBackend",
+        "litellm": "orchestra.backends.litellm_providers:LiteLLMBackend",
     },
 )
 

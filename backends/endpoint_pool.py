@@ -37,6 +37,18 @@ class ServerUnavailable(Exception):
 
 
 @dataclass
+class Attempt:
+    """What one try of a request gave: the answer, or why it failed and how to wait."""
+
+    data: dict[str, Any] | None = None
+    #: Why the try failed, for the message when every try has.
+    failure: str = ""
+    retry_after: float | None = None
+    #: The endpoint refused or dropped the connection: rest it, and try another at once if one is up.
+    refused: bool = False
+
+
+@dataclass
 class EndpointStats:
     """What one endpoint has seen; read by tests and benchmarks."""
 
@@ -91,7 +103,12 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class EndpointPool:
-    """POST JSON to the best endpoint of a pool, with the retry rules in the module docstring."""
+    """POST JSON to the best endpoint of a pool, with the retry rules in the module docstring.
+
+    The HTTP exchange of one try is `_try`; a pool that reaches its servers another
+    way (`LiteLLMPool`, through LiteLLM's providers) replaces it and `_connect`,
+    keeping the load spread, concurrency limits, retries and busy time.
+    """
 
     def __init__(
         self,
@@ -119,21 +136,23 @@ class EndpointPool:
         #: Wall seconds during which at least one request was in flight (the engine's "model time").
         self.busy_seconds = 0.0
 
-    def _bind(self) -> httpx.AsyncClient:
+    def _bind(self) -> None:
         """A client and gates for the running event loop (each `orchestra.run` has its own)."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop or self._client is None:
+        if loop is not self._loop:
             self._loop = loop
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-                headers=self._headers,
-                limits=httpx.Limits(
-                    max_connections=self.max_concurrency * len(self.endpoints),
-                    max_keepalive_connections=self.max_concurrency * len(self.endpoints),
-                ),
-            )
+            self._client = self._connect()
             self._gates = {e.url: asyncio.Semaphore(self.max_concurrency) for e in self.endpoints}
-        return self._client
+
+    def _connect(self) -> httpx.AsyncClient | None:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+            headers=self._headers,
+            limits=httpx.Limits(
+                max_connections=self.max_concurrency * len(self.endpoints),
+                max_keepalive_connections=self.max_concurrency * len(self.endpoints),
+            ),
+        )
 
     def _pick(self) -> EndpointStats:
         now = time.monotonic()
@@ -156,46 +175,52 @@ class EndpointPool:
     async def post(self, path: str, body: dict[str, Any], *, expect: str | None = None) -> dict[str, Any]:
         """The JSON object a server answered; `expect` names a key a good answer has (a 200
         without it counts as a transient failure, like a truncated body)."""
-        client = self._bind()
+        self._bind()
         last = "no try made"
         for attempt in range(self.retries + 1):
             endpoint = self._pick()
-            retry_after: float | None = None
-            refused = False
             endpoint.in_flight += 1
             endpoint.most_in_flight = max(endpoint.most_in_flight, endpoint.in_flight)
             self._enter()
             try:
                 async with self._gates[endpoint.url]:
                     endpoint.sent += 1
-                    try:
-                        response = await client.post(endpoint.url + path, json=body)
-                    except httpx.TimeoutException:
-                        last = f"{endpoint.url}{path}: no answer within {self.timeout:g} s"
-                    except httpx.TransportError as err:  # refused, reset, or a body cut short
-                        last = f"{endpoint.url}{path}: {type(err).__name__}: {err or 'connection failed'}"
+                    outcome = await self._try(endpoint.url, path, body, expect)
+                    if outcome.data is not None:
+                        endpoint.ok += 1
+                        return outcome.data
+                    if outcome.refused:
                         endpoint.down_until = time.monotonic() + self._delay(attempt, None)
-                        refused = True
-                    else:
-                        status = response.status_code
-                        if status == 200:
-                            data = _json_object(response)
-                            if data is not None and (expect is None or isinstance(data.get(expect), list)):
-                                endpoint.ok += 1
-                                return data
-                            last = f"{endpoint.url}{path}: a malformed or truncated answer: {response.text[:200]!r}"
-                        elif status == 429 or status >= 500:
-                            last = f"{endpoint.url}{path}: HTTP {status}: {_error_message(response)}"
-                            retry_after = retry_after_seconds(response.headers.get("retry-after"))
-                        else:
-                            raise RemoteError(status, _error_message(response), endpoint.url + path, _error_code(response))
             finally:
                 endpoint.in_flight -= 1
                 self._leave()
+            last = outcome.failure
             endpoint.failures += 1
-            if attempt < self.retries and not (refused and self._another_up(endpoint)):
-                await asyncio.sleep(self._delay(attempt, retry_after))
+            if attempt < self.retries and not (outcome.refused and self._another_up(endpoint)):
+                await asyncio.sleep(self._delay(attempt, outcome.retry_after))
         raise ServerUnavailable(f"gave up after {self.retries + 1} tries; last: {last}")
+
+    async def _try(self, url: str, path: str, body: dict[str, Any], expect: str | None) -> Attempt:
+        """One POST: the answer, a transient failure (retried), or a RemoteError (raised)."""
+        assert self._client is not None
+        try:
+            response = await self._client.post(url + path, json=body)
+        except httpx.TimeoutException:
+            return Attempt(failure=f"{url}{path}: no answer within {self.timeout:g} s")
+        except httpx.TransportError as err:  # refused, reset, or a body cut short
+            return Attempt(failure=f"{url}{path}: {type(err).__name__}: {err or 'connection failed'}", refused=True)
+        status = response.status_code
+        if status == 200:
+            data = _json_object(response)
+            if data is not None and (expect is None or isinstance(data.get(expect), list)):
+                return Attempt(data=data)
+            return Attempt(failure=f"{url}{path}: a malformed or truncated answer: {response.text[:200]!r}")
+        if status == 429 or status >= 500:
+            return Attempt(
+                failure=f"{url}{path}: HTTP {status}: {_error_message(response)}",
+                retry_after=retry_after_seconds(response.headers.get("retry-after")),
+            )
+        raise RemoteError(status, _error_message(response), url + path, _error_code(response))
 
     def _enter(self) -> None:
         if self._active == 0:

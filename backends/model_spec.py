@@ -27,7 +27,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    backend: str = Field(default="local", description="Backend name: local, openai, vllm, or a plugin's.")
+    backend: str = Field(default="local", description="Backend name: local, openai, vllm, litellm, or a plugin's.")
     model: str = Field(
         default=DEFAULT_MODEL,
         description="A known alias (see `orchestra models`), a local HF folder, a .gguf file or a hub id.",

@@ -144,7 +144,7 @@ class OpenAIBackend(Backend):
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
-        options: OpenAIOptions = self.options.openai  # type: ignore[attr-defined]
+        options = self._client_options()
         #: How to reach the servers: the model entry's `openai:` block.
         self.servers = options
         api_key = None
@@ -155,7 +155,18 @@ class OpenAIBackend(Backend):
                     f"model {spec.model!r}: environment variable {options.api_key_env} "
                     "(its `api_key_env`) is not set"
                 )
-        self.pool = EndpointPool(
+        self.pool = self._pool(options, api_key)
+        self.tokenizer = _load_tokenizer(options.tokenizer, spec.model)
+        #: Whether the server honours `n` (None until a call with n > 1 has told).
+        self.accepts_n: bool | None = None
+
+    def _client_options(self) -> OpenAIOptions:
+        """The model entry's block of client settings (a subclass reads its own block)."""
+        return self.options.openai  # type: ignore[attr-defined]
+
+    def _pool(self, options: OpenAIOptions, api_key: str | None) -> EndpointPool:
+        """What sends the requests, with the retry and load-spreading rules of `EndpointPool`."""
+        return EndpointPool(
             options.endpoints,
             api_key=api_key,
             max_concurrency=options.max_concurrency,
@@ -164,14 +175,11 @@ class OpenAIBackend(Backend):
             backoff=options.backoff,
             max_backoff=options.max_backoff,
         )
-        self.tokenizer = _load_tokenizer(options.tokenizer, spec.model)
-        #: Whether the server honours `n` (None until a call with n > 1 has told).
-        self.accepts_n: bool | None = None
 
     @property
     def info(self) -> BackendInfo:
         return BackendInfo(
-            name=f"openai:{self.spec.model}",
+            name=f"{self.name}:{self.spec.model}",
             parameters=self.servers.parameters,
             context_length=self.servers.context_length,
         )

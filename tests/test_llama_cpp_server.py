@@ -156,3 +156,36 @@ def test_an_assistant_turn_is_continued_on_llama_cpp(llama_server):
     direct = httpx.post(llama_server.url + "/completions", json={"model": DEFAULT_MODEL, "prompt": rendered,
                                                             "max_tokens": 4, "temperature": 0.0}, timeout=120).json()
     assert result.completions[0].text == direct["choices"][0]["text"]
+
+
+def test_the_litellm_backend_runs_a_recipe_against_llama_cpp(llama_server, tmp_path):
+    """LiteLLM's OpenAI route (`openai/NAME` + api_base) to the same peer: a recipe end to end, with
+    the server's usage, and greedy text equal to a direct call's."""
+    model = {"backend": "litellm", "model": f"openai/{DEFAULT_MODEL}",
+             "litellm": {"endpoints": [llama_server.url], "tokenizer": DEFAULT_MODEL}}
+    recipe = Recipe.model_validate(
+        {
+            "name": "litellm-vote",
+            "models": {"m": model},
+            "nodes": [
+                {"id": "samples", "technique": "sample", "params": {"n": 2, "temperature": 0.7, "max_tokens": 12}},
+                {"id": "vote", "technique": "majority_vote", "inputs": ["samples"]},
+            ],
+        }
+    )
+    result = orchestra.run(recipe, TASK, limit=2, out=tmp_path / "run", cache=False)
+    assert [r.status for r in result.results] == ["ok", "ok"], [r.error for r in result.results]
+    usage = result.summary.usage
+    assert usage.estimated_calls == 0 and usage.completion_tokens > 0 and usage.prompt_tokens > 20 * 2
+    [backend] = backends_base._LOADED.values()
+    assert backend.name == "litellm" and backend.accepts_n is (llama_server.name == "llama-server")
+
+    question = (Message(role="user", content="What is 4 + 5?"),)
+    greedy = asyncio.run(backend.generate(GenerationRequest(messages=question, max_tokens=10, temperature=0.0)))
+    direct = httpx.post(
+        llama_server.url + "/chat/completions",
+        json={"model": DEFAULT_MODEL, "messages": [m.model_dump() for m in question], "max_tokens": 10, "temperature": 0.0},
+        timeout=120,
+    ).json()
+    assert greedy.completions[0].text == direct["choices"][0]["message"]["content"]
+    assert greedy.prompt_tokens == direct["usage"]["prompt_tokens"]
