@@ -11,6 +11,7 @@ from typing import Literal
 
 from orchestra.candidate import Candidate
 from orchestra.context import Context
+from orchestra.tool_calls import without_arguments
 
 
 def tally(
@@ -18,6 +19,7 @@ def tally(
     candidates: list[Candidate],
     weight_by: str | None = None,
     representative: Literal["first", "best"] = "first",
+    ignore_arguments: tuple[str, ...] | list[str] = (),
 ) -> list[Candidate]:
     """Group candidates by normalized answer; one candidate per answer, heaviest first.
 
@@ -27,12 +29,16 @@ def tally(
     answer seen first. The group's representative is its first member, or its
     highest-scored one (`best`); it comes back with `parents` naming every member
     and `scores["votes"]` its group's share of the total weight.
+
+    Tool calls vote like any answer (same function, equal arguments); `ignore_arguments`
+    names arguments left out of that comparison (a request id, a timestamp).
     """
     normalize = ctx.task.normalize if ctx.task else (lambda a: a)
     groups: dict[str, list[Candidate]] = defaultdict(list)
     weights: dict[str, float] = defaultdict(float)
     for candidate in candidates:
-        key = normalize(candidate.answer) if candidate.answer is not None else None
+        answer = without_arguments(candidate.answer, ignore_arguments)
+        key = normalize(answer) if answer is not None else None
         if key is None:
             continue
         weight = candidate.scores[weight_by] if weight_by else 1.0
