@@ -34,6 +34,8 @@ class SamplingParams:
     hidden_states: bool = False
     #: Finish early when the sliding-window confidence falls below a threshold (DeepConf).
     confidence_stop: ConfidenceStop | None = None
+    #: A JSON schema (as JSON text) the completion must match: constrained decoding (`constrained`).
+    json_schema: str | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -62,6 +63,10 @@ class Sequence:
     prefilled: bool = False
     mlp_state: object = None  # what the runner's MLP plugin learnt from this sequence's prefill
     admitted_at: int = 0  # scheduler step that last admitted it (preemption takes the newest)
+    #: Masks the logits to the tokens its JSON schema allows next (`constrained.TokenConstraint`).
+    constraint: object = None
+    #: Called on the engine thread with the tokens so far after each step that added some (streaming).
+    listener: Callable[[tuple[int, ...]], None] | None = None
 
     @property
     def context(self) -> list[int]:
