@@ -13,12 +13,9 @@ it in the `<tool_call>` block a model would write (`DecodingConstraint`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestra.tool_calls import forced_call_schema
-
-if TYPE_CHECKING:
-    from orchestra.backends.generation import GenerationRequest
 
 #: What `json_object` means to a constrained decoder: any JSON object.
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
@@ -59,8 +56,9 @@ class DecodingConstraint:
         return f"<tool_call>\n{text}\n</tool_call>" if self.tool_call else text
 
     @classmethod
-    def of(cls, request: GenerationRequest) -> DecodingConstraint | None:
-        """The request's constraint: a forced tool call first, else its response_format; None: free text."""
+    def of(cls, request: Any) -> DecodingConstraint | None:
+        """The constraint of a `GenerationRequest` (typed loosely: this module sits below the
+        backends): a forced tool call first, else its response_format; None: free text."""
         forced = forced_call_schema(request.tools or (), request.tool_choice)
         if forced is not None:
             return cls(forced, tool_call=True)
