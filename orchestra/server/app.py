@@ -18,7 +18,13 @@ everything the server spends while it runs.
 
 A choice's `finish_reason` is "length" when a token limit cut it: its text
 ended at its call's token limit, a limit refused a call the recipe needed, or
-the calls it shrank left the recipe no answer; otherwise "stop".
+the calls it shrank left the recipe no answer; "tool_calls" when it calls tools;
+otherwise "stop".
+
+A request's `tools`, `tool_choice` and `response_format` ride on its problem to
+every sampling node; the `<tool_call>` blocks of the output's text come back as
+the message's `tool_calls` (`orchestra.tool_calls`). Streaming is described in
+`_Service.stream`.
 """
 
 from __future__ import annotations
