@@ -125,6 +125,7 @@ class InferenceEngine:
         self._thread: threading.Thread | None = None
         self._closing = False
         self._constraints = None  # a ConstraintCompiler, made by the first request with a JSON schema
+        self._caller_tokenizer = tokenizer  # what `submit` (the caller's thread) indexes the vocabulary with
 
     # ----- public API (any thread) ---------------------------------------------------------
 
@@ -182,7 +183,7 @@ class InferenceEngine:
             from orchestra.backends.local_engine.constrained import ConstraintCompiler
 
             vocab = self.model.get_output_embeddings().weight.shape[0]
-            self._constraints = ConstraintCompiler(self.stops.tokenizer, vocab, set(self.stops.eos_ids))
+            self._constraints = ConstraintCompiler(self._caller_tokenizer, vocab, set(self.stops.eos_ids))
         return self._constraints.constraint(json.loads(params.json_schema))
 
     def generate(self, prompt_ids: Tokens[int], params: SamplingParams, **sampling) -> list[FinishedSequence]:
