@@ -269,3 +269,26 @@ def test_without_vllm_the_message_says_how_to_install_it(monkeypatch, tmp_path):
     backends_base._LOADED.clear()
     outcome = CliRunner().invoke(app, ["run", str(recipe), "--limit", "1", "--no-cache", "--out", str(tmp_path / "o")])
     assert outcome.exit_code == 2 and "orchestra[vllm]" in outcome.output
+
+
+def test_a_response_format_or_forced_tool_call_becomes_vllm_structured_outputs(fake_vllm, monkeypatch):
+    """vLLM >= 0.11 takes `structured_outputs=StructuredOutputsParams(json=schema)`; a forced tool
+    call's JSON comes back wrapped in its <tool_call> block."""
+    from orchestra.backends.vllm_offline import VLLMBackend
+
+    params_module = types.ModuleType("vllm.sampling_params")
+    params_module.StructuredOutputsParams = SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", params_module)
+    backend = VLLMBackend(spec())
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    request = GenerationRequest(prompt="Compute 1 + 1 = ", response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    [params] = backend.sampling_params(request)
+    assert params.structured_outputs.json == schema
+    assert not hasattr(backend.sampling_params(GenerationRequest(prompt="hi"))[0], "structured_outputs")
+
+    tool = {"type": "function", "function": {"name": "add", "parameters": schema}}
+    forced = GenerationRequest(prompt="Compute 1 + 1 = ", tools=(tool,), tool_choice="required")
+    [params] = backend.sampling_params(forced)
+    assert params.structured_outputs.json["properties"]["name"] == {"const": "add"}
+    text = asyncio.run(backend.generate(forced)).completions[0].text
+    assert text.startswith("<tool_call>\n") and text.endswith("\n</tool_call>")
