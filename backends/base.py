@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestra.backends.chat_rendering import template_inputs
 from orchestra.backends.generation import BackendInfo, GenerationRequest, GenerationResult
 from orchestra.registry import Registry
 
@@ -115,13 +116,15 @@ class Backend(ABC):
         that turn's text instead of opening a new turn."""
         if request.prompt is not None:
             return request.prompt
-        messages = [m.model_dump() for m in request.messages or ()]
-        if self.tokenizer is not None and getattr(self.tokenizer, "chat_template", None):
+        template = getattr(self.tokenizer, "chat_template", None) if self.tokenizer is not None else None
+        if template:
+            messages, extra = template_inputs(request, template)  # tools as the template takes them
             continues = bool(messages) and messages[-1]["role"] == "assistant"
             return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=not continues, continue_final_message=continues
+                messages, tokenize=False, add_generation_prompt=not continues, continue_final_message=continues, **extra
             )
-        return request.model_dump_json(include={"messages"})  # unambiguous, so cache keys never collide
+        shown = {"messages", "tools"} if request.tools else {"messages"}
+        return request.model_dump_json(include=shown)  # unambiguous, so cache keys never collide
 
     def count_tokens(self, text: str) -> int:
         if self.tokenizer is not None:

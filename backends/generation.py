@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -131,6 +132,14 @@ class GenerationRequest(BaseModel):
     confidence_stop: ConfidenceStop | None = None
     #: Bounds on the thinking span of a model that thinks in tags (see `ThinkingBudget`).
     thinking: ThinkingBudget | None = None
+    #: OpenAI tool definitions the model may call, and OpenAI's `tool_choice` ("auto", "none",
+    #: "required" or {"type": "function", "function": {"name": ...}}). Calls come back in the
+    #: completion's text as `<tool_call>` blocks (see `orchestra.tool_calls`).
+    tools: tuple[dict[str, Any], ...] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    #: OpenAI's `response_format` (`json_object` or `json_schema`): remote backends pass it on,
+    #: the local engine enforces it by constrained decoding (see `orchestra.structured_output`).
+    response_format: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_prompt(self) -> GenerationRequest:
@@ -152,7 +161,8 @@ class GenerationRequest(BaseModel):
     def sampling_key(self) -> dict:
         """The fields that change what a sample is (everything but n and first_index).
 
-        `top_logprobs`, `confidence_stop`, `thinking` and `continuation_ids` are part of the key only
+        `top_logprobs`, `confidence_stop`, `thinking`, `continuation_ids`, `tools`, `tool_choice`
+        and `response_format` are part of the key only
         when given, so cached samples stored with them are found by requests that need them,
         and keys of other requests stay what they were before the fields existed. The
         continuation's token ids are keyed besides the rendered text: two partial answers
@@ -162,9 +172,12 @@ class GenerationRequest(BaseModel):
         key = self.model_dump(
             exclude={
                 "n", "first_index", "messages", "prompt", "logprobs", "top_logprobs", "hidden_states",
-                "continuation_ids", "confidence_stop", "thinking",
+                "continuation_ids", "confidence_stop", "thinking", "tools", "tool_choice", "response_format",
             }
         )
+        for name in ("tools", "tool_choice", "response_format"):
+            if getattr(self, name) is not None:
+                key[name] = getattr(self, name)
         if self.top_logprobs:
             key["top_logprobs"] = self.top_logprobs
         if self.continuation_ids is not None:

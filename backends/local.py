@@ -23,12 +23,18 @@ seed and sample index give without the stop.
 
 A request with a `thinking` budget has its thinking span bounded by the engine
 (`local_engine.thinking`): closed at a maximum, "Wait" written over an early end.
+A request with a `response_format` (or a `tool_choice` that forces a call) is
+decoded under its JSON schema (`local_engine.constrained`); a forced call's JSON
+comes back wrapped in its `<tool_call>` block. Inside a streamed request
+(`orchestra.streaming`), a one-sample call sends its text as it is decoded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -52,6 +58,8 @@ from orchestra.backends.local_engine.stopping import ConfidenceStop
 from orchestra.backends.local_engine.thinking import ThinkingTokens
 from orchestra.backends.model_spec import ModelSpec
 from orchestra.models import load_pretrained
+from orchestra.streaming import current_listener
+from orchestra.structured_output import DecodingConstraint
 from orchestra.usage import Usage
 
 
@@ -61,6 +69,7 @@ class _Submission:
     params: SamplingParams
     request: GenerationRequest
     handed_over: asyncio.Future  # resolves to the engine's futures, one per sample
+    listener: Callable[[tuple[int, ...]], None] | None = None  # streams the one sample's text
 
 
 class LocalOptions(BaseModel):
@@ -257,10 +266,11 @@ class LocalBackend(Backend):
             hidden_states=request.hidden_states,
             confidence_stop=ConfidenceStop(**request.confidence_stop.model_dump()) if request.confidence_stop else None,
             thinking=self._thinking_tokens(request.thinking) if request.thinking else None,
+            json_schema=json.dumps(constraint.schema) if (constraint := DecodingConstraint.of(request)) else None,
         )
         loop = asyncio.get_running_loop()
         started = loop.time()
-        submission = _Submission(token_ids, params, request, loop.create_future())
+        submission = _Submission(token_ids, params, request, loop.create_future(), self._listener(request, loop))
         self._queue.append(submission)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -275,6 +285,22 @@ class LocalBackend(Backend):
             raise
         return self._result(token_ids, request, finished, loop.time() - started)
 
+    def _listener(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop):
+        """For a one-sample call inside a streamed request (`orchestra.streaming`), the engine's
+        token listener that sends the new text to it on the event loop; else None."""
+        listening = current_listener()
+        if listening is None or listening.text is None or request.n != 1:
+            return None
+        text = _TextStream(self.tokenizer, request.stop, listening.text)
+
+        def on_tokens(tokens: tuple[int, ...]) -> None:  # the engine thread: hand over, return at once
+            try:
+                loop.call_soon_threadsafe(text.update, tokens)
+            except RuntimeError:  # the loop has closed: nobody is listening any more
+                pass
+
+        return on_tokens
+
     def _flush(self) -> None:
         """Hand everything requested this tick to the engine at once."""
         queue, self._queue, self._flush_scheduled = self._queue, [], False
@@ -288,6 +314,7 @@ class LocalBackend(Backend):
                         n=request.n,
                         seed=request.seed,
                         first_index=request.first_index,
+                        listener=item.listener,
                     )
                 except Exception as error:
                     if not item.handed_over.done():
@@ -313,9 +340,10 @@ class LocalBackend(Backend):
             flops=2.0 * self.parameters * (computed_prompt + completion_tokens),
             seconds=seconds,
         )
+        constraint = DecodingConstraint.of(request)
         completions = tuple(
             Completion(
-                text=f.text,
+                text=constraint.completed(f.text) if constraint else f.text,
                 completion_tokens=len(f.token_ids),
                 finish_reason=f.finish_reason,
                 logprobs=f.logprobs if request.logprobs else None,
@@ -364,3 +392,25 @@ def _device_name(device) -> str:
     if device.type == "cuda":
         return f"cuda/{torch.cuda.get_device_name(device)}"
     return device.type
+
+
+class _TextStream:
+    """A sample's text as its tokens arrive, sent on in new pieces. What a stop string may
+    still cut, and a half-decoded character, are held back until the next tokens settle them."""
+
+    def __init__(self, tokenizer, stop: tuple[str, ...], send: Callable[[str], None]):
+        self.tokenizer, self.stop, self.send = tokenizer, stop, send
+        self.held = max((len(s) for s in stop), default=1) - 1
+        self.sent = ""
+
+    def update(self, tokens: tuple[int, ...]) -> None:
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cuts = [text.find(s) for s in self.stop if s in text]
+        if cuts:
+            text = text[: min(cuts)]
+        else:
+            text = text[: len(text) - self.held] if self.held else text
+        text = text.rstrip("\ufffd")
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            self.send(text[len(self.sent):])
+            self.sent = text

@@ -21,6 +21,7 @@ budget limiting prompt tokens, total tokens or FLOPs refuses such calls
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import time
@@ -41,6 +42,7 @@ from orchestra.backends.generation import (
     add_logprob,
 )
 from orchestra.backends.model_spec import ModelSpec
+from orchestra.tool_calls import FunctionCall, ToolCall, render_tool_calls
 from orchestra.usage import Usage
 
 #: How servers word "the prompt does not fit" (OpenAI, vLLM, llama.cpp, SGLang, TGI).
@@ -268,6 +270,9 @@ class OpenAIBackend(Backend):
                 body["continue_final_message"], body["add_generation_prompt"] = True, False
             if wants_logprobs or top:  # llama-cpp-python sends none without top_logprobs, llama-server none at 0
                 body["logprobs"], body["top_logprobs"] = True, max(1, top)
+            for name in ("tools", "tool_choice", "response_format"):  # passed on as the client gave them
+                if getattr(request, name) is not None:
+                    body[name] = list(request.tools) if name == "tools" else getattr(request, name)
             return "/chat/completions", body
         body["prompt"] = request.prompt if request.prompt is not None else self._continuation_prompt(request)
         if wants_logprobs or top:
@@ -363,7 +368,11 @@ class OpenAIBackend(Backend):
         """A choice as a Completion, and its token count when its logprobs tell it."""
         chat = self._uses_chat(request)
         if chat:
-            text = (choice.get("message") or {}).get("content") or ""
+            message = choice.get("message") or {}
+            text = message.get("content") or ""
+            calls = _tool_calls(message.get("tool_calls"))
+            if calls:  # candidates carry calls as text: the blocks a local model would write
+                text = "\n".join(part for part in (text, render_tool_calls(calls)) if part)
         else:
             text = choice.get("text") or ""
         logprobs = _logprobs(choice.get("logprobs"))
@@ -384,6 +393,18 @@ class OpenAIBackend(Backend):
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+
+
+def _tool_calls(items: Any) -> list[ToolCall]:
+    """A chat message's `tool_calls`, those of them that are well formed."""
+    calls = []
+    for item in items if isinstance(items, list) else ():
+        function = item.get("function") if isinstance(item, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            arguments = function.get("arguments")
+            arguments = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+            calls.append(ToolCall(id=str(item.get("id") or ""), function=FunctionCall(name=function["name"], arguments=arguments)))
+    return calls
 
 
 def _count_field(block: dict[str, Any], name: str) -> int | None:

@@ -39,6 +39,7 @@ from orchestra.backends.generation import (
     GenerationResult,
 )
 from orchestra.backends.model_spec import ModelSpec
+from orchestra.structured_output import DecodingConstraint
 from orchestra.usage import Usage
 
 INSTALL_HINT = "pip install 'orchestra[vllm]'"
@@ -170,8 +171,21 @@ class VLLMBackend(Backend):
     def info(self) -> BackendInfo:
         return BackendInfo(name=f"vllm:{self.spec.model}", context_length=self.context_length)
 
+    def _constraint(self, request: GenerationRequest) -> dict[str, Any]:
+        """vLLM's structured-output setting for a response_format or forced tool call (its
+        `structured_outputs` since 0.11, `guided_decoding` before), or nothing."""
+        constraint = DecodingConstraint.of(request)
+        if constraint is None:
+            return {}
+        import vllm.sampling_params as module
+
+        if hasattr(module, "StructuredOutputsParams"):
+            return {"structured_outputs": module.StructuredOutputsParams(json=constraint.schema)}
+        return {"guided_decoding": module.GuidedDecodingParams(json=constraint.schema)}
+
     def sampling_params(self, request: GenerationRequest) -> list[Any]:
         """One `SamplingParams` per sample, each with the seed of its own index."""
+        constrained = self._constraint(request)
         return [
             self._sampling_params(
                 n=1,
@@ -184,6 +198,7 @@ class VLLMBackend(Backend):
                 # 0: only the sampled token's own log-probability; k: also the k most likely tokens
                 logprobs=_top_wanted(request) or (0 if request.logprobs else None),
                 **self._thinking(request),
+                **constrained,
             )
             for i in range(request.n)
         ]
@@ -245,6 +260,7 @@ class VLLMBackend(Backend):
         prompt_tokens = len(outputs[0].prompt_token_ids or ())
         completions = []
         top = _top_wanted(job.request)
+        constraint = DecodingConstraint.of(job.request)
         for sample in (output.outputs[0] for output in outputs):
             token_ids = list(sample.token_ids)
             logprobs = None
@@ -255,7 +271,7 @@ class VLLMBackend(Backend):
                 extra["top_logprobs"] = tuple(self._top_map(step, top) for step in sample.logprobs)
             completions.append(
                 Completion(
-                    text=sample.text,
+                    text=constraint.completed(sample.text) if constraint else sample.text,
                     completion_tokens=len(token_ids),
                     finish_reason="length" if sample.finish_reason == "length" else "stop",
                     logprobs=logprobs,

@@ -176,8 +176,12 @@ class Context:
         model: str | None = None,
         **settings,
     ) -> list[Candidate]:
-        """Sample `n` candidates for `messages` (default: the problem's) with this node's seed."""
+        """Sample `n` candidates for `messages` (default: the problem's) with this node's seed.
+        The problem's tools, tool_choice and response_format apply unless `settings` set them."""
         handle = self.model(model)
+        for name in ("tools", "tool_choice", "response_format"):
+            if settings.get(name) is None:
+                settings[name] = getattr(self.problem, name)
         request = GenerationRequest(
             messages=messages if messages is not None else self.problem.messages,
             n=n,

@@ -27,6 +27,7 @@ from orchestra.problem import Problem
 from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult, RunResult, RunSummary
 from orchestra.run_folder import RunFolder
+from orchestra.streaming import current_listener
 from orchestra.tasks import Task
 from orchestra.usage import Usage
 from orchestra.technique import get_technique
@@ -199,6 +200,7 @@ class Executor:
         failure = None
         try:
             outputs = await tech.fn(ctx, inputs, node.parsed_params())
+            _report_progress(node_id, node.technique, outputs, ledger)
             return outputs
         except BudgetExceeded as err:
             failure = f"budget: {err}"
@@ -251,3 +253,13 @@ class Executor:
                 if is_correct(self.task.score(problem, candidate.text, candidate.answer)):
                     return True
         return False
+
+
+def _report_progress(node_id: str, technique: str, outputs: list[Candidate], ledger: Ledger) -> None:
+    """A finished node, to whoever streams this run (`orchestra.streaming`)."""
+    listener = current_listener()
+    if listener is not None and listener.progress is not None:
+        listener.progress(
+            {"node": node_id, "technique": technique, "candidates": len(outputs),
+             "completion_tokens": ledger.total.completion_tokens}
+        )

@@ -51,7 +51,7 @@ LAYERS = ("foundation", "kernels", "backends", "core", "techniques", "search", "
 
 #: What each layer holds, printed in its box.
 LAYER_NOTES = {
-    "foundation": "registry, errors, problem, usage, model files, paths: what every layer stands on",
+    "foundation": "registry, errors, problem, tool calls, usage, model files, paths: what every layer stands on",
     "kernels": "numerical code: rejection sampling, sparse MLPs and GEMVs, Triton kernels",
     "backends": "Backend base class and registry, ModelSpec, local engine, openai, vllm",
     "core": "recipe, executor, api, context, budget, cache, registries, tasks, reward, scaling",
@@ -72,6 +72,10 @@ FOUNDATION = (
     "orchestra.models",
     "orchestra.paths",
     "orchestra.machine",
+    # what a chat turn may carry, and how a streamed reply reaches its server: shared by backends and core
+    "orchestra.tool_calls",
+    "orchestra.structured_output",
+    "orchestra.streaming",
 )
 #: The backend modules the core may import: the interface, never a concrete backend.
 BACKEND_FACE = (

@@ -11,6 +11,7 @@ from typing import Literal
 
 from orchestra.candidate import Candidate
 from orchestra.context import Context
+from orchestra.tool_calls import without_arguments
 
 
 def tally(
@@ -18,6 +19,7 @@ def tally(
     candidates: list[Candidate],
     weight_by: str | None = None,
     representative: Literal["first", "best"] = "first",
+    ignore_arguments: tuple[str, ...] | list[str] = (),
 ) -> list[Candidate]:
     """Group candidates whose answers agree; one candidate per answer, heaviest first.
 
@@ -27,8 +29,11 @@ def tally(
     answer seen first. The group's representative is its first member, or its
     highest-scored one (`best`); it comes back with `parents` naming every member
     and `scores["votes"]` its group's share of the total weight.
+
+    Tool calls vote like any answer (same function, equal arguments); `ignore_arguments`
+    names arguments left out of that comparison (a request id, a timestamp).
     """
-    answers = [candidate.answer for candidate in candidates]
+    answers = [without_arguments(candidate.answer, ignore_arguments) for candidate in candidates]
     keys = ctx.task.vote_keys(answers) if ctx.task else answers
     groups: dict[str, list[Candidate]] = defaultdict(list)
     weights: dict[str, float] = defaultdict(float)

@@ -7,11 +7,14 @@ samples, and `ensemble` and `repeated_sampling` extend it.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestra.backends import ThinkingBudget
 from orchestra.candidate import Candidate
 from orchestra.context import Context
+from orchestra.structured_output import check_response_format
 from orchestra.technique import technique
 
 
@@ -28,6 +31,19 @@ class SamplingSettings(BaseModel):
     thinking: ThinkingBudget | None = Field(
         default=None, description="Bounds on a thinking model's <think> span: max_tokens, min_tokens (budget forcing)."
     )
+    response_format: dict[str, Any] | None = Field(
+        default=None,
+        description="OpenAI response_format ({type: json_object} or {type: json_schema, json_schema: {name, schema}}); "
+        "unset: the problem's (a served request's).",
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None, description="OpenAI tool_choice for the problem's tools; unset: the problem's."
+    )
+
+    @field_validator("response_format")
+    @classmethod
+    def _known_format(cls, value: Any) -> Any:
+        return check_response_format(value)
 
     def sampling(self) -> dict:
         """These fields as `Context.sample` / `GenerationRequest` keywords."""
@@ -37,6 +53,8 @@ class SamplingSettings(BaseModel):
             "top_k": self.top_k,
             "max_tokens": self.max_tokens,
             "stop": tuple(self.stop),
+            "response_format": self.response_format,
+            "tool_choice": self.tool_choice,
         }
         if self.thinking is not None:
             settings["thinking"] = self.thinking

@@ -15,6 +15,9 @@ class WeightedBestOfNParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scorer: ScorerName = Field(description="Scorer with non-negative scores, e.g. a verifier's probability.")
+    ignore_arguments: list[str] = Field(
+        default_factory=list, description="Tool-call arguments that do not count when comparing tool calls."
+    )
 
 
 @technique("weighted_best_of_n", WeightedBestOfNParams, needs_model=False)
@@ -29,4 +32,4 @@ async def weighted_best_of_n(
     its share of the total score.
     """
     scored = await apply_scorer(ctx, params.scorer, inputs)
-    return tally(ctx, scored, params.scorer, representative="best")
+    return tally(ctx, scored, params.scorer, representative="best", ignore_arguments=params.ignore_arguments)

@@ -18,6 +18,9 @@ checked exactly. A test steers it through attributes:
 - `kill()` closes the socket and every open connection (a server that dies);
   `restart()` brings it back on the same port.
 
+A chat request with `tools` (and a tool_choice other than "none") is answered with a
+call of the first tool, its arguments {"words": the reply's word count}.
+
 Everything it received is in `requests` (path, JSON body, headers).
 """
 
@@ -249,7 +252,13 @@ class FakeOpenAIServer:
             completion_tokens += len(cut) if index == 0 or self.usage != "first choice" else 0
             logprobs = [-0.1 * (1 + j % 5) for j in range(len(cut))]
             choice: dict[str, Any] = {"index": index, "finish_reason": reason}
-            if chat:
+            if chat and body.get("tools") and body.get("tool_choice") != "none":  # it calls the first tool
+                name = body["tools"][0]["function"]["name"]
+                choice["message"] = {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": f"call_{index}", "type": "function",
+                     "function": {"name": name, "arguments": json.dumps({"words": len(cut)})}}]}
+                choice["finish_reason"] = "tool_calls"
+            elif chat:
                 choice["message"] = {"role": "assistant", "content": text}
                 if body.get("logprobs"):
                     choice["logprobs"] = {"content": [{"token": w, "logprob": lp} for w, lp in zip(cut, logprobs)]}

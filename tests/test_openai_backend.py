@@ -359,3 +359,22 @@ def test_budgets_plan_a_prompt_per_sample_until_the_server_honours_n(server):
     assert backend.accepts_n is True and backend.prefills(request) == 1
     backend.tokenizer = TemplateTokenizer()
     assert not backend.prepare(request).estimated
+
+
+def test_tools_and_response_format_are_passed_on_and_tool_calls_come_back_as_text(server):
+    from orchestra.tool_calls import FunctionCall, ToolCall, parse_tool_calls
+
+    tool = {"type": "function", "function": {"name": "count", "parameters": {"type": "object"}}}
+    earlier = ToolCall(id="call_9", function=FunctionCall(name="count", arguments='{"words": 1}'))
+    history = (*QUESTION, Message(role="assistant", content="", tool_calls=(earlier,)),
+               Message(role="tool", content="1", tool_call_id="call_9"))
+    result = ask(backend_for(server), messages=history, tools=(tool,), tool_choice="required", seed=1)
+    [(_, body, _)] = server.requests
+    assert body["tools"] == [tool] and body["tool_choice"] == "required"
+    assert body["messages"][1]["tool_calls"] == [earlier.model_dump()] and body["messages"][2]["tool_call_id"] == "call_9"
+    (call,) = parse_tool_calls(result.completions[0].text)[1]
+    assert call.function.name == "count" and set(call.arguments) == {"words"}
+
+    response_format = {"type": "json_object"}
+    ask(backend_for(server), response_format=response_format)
+    assert server.requests[-1][1]["response_format"] == response_format and "tools" not in server.requests[-1][1]

@@ -281,3 +281,26 @@ def test_a_thinking_maximum_becomes_vllms_thinking_token_budget(fake_vllm):
     assert not hasattr(backend.sampling_params(bounded.model_copy(update={"thinking": None}))[0], "thinking_token_budget")
     with pytest.raises(ValueError, match="budget forcing"):
         backend.sampling_params(bounded.model_copy(update={"thinking": ThinkingBudget(min_tokens=4)}))
+
+
+def test_a_response_format_or_forced_tool_call_becomes_vllm_structured_outputs(fake_vllm, monkeypatch):
+    """vLLM >= 0.11 takes `structured_outputs=StructuredOutputsParams(json=schema)`; a forced tool
+    call's JSON comes back wrapped in its <tool_call> block."""
+    from orchestra.backends.vllm_offline import VLLMBackend
+
+    params_module = types.ModuleType("vllm.sampling_params")
+    params_module.StructuredOutputsParams = SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", params_module)
+    backend = VLLMBackend(spec())
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    request = GenerationRequest(prompt="Compute 1 + 1 = ", response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    [params] = backend.sampling_params(request)
+    assert params.structured_outputs.json == schema
+    assert not hasattr(backend.sampling_params(GenerationRequest(prompt="hi"))[0], "structured_outputs")
+
+    tool = {"type": "function", "function": {"name": "add", "parameters": schema}}
+    forced = GenerationRequest(prompt="Compute 1 + 1 = ", tools=(tool,), tool_choice="required")
+    [params] = backend.sampling_params(forced)
+    assert params.structured_outputs.json["properties"]["name"] == {"const": "add"}
+    text = asyncio.run(backend.generate(forced)).completions[0].text
+    assert text.startswith("<tool_call>\n") and text.endswith("\n</tool_call>")

@@ -23,10 +23,11 @@ Cancelling a future removes its sequence from the batch at the next step.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from collections.abc import Sequence as Tokens
 from concurrent.futures import Future, InvalidStateError
 from contextlib import contextmanager
@@ -123,6 +124,8 @@ class InferenceEngine:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._constraints = None  # a ConstraintCompiler, made by the first request with a JSON schema
+        self._caller_tokenizer = tokenizer  # what `submit` (the caller's thread) indexes the vocabulary with
 
     # ----- public API (any thread) ---------------------------------------------------------
 
@@ -134,6 +137,7 @@ class InferenceEngine:
         n: int = 1,
         seed: int | None = None,
         first_index: int = 0,
+        listener: Callable[[tuple[int, ...]], None] | None = None,
     ) -> list[Future]:
         """Start `n` samples continuing `prompt_ids`; one future per sample.
 
@@ -141,7 +145,9 @@ class InferenceEngine:
         sample can be regenerated alone. Without a seed, samples are fresh each time.
         A finished sequence is continued token-exactly by submitting its `context`
         (prompt + completion): its KV is still in the prefix cache, so only new tokens
-        are computed.
+        are computed. `listener` is called on the engine thread with each sample's tokens
+        so far whenever a step adds to them (to stream them); it must return at once.
+        A `json_schema` in `params` constrains every sample to it (`constrained`).
         """
         prompt = tuple(int(t) for t in prompt_ids)
         if not prompt:
@@ -156,11 +162,29 @@ class InferenceEngine:
             seed = int.from_bytes(os.urandom(8), "little")
         limit = min(params.max_tokens, self.context_length - len(prompt))
         sequences = [
-            Sequence(prompt_ids=prompt, params=params, stream=sample_stream(seed, first_index + i), limit=limit)
+            Sequence(
+                prompt_ids=prompt,
+                params=params,
+                stream=sample_stream(seed, first_index + i),
+                limit=limit,
+                constraint=self._constraint(params),
+                listener=listener,
+            )
             for i in range(n)
         ]
         self._enqueue(sequences)
         return [s.future for s in sequences]
+
+    def _constraint(self, params: SamplingParams):
+        """A fresh grammar matcher for a sequence of a request with a JSON schema, else None."""
+        if params.json_schema is None:
+            return None
+        if self._constraints is None:  # xgrammar is imported (and the vocabulary indexed) on first use
+            from orchestra.backends.local_engine.constrained import ConstraintCompiler
+
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            self._constraints = ConstraintCompiler(self._caller_tokenizer, vocab, set(self.stops.eos_ids))
+        return self._constraints.constraint(json.loads(params.json_schema))
 
     def generate(self, prompt_ids: Tokens[int], params: SamplingParams, **sampling) -> list[FinishedSequence]:
         """Blocking convenience over `submit`."""
@@ -242,6 +266,9 @@ class InferenceEngine:
             speculated = self._speculates(plan)
             output.update(self._speculate(plan.decode[0]) if speculated else self._decode(plan.decode))
         finished = self.scheduler.update_from_output(plan, output)
+        for sequence in output:
+            if sequence.listener is not None:
+                sequence.listener(tuple(sequence.tokens))
         if plan.decode:
             self.stats.decode_steps += 1
             self.stats.decoded_rows += 1 if speculated else len(plan.decode)
@@ -300,7 +327,11 @@ class InferenceEngine:
 
     def _speculates(self, plan: StepPlan) -> bool:
         """Whether the lone sequence of this step gets a speculative round (room was reserved for one)."""
-        return self.speculative is not None and plan.lookahead > 0 and self.speculative.handles(plan.decode[0].params)
+        lone = plan.decode[0]
+        return (
+            self.speculative is not None and plan.lookahead > 0 and lone.constraint is None
+            and self.speculative.handles(lone.params)
+        )
 
     def _speculate(self, sequence: Sequence) -> dict[Sequence, Sampled]:
         """A speculative round for the lone running sequence: several tokens for one target forward."""
@@ -324,7 +355,12 @@ class InferenceEngine:
             rows = torch.tensor(early, device=logits.device)
             logits[rows[:, None], eos[None, :]] = float("-inf")
         top, confidence = _top_tokens(sequences, logits)
+        constrained = [(i, s.constraint) for i, s in enumerate(sequences) if s.constraint is not None]
+        for i, constraint in constrained:
+            constraint.mask(logits[i])
         chosen, logprobs = choose_tokens(logits, [s.params for s in sequences], [s.stream for s in sequences])
+        for i, constraint in constrained:
+            constraint.accept(chosen[i])
         self.stats.generated_tokens += len(sequences)
         return {
             sequence: Sampled(

@@ -37,6 +37,8 @@ class SamplingParams:
     confidence_stop: ConfidenceStop | None = None
     #: Bounds on the thinking span (`thinking.ThinkingSpan` replaces tokens when one acts).
     thinking: ThinkingTokens | None = None
+    #: A JSON schema (as JSON text) the completion must match: constrained decoding (`constrained`).
+    json_schema: str | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -65,6 +66,10 @@ class Sequence:
     admitted_at: int = 0  # scheduler step that last admitted it (preemption takes the newest)
     #: Its thinking span, when its params bound one.
     thinking: ThinkingSpan | None = field(init=False, default=None)
+    #: Masks the logits to the tokens its JSON schema allows next (`constrained.TokenConstraint`).
+    constraint: object = None
+    #: Called on the engine thread with the tokens so far after each step that added some (streaming).
+    listener: Callable[[tuple[int, ...]], None] | None = None
 
     def __post_init__(self) -> None:
         if self.params.thinking is not None:

@@ -18,7 +18,13 @@ everything the server spends while it runs.
 
 A choice's `finish_reason` is "length" when a token limit cut it: its text
 ended at its call's token limit, a limit refused a call the recipe needed, or
-the calls it shrank left the recipe no answer; otherwise "stop".
+the calls it shrank left the recipe no answer; "tool_calls" when it calls tools;
+otherwise "stop".
+
+A request's `tools`, `tool_choice` and `response_format` ride on its problem to
+every sampling node; the `<tool_call>` blocks of the output's text come back as
+the message's `tool_calls` (`orchestra.tool_calls`). Streaming is described in
+`_Service.stream`.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ from orchestra.problem import Problem
 from orchestra.recipe import Recipe
 from orchestra.results import ProblemResult
 from orchestra.server.openai_schema import ChatRequest, OpenAIError, parse_chat_request
+from orchestra.streaming import StreamListener, listening
+from orchestra.tool_calls import parse_tool_calls
 from orchestra.usage import Usage
 
 T = TypeVar("T")
@@ -83,23 +91,34 @@ class ServedRecipe:
         self.engine = Executor(recipe, cache=cache)  # loads the recipe's models now, not at the first request
         self.created = int(time.time())
 
+    @property
+    def streams_tokens(self) -> bool:
+        """Whether a reply is one sample's text as decoded: the recipe is one `sample` node drawing
+        one sample (its tokens can be streamed as they come; any other recipe's reply exists only
+        once the recipe has chosen it)."""
+        nodes = self.recipe.nodes
+        return len(nodes) == 1 and nodes[0].technique == "sample" and getattr(nodes[0].parsed_params(), "n", 0) == 1
+
     def problems(self, request: ChatRequest) -> list[Problem]:
         """One problem per choice. With a seed, ids (and so every node's seed) follow from the
         messages and the seed: the same request gives the same answer, and replays from the
         cache when one is on. Without, each request samples afresh."""
         messages = tuple(m.to_message() for m in request.messages)
+        asks = {name: request.wire(name) for name in _ASKS if getattr(request, name) is not None}
         if request.seed is not None:
-            blob = json.dumps([[m.role, m.content] for m in messages]) + f"/{request.seed}"
+            turns = [[m.role, m.content] if m.tool_calls is None and m.tool_call_id is None else m.model_dump(mode="json")
+                     for m in messages]
+            blob = json.dumps(turns) + (json.dumps(asks, sort_keys=True) if asks else "") + f"/{request.seed}"
             stem = "req-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
         else:
             stem = "req-" + uuid.uuid4().hex[:16]
-        return [Problem(id=f"{stem}-{i}", messages=messages) for i in range(request.n)]
+        return [Problem(id=f"{stem}-{i}", messages=messages, **asks) for i in range(request.n)]
 
     def check_context(self, request: ChatRequest) -> None:
         """Refuse messages that do not fit a model's context, by the rule each backend applies
         itself (the prompt as that model reads it needs room for one more token), before
         anything runs: a client gets a 400, not a failed run or a broken stream."""
-        asked = GenerationRequest(messages=tuple(m.to_message() for m in request.messages))
+        asked = GenerationRequest(messages=tuple(m.to_message() for m in request.messages), tools=request.wire("tools"))
         for backend in set(self.engine.backends.values()):
             limit = backend.info.context_length
             if limit is None:
@@ -118,6 +137,10 @@ class ServedRecipe:
                     param="messages",
                     code="context_length_exceeded",
                 )
+
+
+#: The request fields a served recipe's sampling nodes take from the client (see `Problem`).
+_ASKS = ("tools", "tool_choice", "response_format")
 
 
 def _usage_block(usage: Usage) -> dict[str, Any]:
@@ -239,14 +262,24 @@ class _Service:
         )
         return text, "length" if cut else "stop"
 
-    def reply(self, served: ServedRecipe, results: list[ProblemResult], reply_id: str) -> dict[str, Any]:
+    @staticmethod
+    def message(chat: ChatRequest, text: str, reason: str) -> tuple[dict[str, Any], str]:
+        """The assistant message of a choice and its finish_reason: with tools offered, the
+        `<tool_call>` blocks of its text become `tool_calls` (finish_reason "tool_calls")."""
+        if chat.tools and chat.tool_choice != "none":
+            content, calls = parse_tool_calls(text)
+            if calls:
+                message = {"role": "assistant", "content": content or None,
+                           "tool_calls": [c.model_dump() for c in calls]}
+                return message, "tool_calls" if reason == "stop" else reason
+        return {"role": "assistant", "content": text}, reason
+
+    def reply(self, served: ServedRecipe, chat: ChatRequest, results: list[ProblemResult], reply_id: str) -> dict[str, Any]:
         usage = sum((r.usage for r in results), Usage())
         choices = []
         for index, result in enumerate(results):
-            text, reason = self.choice_fields(result)
-            choices.append(
-                {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": reason, "logprobs": None}
-            )
+            message, reason = self.message(chat, *self.choice_fields(result))
+            choices.append({"index": index, "message": message, "finish_reason": reason, "logprobs": None})
         return {
             "id": reply_id,
             "object": "chat.completion",
@@ -264,8 +297,11 @@ class _Service:
     async def stream(
         self, served: ServedRecipe, chat: ChatRequest, limits: list[Limits | None], reply_id: str
     ) -> AsyncIterator[str]:
-        """SSE: comments keep the connection alive while the recipe runs, then the final
-        answer of each choice arrives as word-sized deltas, then (if asked) the usage, then
+        """SSE. A single-sample recipe (one `sample` node, n=1; one choice; no tools) streams its
+        text as the engine decodes it; any other recipe streams a progress event per finished
+        node (chunks with no choices and an `orchestra.progress` block), then each choice's
+        final message as word-sized deltas (its tool calls as `tool_calls` deltas). Comments
+        keep the connection alive while nothing happens; then the usage (if asked), then
         `[DONE]`. A run that fails once the stream has begun (its 200 sent) ends it with an
         error event, then `[DONE]`, so every client sees the error and the end."""
         created = int(time.time())
@@ -275,13 +311,41 @@ class _Service:
                      "model": served.recipe.name, "choices": choices, **extra}
             return f"data: {json.dumps(chunk)}\n\n"
 
-        task = asyncio.ensure_future(self.run(served, chat, limits))
+        tokens = served.streams_tokens and chat.n == 1 and not chat.tools
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        listener = StreamListener(
+            text=(lambda piece: queue.put_nowait(("text", piece))) if tokens else None,
+            progress=lambda progress: queue.put_nowait(("progress", progress)),
+        )
+        with listening(listener):  # the run's task copies the context, listener included
+            task = asyncio.ensure_future(self.run(served, chat, limits))
+        streamed = ""
         try:
+            if tokens:
+                yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
             while True:
-                done, _ = await asyncio.wait({task}, timeout=self.settings.keepalive_seconds)
-                if done:
+                getting = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait(
+                    {task, getting}, timeout=self.settings.keepalive_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not getting.done():
+                    getting.cancel()
+                    pending = []
+                else:
+                    pending = [getting.result()]
+                if task.done():
+                    while not queue.empty():
+                        pending.append(queue.get_nowait())
+                for kind, value in pending:
+                    if kind == "text":
+                        streamed += value
+                        yield event([{"index": 0, "delta": {"content": value}, "finish_reason": None}])
+                    else:
+                        yield event([], orchestra={"progress": value})
+                if task.done():
                     break
-                yield ": running\n\n"
+                if not done:
+                    yield ": running\n\n"
             try:
                 results = task.result()
             except Exception as err:
@@ -290,10 +354,18 @@ class _Service:
                 yield "data: [DONE]\n\n"
                 return
             for index, result in enumerate(results):
-                text, reason = self.choice_fields(result)
-                yield event([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-                for piece in _pieces(text):
-                    yield event([{"index": index, "delta": {"content": piece}, "finish_reason": None}])
+                message, reason = self.message(chat, *self.choice_fields(result))
+                if tokens:  # the rest of the text the decode did not send (held back, or replayed from the cache)
+                    text = message["content"]
+                    rest = text[len(streamed):] if text.startswith(streamed) else ""
+                    for piece in _pieces(rest):
+                        yield event([{"index": index, "delta": {"content": piece}, "finish_reason": None}])
+                else:
+                    yield event([{"index": index, "delta": {"role": "assistant", "content": "" if message["content"] is not None else None}, "finish_reason": None}])
+                    for piece in _pieces(message["content"] or ""):
+                        yield event([{"index": index, "delta": {"content": piece}, "finish_reason": None}])
+                    for position, call in enumerate(message.get("tool_calls") or ()):
+                        yield event([{"index": index, "delta": {"tool_calls": [{"index": position, **call}]}, "finish_reason": None}])
                 yield event([{"index": index, "delta": {}, "finish_reason": reason}])
             if chat.stream_options is not None and chat.stream_options.include_usage:
                 yield event([], usage=_usage_block(sum((r.usage for r in results), Usage())))
@@ -343,7 +415,7 @@ def create_app(
         results = await _unless_client_leaves(request, service.run(served, chat, limits))
         if results is None:
             return Response(status_code=499)  # nobody is left to read it
-        return JSONResponse(service.reply(served, results, reply_id))
+        return JSONResponse(service.reply(served, chat, results, reply_id))
 
     def model_card(served: ServedRecipe) -> dict[str, Any]:
         return {"id": served.recipe.name, "object": "model", "created": served.created, "owned_by": "orchestra"}

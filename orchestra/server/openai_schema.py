@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestra.problem import Message
+from orchestra.structured_output import check_response_format
+from orchestra.tool_calls import ToolCall
 
 
 class OpenAIError(Exception):
@@ -43,14 +45,30 @@ class ContentPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    """A turn: text, an assistant's `tool_calls` (content may then be null), or a `tool` result."""
+
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ChatMessage:
+        if self.content is None and not self.tool_calls:
+            raise ValueError("content is required (it may be null only on an assistant turn with tool_calls)")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant turns make tool_calls")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool turn names the call it answers: tool_call_id")
+        return self
 
     def to_message(self) -> Message:
-        if isinstance(self.content, str):
+        if self.content is None:
+            text = ""
+        elif isinstance(self.content, str):
             text = self.content
         else:
             kinds = sorted({part.type for part in self.content if part.type != "text"})
@@ -58,7 +76,36 @@ class ChatMessage(BaseModel):
                 raise OpenAIError(400, f"only text content is supported, not {', '.join(kinds)}", param="messages")
             text = "".join(part.text or "" for part in self.content)
         role = "system" if self.role == "developer" else self.role
-        return Message(role=role, content=text)
+        return Message(
+            role=role,
+            content=text,
+            tool_calls=tuple(self.tool_calls) if self.tool_calls else None,
+            tool_call_id=self.tool_call_id if self.role == "tool" else None,
+        )
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class _ChosenFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: _ChosenFunction
 
 
 class StreamOptions(BaseModel):
@@ -81,6 +128,31 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = None
+    #: OpenAI tool definitions and tool_choice, handed to the recipe's sampling nodes.
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    #: {type: json_object} or {type: json_schema, json_schema: {name, schema, strict}}.
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("response_format")
+    @classmethod
+    def _known_format(cls, value: Any) -> Any:
+        return check_response_format(value)
+
+    @model_validator(mode="after")
+    def _choice_names_a_tool(self) -> ChatRequest:
+        if isinstance(self.tool_choice, NamedToolChoice):
+            names = {t.function.name for t in self.tools or ()}
+            if self.tool_choice.function.name not in names:
+                raise ValueError(f"tool_choice names {self.tool_choice.function.name!r}, which is not among the tools")
+        return self
+
+    def wire(self, name: str) -> Any:
+        """`tools`, `tool_choice` or `response_format` as plain JSON (None when not given)."""
+        value = getattr(self, name)
+        if isinstance(value, list):
+            return tuple(item.model_dump(exclude_none=True) for item in value)
+        return value.model_dump(exclude_none=True) if isinstance(value, BaseModel) else value
 
     @property
     def token_cap(self) -> int | None:
