@@ -6,21 +6,31 @@ microseconds of work and a few of launching. A CUDA graph records the whole
 step once and replays it with one launch. Graphs need static shapes and fixed
 addresses, so:
 
-- the KV pool is allocated once at its full size (`pool_shape`) and never moves;
+- the KV pool is allocated once at its static size (`pool_shape`) and does not
+  move while the batch fits it; a step over a pool that left its static
+  allocation (a context longer than `pool_shape` allows) runs eagerly, and a
+  step captured over an allocation that is gone is captured afresh
+  (`KVPool.generation`), never replayed;
 - the batch is padded up to a bucket (1, 2, 4, 8, ... rows) — padding rows
   write into free slots past the running batch, which nobody reads;
 - attention spans a bucketed width (256, 512, 1024, ... positions) with a mask
   built on the device from the positions, so no value is read on the host.
 
 One graph is captured per (batch bucket, width bucket) on first use, all
-sharing one memory pool. The prefill stays eager: its shapes vary per call and
-it runs once per prompt, not once per token.
+sharing one memory pool. Every runner owns its graphs, their buffers and that
+memory pool: a copy (the `layer_skip` and `sparse` drafts are shallow copies of
+the target's runner) starts with none, so a draft never replays the target's
+step, or the target the draft's. A runner with an MLP plugin (sparse decode)
+runs eagerly: the plugin reads values on the host. The prefill stays eager: its
+shapes vary per call and it runs once per prompt, not once per token.
 
 `use_graphs=False` runs the same static-shape step eagerly, which is how the
 padding and bucketing are tested on machines without a GPU.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 
@@ -42,11 +52,19 @@ class CudaGraphRunner(LlamaRunner):
         slots = config.max_batch_size
         length = min(self.max_positions, config.kv_cache_bytes // (bytes_per_token * slots))
         length = max(_WIDTH_STEP, length // _WIDTH_STEP * _WIDTH_STEP)
-        #: The fixed KV pool shape the engine must allocate (graphs capture its address).
+        #: The static KV pool shape (graphs capture its address); longer contexts run eagerly.
         self.pool_shape = (slots, length)
         self._extend_rotary(length)
         self._graphs: dict[tuple[int, int], _CapturedStep] = {}
         self._memory = torch.cuda.graph_pool_handle() if self.use_graphs else None
+
+    def __copy__(self) -> CudaGraphRunner:
+        """A shallow copy (same weights) with no captured steps and its own graph memory."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin._graphs = {}
+        twin._memory = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        return twin
 
     def buckets(self, rows: int, width: int) -> tuple[int, int]:
         """The static (batch, attention width) a step of `rows` rows up to position `width` runs at."""
@@ -63,11 +81,12 @@ class CudaGraphRunner(LlamaRunner):
         count = tokens.shape[0]
         highest = int(positions.max())  # one host read per step, to pick the bucket
         batch, width = self.buckets(count, highest + 1)
-        if batch < count or width <= highest or batch > pool.slots or width > pool.length:
+        static = pool.fixed and self.mlp_plugin is None
+        if not static or batch < count or width <= highest or batch > pool.slots or width > pool.length:
             return super().decode(pool, tokens, positions, want_hidden)
         key = (batch, width)
         step = self._graphs.get(key)
-        if step is None:
+        if step is None or not step.over(pool):
             step = self._graphs[key] = _CapturedStep(self, pool, batch, width)
         logits, hidden = step.run(tokens, positions, self._memory if self.use_graphs else None)
         return logits[:count], (hidden[:count] if want_hidden else None)
@@ -77,7 +96,12 @@ class _CapturedStep:
     """Static input/output buffers for one (batch, width) bucket, and its graph."""
 
     def __init__(self, runner: CudaGraphRunner, pool: KVPool, batch: int, width: int):
-        self.runner, self.pool, self.batch, self.width = runner, pool, batch, width
+        self.runner, self.batch, self.width = runner, batch, width
+        # Held weakly: a released draft's pool must not live on in its runner's steps.
+        self._pool, self._generation = weakref.ref(pool), pool.generation
+        # The rotary tables as they are now: the runner replaces (never edits) them when it
+        # extends them, and a captured graph keeps reading these addresses.
+        self.cos, self.sin = runner._cos, runner._sin
         device = runner.device
         self.tokens = torch.zeros(batch, dtype=torch.long, device=device)
         # Padding rows write position 0 of slots past the running batch: free rows, never read.
@@ -86,10 +110,14 @@ class _CapturedStep:
         self.logits: torch.Tensor | None = None
         self.hidden: torch.Tensor | None = None
 
+    def over(self, pool: KVPool) -> bool:
+        """Whether this step was built over `pool`'s current static allocation."""
+        return self._pool() is pool and pool.generation == self._generation and pool.fixed
+
     def _forward(self):
-        cos = self.runner._cos[self.positions[:, None]]
-        sin = self.runner._sin[self.positions[:, None]]
-        return self.runner.decode_over(self.pool, self.tokens, self.positions, self.width, cos, sin, True)
+        cos = self.cos[self.positions[:, None]]
+        sin = self.sin[self.positions[:, None]]
+        return self.runner.decode_over(self._pool(), self.tokens, self.positions, self.width, cos, sin, True)
 
     def capture(self, memory) -> None:
         """Record the step. The warm-up runs execute it for real on the inputs already in

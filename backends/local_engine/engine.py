@@ -113,7 +113,7 @@ class InferenceEngine:
             dtype=self.runner.dtype,
             device=self.runner.device,
             byte_limit=self.config.kv_cache_bytes,
-            fixed_shape=getattr(self.runner, "pool_shape", None),
+            static_shape=getattr(self.runner, "pool_shape", None),
         )
         self.prefix_cache = PrefixCache(self.config.prefix_cache_bytes)
         lookahead = self.speculative.max_nodes if self.speculative is not None else 0
