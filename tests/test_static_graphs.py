@@ -12,67 +12,41 @@ import copy
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_llama import KV_BYTES_PER_TOKEN, exactly, prompt, tiny_engine, tiny_llama
 
-from orchestra.backends.local_engine import EngineConfig, InferenceEngine, SamplingParams
 from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.options import SpeculativeOptions
 from orchestra.backends.local_engine.speculative.draft_forwards import RunnerForward
 
-VOCAB = 96
-EOS = VOCAB - 1
-
-
-class _Tokenizer:
-    eos_token_id = EOS
-
-    def decode(self, tokens, skip_special_tokens=True):
-        return " ".join(str(t) for t in tokens)
-
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        eos_token_id=EOS, bos_token_id=0,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
-def _engine(model, speculative=None, **config) -> InferenceEngine:
-    settings = {"prefix_cache_bytes": 0, "max_batch_size": 4, **config}
-    return InferenceEngine(model, _Tokenizer(), EngineConfig(**settings), eos_ids={EOS}, speculative=speculative)
-
-
-def _greedy(tokens: int) -> SamplingParams:
-    return SamplingParams(max_tokens=tokens, min_tokens=tokens)
+    return tiny_llama()
 
 
 #: Long enough that the draft's own pool grows past the smallest attention-width bucket.
-PROMPT = [(7 * i) % (VOCAB - 1) for i in range(200)]
+PROMPT = prompt(200)
 
 
-def _plain(model, prompt, tokens):
-    engine = _engine(model)
+def _plain(model, ids, tokens):
+    engine = tiny_engine(model)
     try:
-        return engine.generate(prompt, _greedy(tokens))[0].token_ids
+        return engine.generate(ids, exactly(tokens))[0].token_ids
     finally:
         engine.close()
 
 
-@pytest.mark.parametrize("draft", ["layer_skip"])
-def test_a_draft_and_the_target_never_share_a_static_step(model, draft):
-    """The draft decodes (and fills its own buckets), then the target decodes plainly at the same
-    bucket: each must run its own layers over its own pool."""
+def test_a_draft_and_the_target_never_share_a_static_step(model):
+    """The layer-skip draft decodes (and fills its own buckets), then the target decodes plainly at
+    the same bucket: each must run its own layers over its own pool. (The sparse draft is the same
+    kind of copy, with a plugin: the next test.)"""
     expected = _plain(model, PROMPT, 12)
-    options = SpeculativeOptions(method="draft_model", draft=draft, draft_options={"layers": 1})
-    engine = _engine(model, options, static_shapes=True, kv_cache_bytes=4 << 20)
+    options = SpeculativeOptions(method="draft_model", draft="layer_skip", draft_options={"layers": 1})
+    engine = tiny_engine(model, options, static_shapes=True, kv_cache_bytes=4 << 20)
     try:
-        speculated = engine.generate(PROMPT, _greedy(12))[0].token_ids  # the draft decodes at batch 1
-        two = engine.generate(PROMPT, _greedy(12), n=2)  # two rows: the target's plain decode, bucket (2, 256)
-        alone = engine.generate(PROMPT, SamplingParams(max_tokens=12, min_tokens=12, top_logprobs=1))
+        speculated = engine.generate(PROMPT, exactly(12))[0].token_ids  # the draft decodes at batch 1
+        two = engine.generate(PROMPT, exactly(12), n=2)  # two rows: the target's plain decode, bucket (2, 256)
+        alone = engine.generate(PROMPT, exactly(12, top_logprobs=1))
         assert speculated == expected
         assert [s.token_ids for s in two] == [expected, expected]
         assert alone[0].token_ids == expected  # batch 1, no speculation: the bucket the draft used
@@ -81,9 +55,9 @@ def test_a_draft_and_the_target_never_share_a_static_step(model, draft):
 
 
 def test_a_copied_runner_owns_its_steps_and_a_plugin_runner_runs_eagerly(model):
-    engine = _engine(model, static_shapes=True, kv_cache_bytes=4 << 20)
+    engine = tiny_engine(model, static_shapes=True, kv_cache_bytes=4 << 20)
     try:
-        engine.generate(PROMPT[:20], _greedy(4))
+        engine.generate(PROMPT[:20], exactly(4))
         assert engine.runner._graphs  # the target captured its bucket
         twin = copy.copy(engine.runner)
         assert twin._graphs == {} and twin._graphs is not engine.runner._graphs
@@ -108,22 +82,18 @@ class _DenseMLP:
         return torch.nn.functional.linear(torch.nn.functional.silu(gate) * up, down)
 
 
-#: Bytes per token of the tiny model's KV (float32): 3 layers x (K, V) x 2 heads x 16.
-_PER_TOKEN = 3 * 2 * 2 * 16 * 4
-
-
 @pytest.mark.parametrize("prompt_length, new_tokens", [(400, 6), (250, 20)])
 def test_contexts_longer_than_the_static_pool_fall_back_to_the_eager_pool(model, prompt_length, new_tokens):
     """A static pool of 4 x 256 positions: a 400-token prompt, and a 250-token one that grows past 256."""
-    prompt = [(11 * i + 3) % (VOCAB - 1) for i in range(prompt_length)]
-    expected = _plain(model, prompt, new_tokens)
-    engine = _engine(model, static_shapes=True, kv_cache_bytes=4 * 256 * _PER_TOKEN)
+    long = prompt(prompt_length, stride=11)
+    expected = _plain(model, long, new_tokens)
+    engine = tiny_engine(model, static_shapes=True, kv_cache_bytes=4 * 256 * KV_BYTES_PER_TOKEN)
     try:
         assert engine.runner.pool_shape == (4, 256) and engine.context_length == 4096
-        assert engine.generate(prompt, _greedy(new_tokens))[0].token_ids == expected
+        assert engine.generate(long, exactly(new_tokens))[0].token_ids == expected
         # Back on a fresh static allocation afterwards: short prompts run static steps again.
-        short = [(5 * i) % (VOCAB - 1) for i in range(30)]
-        assert engine.generate(short, _greedy(5))[0].token_ids == _plain(model, short, 5)
+        short = prompt(30, stride=5)
+        assert engine.generate(short, exactly(5))[0].token_ids == _plain(model, short, 5)
         assert engine.pool.fixed and engine.pool.slots == 4
         assert all(step.over(engine.pool) for step in engine.runner._graphs.values())
     finally:

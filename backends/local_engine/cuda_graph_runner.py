@@ -77,13 +77,16 @@ class CudaGraphRunner(LlamaRunner):
             span *= 2
         return batch, min(span, self.pool_shape[1])
 
-    def decode(self, pool: KVPool, tokens: torch.Tensor, positions: torch.Tensor, want_hidden: bool = False):
+    def decode(
+        self, pool: KVPool, tokens: torch.Tensor, positions: torch.Tensor, want_hidden: bool = False,
+        highest: int | None = None,
+    ):
         count = tokens.shape[0]
-        highest = int(positions.max())  # one host read per step, to pick the bucket
+        highest = int(positions.max()) if highest is None else highest  # picks the bucket
         batch, width = self.buckets(count, highest + 1)
         static = pool.fixed and self.mlp_plugin is None
         if not static or batch < count or width <= highest or batch > pool.slots or width > pool.length:
-            return super().decode(pool, tokens, positions, want_hidden)
+            return super().decode(pool, tokens, positions, want_hidden, highest)
         key = (batch, width)
         step = self._graphs.get(key)
         if step is None or not step.over(pool):

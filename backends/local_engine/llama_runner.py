@@ -235,13 +235,17 @@ class LlamaRunner:
         last = (torch.cumsum(lengths, 0) - 1).to(device)
         return self._finish(h[0, last], want_hidden)
 
-    def decode(self, pool: KVPool, tokens: torch.Tensor, positions: torch.Tensor, want_hidden: bool = False):
+    def decode(
+        self, pool: KVPool, tokens: torch.Tensor, positions: torch.Tensor, want_hidden: bool = False,
+        highest: int | None = None,
+    ):
         """One token for each of slots 0..B-1 at its own position; logits [B, vocab].
 
         `tokens` and `positions` are [B] tensors on the model's device; `positions[b]`
-        is where slot b's new KV goes (its current KV length).
+        is where slot b's new KV goes (its current KV length). `highest`, the largest
+        position, saves reading it back from the device when the caller knows it.
         """
-        highest = int(positions.max())
+        highest = int(positions.max()) if highest is None else highest
         cos, sin = self.rotary_for(positions[:, None], highest)
         return self.decode_over(pool, tokens, positions, highest + 1, cos, sin, want_hidden)
 
