@@ -134,9 +134,8 @@ class RunnerForward:
         self.pool.reserve(1, start + len(tokens))
         with torch.inference_mode():
             if len(tokens) == 1:
-                logits, _ = self.runner.decode(
-                    self.pool, torch.tensor([tokens[0]], device=device), torch.tensor([start], device=device)
-                )
+                token, position = torch.tensor([[tokens[0]], [start]], device=device)  # one upload
+                logits, _ = self.runner.decode(self.pool, token, position, highest=start)
             else:
                 logits, _ = self.runner.prefill(self.pool, [PrefillRow(0, start, tuple(tokens))])
         return logits[0]
