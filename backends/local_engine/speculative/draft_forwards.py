@@ -135,7 +135,7 @@ class RunnerForward:
         with torch.inference_mode():
             if len(tokens) == 1:
                 token, position = torch.tensor([[tokens[0]], [start]], device=device)  # one upload
-                logits, _ = self.runner.decode(self.pool, token, position, highest=start)
+                logits, _ = self.runner.decode(self.pool, token, position)
             else:
                 logits, _ = self.runner.prefill(self.pool, [PrefillRow(0, start, tuple(tokens))])
         return logits[0]
