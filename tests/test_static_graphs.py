@@ -118,3 +118,24 @@ def test_a_pool_leaves_its_static_allocation_only_while_it_must():
     assert pool.storage.shape[2] == 4 and pool.length == 256
     pool.release()
     assert pool.fixed and pool.slots == 4  # the static allocation survives a release
+
+
+@pytest.mark.parametrize("method", ["prompt_lookup", "token_recycling", "layer_skip"])
+def test_speculative_verification_at_static_shapes_gives_plain_greedy(model, method):
+    """The verification forward runs padded to a bucket of nodes over a bucketed width (captured
+    as a graph on a GPU); greedy output stays plain greedy's, token for token."""
+    options = {
+        "prompt_lookup": SpeculativeOptions(method="prompt_lookup", draft_tokens=6),
+        "token_recycling": SpeculativeOptions(method="token_recycling"),
+        "layer_skip": SpeculativeOptions(method="draft_model", draft="layer_skip", draft_options={"layers": 1}),
+    }[method]
+    prompts = [PROMPT[:40], prompt(60, stride=3) * 2, prompt(25, stride=13)]
+    expected = [_plain(model, ids, 16) for ids in prompts]
+    engine = tiny_engine(model, options, static_shapes=True, kv_cache_bytes=4 << 20)
+    try:
+        got = [engine.generate(ids, exactly(16))[0].token_ids for ids in prompts]
+        assert got == expected
+        assert engine.speculative.stats.rounds > 0
+        assert any(key[0] == "tree" for key in engine.runner._graphs)  # verification ran at static shapes
+    finally:
+        engine.close()

@@ -39,6 +39,8 @@ from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.llama_runner import LlamaRunner
 
 _WIDTH_STEP = 256
+#: The largest draft tree verified at static shapes (larger ones run eagerly).
+_MOST_NODES = 64
 
 
 class CudaGraphRunner(LlamaRunner):
@@ -93,6 +95,26 @@ class CudaGraphRunner(LlamaRunner):
             step = self._graphs[key] = _CapturedStep(self, pool, batch, width)
         logits, hidden = step.run(tokens, positions, self._memory if self.use_graphs else None)
         return logits[:count], (hidden[:count] if want_hidden else None)
+
+
+    def forward_tree(
+        self, pool: KVPool, slot: int, start: int, tokens: torch.Tensor, positions: torch.Tensor, tree_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Speculative verification at static shapes: the tree padded to a bucket of nodes
+        (1, 2, 4, ... up to `_MOST_NODES`), attention over a bucketed width."""
+        count = tokens.shape[0]
+        nodes = 1
+        while nodes < count:
+            nodes *= 2
+        _, width = self.buckets(1, start + nodes)
+        static = pool.fixed and self.mlp_plugin is None and nodes <= _MOST_NODES
+        if not static or width < start + nodes or width > pool.length or slot >= pool.slots:
+            return super().forward_tree(pool, slot, start, tokens, positions, tree_mask)
+        key = ("tree", nodes, width, slot)
+        step = self._graphs.get(key)
+        if step is None or not step.over(pool):
+            step = self._graphs[key] = _CapturedTree(self, pool, nodes, width, slot)
+        return step.run_tree(start, tokens, positions, tree_mask, self._memory if self.use_graphs else None)[:count]
 
 
 class _CapturedStep:
@@ -152,3 +174,62 @@ class _CapturedStep:
             return self._forward()
         self.graph.replay()
         return self.logits, self.hidden
+
+
+class _CapturedTree(_CapturedStep):
+    """Static buffers for verifying a draft tree of up to `nodes` nodes in one slot, and its graph.
+
+    Node i's KV goes to position `start + i`; padding nodes (past the tree) write past it,
+    where nothing attends until a later step overwrites them, and see only the prefix and
+    themselves. The mask is built on the device from `start`, so no value is read on the host.
+    """
+
+    def __init__(self, runner: CudaGraphRunner, pool: KVPool, nodes: int, width: int, slot: int):
+        super().__init__(runner, pool, nodes, width)
+        self.slot = slot
+        device = runner.device
+        self.start = torch.zeros((), dtype=torch.long, device=device)
+        self.tree = torch.zeros((nodes, nodes), dtype=torch.bool, device=device)
+        self._alone = torch.eye(nodes, dtype=torch.bool, device=device)  # padding nodes see themselves
+
+    def _forward(self):
+        runner, nodes, slot = self.runner, self.batch, self.slot
+        pool = self._pool()
+        cos, sin = self.cos[self.positions][None], self.sin[self.positions][None]
+        columns = torch.arange(self.width, device=self.tokens.device)
+        relative = columns - self.start
+        in_tree = (relative >= 0) & (relative < nodes)
+        seen = (columns < self.start)[None, :] | (in_tree[None, :] & self.tree[:, relative.clamp(0, nodes - 1)])
+        mask = seen[None, None]
+        written = self.start + torch.arange(nodes, device=self.tokens.device)
+        h = runner.embed(self.tokens[None, :])
+        for index, layer in enumerate(runner.layers):
+            q, k, v = runner._attention_inputs(layer, layer.input_norm(h), cos, sin)
+            keys, values = pool.keys(index), pool.values(index)
+            keys[slot, :, written] = k[0]
+            values[slot, :, written] = v[0]
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q, keys[slot : slot + 1, :, : self.width], values[slot : slot + 1, :, : self.width],
+                attn_mask=mask, scale=runner.scaling, enable_gqa=runner.group > 1,
+            )
+            attended = out.transpose(1, 2).reshape(1, nodes, runner.heads * runner.head_dim)
+            h = runner._mlp(layer, h + torch.nn.functional.linear(attended, layer.o))
+        return runner._finish(h[0], False)
+
+    def run_tree(self, start: int, tokens: torch.Tensor, positions: torch.Tensor, tree_mask: torch.Tensor, memory=None):
+        """Logits `[nodes, vocab]` (the caller keeps the tree's rows); captured on first use with `memory`."""
+        count = tokens.shape[0]
+        self.start.fill_(start)
+        self.tokens.zero_()
+        self.tokens[:count] = tokens
+        # Padding nodes sit one past the last real node's position; each sees itself.
+        self.positions.fill_(start)
+        self.positions[:count] = positions
+        self.tree.copy_(self._alone)
+        self.tree[:count, :count] = tree_mask
+        if self.graph is None and memory is not None:
+            self.capture(memory)
+        if self.graph is None:
+            return self._forward()[0]
+        self.graph.replay()
+        return self.logits
