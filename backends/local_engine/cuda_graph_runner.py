@@ -21,8 +21,10 @@ sharing one memory pool. Every runner owns its graphs, their buffers and that
 memory pool: a copy (the `layer_skip` and `sparse` drafts are shallow copies of
 the target's runner) starts with none, so a draft never replays the target's
 step, or the target the draft's. A runner with an MLP plugin (sparse decode)
-runs eagerly: the plugin reads values on the host. The prefill stays eager: its
-shapes vary per call and it runs once per prompt, not once per token.
+runs eagerly: the plugin reads values on the host. Speculative verification
+(`forward_tree`) is captured the same way, per (bucket of 1, 2, 4, ... nodes,
+width bucket). The prefill stays eager: its shapes vary per call and it runs
+once per prompt, not once per token.
 
 `use_graphs=False` runs the same static-shape step eagerly, which is how the
 padding and bucketing are tested on machines without a GPU.
