@@ -121,7 +121,7 @@ def run_hf_serial(model, prompts: list[list[int]], n: int, tokens: int, temperat
     produced = 0
     with torch.inference_mode():
         for ids in timed:
-            out = model.generate(torch.tensor([ids]), **_hf_settings(tokens, temperature))
+            out = model.generate(torch.tensor([ids], device=model.device), **_hf_settings(tokens, temperature))
             produced += out.shape[1] - len(ids)
     seconds = time.perf_counter() - began
     scale = len(jobs) / len(timed)
@@ -133,8 +133,8 @@ def run_hf_batched(model, tokenizer, prompts: list[list[int]], n: int, tokens: i
     """One `generate` call: the prompts left-padded into one batch, `n` return sequences each."""
     width = max(len(p) for p in prompts)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
     began = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=n,
@@ -415,7 +415,8 @@ def batch_one(backends: list[LocalBackend], prompt: list[int], tokens: int, band
         }
     began = time.perf_counter()
     with torch.inference_mode():
-        backends[0].model.generate(torch.tensor([prompt]), **_hf_settings(tokens, 0.0))
+        model = backends[0].model
+        model.generate(torch.tensor([prompt], device=model.device), **_hf_settings(tokens, 0.0))
     rows.append(Row("batch-1 decode", f"HF generate ({backends[0].dtype})", time.perf_counter() - began, tokens,
                     "includes its prefill"))
     return rows, facts

@@ -114,12 +114,13 @@ class InferenceEngine:
             dtype=self.runner.dtype,
             device=self.runner.device,
             byte_limit=self.config.kv_cache_bytes,
-            fixed_shape=getattr(self.runner, "pool_shape", None),
+            static_shape=getattr(self.runner, "pool_shape", None),
         )
         self.prefix_cache = PrefixCache(self.config.prefix_cache_bytes)
         lookahead = self.speculative.max_nodes if self.speculative is not None else 0
         self.scheduler = Scheduler(self.config, self.pool, self.prefix_cache, self.stops, lookahead)
         self.stats = EngineStats()
+        self._eos_tensor: torch.Tensor | None = None
         self._inbox: list[Sequence] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -311,19 +312,22 @@ class InferenceEngine:
         return self._sample(sequences, logits, hidden)
 
     def _decode(self, running: list[Sequence]) -> dict[Sequence, Sampled]:
-        """One token for every running sequence (slot i holds running[i])."""
-        device = self.runner.device
-        tokens = torch.tensor([s.tokens[-1] for s in running], device=device)
-        positions = torch.tensor([s.kv_length for s in running], device=device)
+        """One token for every running sequence (slot i holds running[i]).
+
+        The step's host work is one upload (tokens and positions together) and one read
+        (the sampled tokens, in `_sample`); the largest position is known on the host.
+        """
+        positions = [s.kv_length for s in running]
+        tokens, positions_on_device = torch.tensor([[s.tokens[-1] for s in running], positions], device=self.runner.device)
         want_hidden = any(s.params.hidden_states for s in running)
-        began = time.perf_counter()
+        timer = _ForwardTimer(self.runner.device)
         if self.runner.mlp_plugin is not None:
             self.runner.mlp_plugin.begin_decode([s.mlp_state for s in running])
-        logits, hidden = self.runner.decode(self.pool, tokens, positions, want_hidden)
-        if logits.is_cuda:
-            torch.cuda.synchronize()
-        self._count_forward(time.perf_counter() - began)
-        return self._sample(running, logits, hidden)
+        logits, hidden = self.runner.decode(self.pool, tokens, positions_on_device, want_hidden, max(positions))
+        timer.stop()
+        sampled = self._sample(running, logits, hidden)
+        self._count_forward(timer.seconds())  # after the sample's read: the device is done by now
+        return sampled
 
     def _speculates(self, plan: StepPlan) -> bool:
         """Whether the lone sequence of this step gets a speculative round (room was reserved for one)."""
@@ -341,6 +345,12 @@ class InferenceEngine:
         self.stats.generated_tokens += len(tokens)
         return {sequence: Sampled(tokens, logprobs)}
 
+    def _eos_on(self, device: torch.device) -> torch.Tensor:
+        """The EOS ids as a tensor on `device`, uploaded once."""
+        if self._eos_tensor is None or self._eos_tensor.device != device:
+            self._eos_tensor = torch.tensor(sorted(self.stops.eos_ids), device=device)
+        return self._eos_tensor
+
     def _count_forward(self, seconds: float) -> None:
         self.stats.forward_seconds += seconds
         self.stats.decode_forward_seconds += seconds
@@ -351,9 +361,12 @@ class InferenceEngine:
         """Each sequence's next token (row i of `logits` is sequences[i]'s)."""
         early = [i for i, s in enumerate(sequences) if len(s.tokens) < s.params.min_tokens]
         if early:
-            eos = torch.tensor(sorted(self.stops.eos_ids), device=logits.device)
-            rows = torch.tensor(early, device=logits.device)
-            logits[rows[:, None], eos[None, :]] = float("-inf")
+            eos = self._eos_on(logits.device)
+            if len(early) == len(sequences):
+                logits[:, eos] = float("-inf")
+            else:
+                rows = torch.tensor(early, device=logits.device)
+                logits[rows[:, None], eos[None, :]] = float("-inf")
         top, confidence = _top_tokens(sequences, logits)
         constrained = [(i, s.constraint) for i, s in enumerate(sequences) if s.constraint is not None]
         for i, constraint in constrained:
@@ -372,6 +385,28 @@ class InferenceEngine:
             )
             for i, sequence in enumerate(sequences)
         }
+
+
+class _ForwardTimer:
+    """How long a forward took: wall time on a CPU, CUDA events on a GPU (read once the step's
+    own read has waited for the device, so timing adds no wait of its own)."""
+
+    def __init__(self, device: torch.device):
+        self._began = time.perf_counter()
+        self._events = None
+        if device.type == "cuda":
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            self._events[0].record()
+
+    def stop(self) -> None:
+        self._ended = time.perf_counter()
+        if self._events is not None:
+            self._events[1].record()
+
+    def seconds(self) -> float:
+        if self._events is not None:
+            return self._events[0].elapsed_time(self._events[1]) / 1000
+        return self._ended - self._began
 
 
 def _settle(future: Future, result: object = None, error: BaseException | None = None) -> None:

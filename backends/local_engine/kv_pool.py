@@ -12,6 +12,12 @@ sequence that leaves has its hole filled by moving the last slot down.
 Unused positions hold zeros, never garbage: a masked-out key still enters the
 dot product before the mask applies, and NaN from uninitialised memory would
 survive it.
+
+A pool with a `static_shape` (the CUDA-graph path) lives in that one allocation
+while the batch fits it, so captured steps can keep its address. A batch that
+outgrows it (a long prompt) moves to a growable allocation for as long as it
+must, and back to a fresh static one once it fits again; `generation` counts the
+allocations, so a step captured over an earlier one knows it is stale.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ class KVPool:
         device: torch.device,
         byte_limit: int,
         length_step: int = 128,
-        fixed_shape: tuple[int, int] | None = None,
+        static_shape: tuple[int, int] | None = None,
     ):
         self.layers, self.kv_heads, self.head_dim = layers, kv_heads, head_dim
         self.dtype, self.device = dtype, device
@@ -44,11 +50,19 @@ class KVPool:
         self.length_step = length_step
         element = torch.empty((), dtype=dtype).element_size()
         self.bytes_per_token = layers * 2 * kv_heads * head_dim * element
-        slots, length = fixed_shape or (0, 0)
-        #: A fixed-shape pool never reallocates (CUDA graphs capture its address).
-        self.fixed = fixed_shape is not None
-        self.storage = torch.zeros(
-            (layers, 2, slots, kv_heads, length, head_dim), dtype=dtype, device=device
+        #: The (slots, length) allocation the pool keeps while the batch fits it; None: always growable.
+        self.static_shape = static_shape
+        #: Whether `storage` is the static allocation (only then may a CUDA graph capture its address).
+        self.fixed = False
+        #: Bumped at every allocation: a step captured over an older one must not replay.
+        self.generation = 0
+        self.storage = self._allocate(*(static_shape or (0, 0)), fixed=static_shape is not None)
+
+    def _allocate(self, slots: int, length: int, fixed: bool) -> torch.Tensor:
+        self.fixed = fixed
+        self.generation += 1
+        return torch.zeros(
+            (self.layers, 2, slots, self.kv_heads, length, self.head_dim), dtype=self.dtype, device=self.device
         )
 
     @property
@@ -64,10 +78,12 @@ class KVPool:
         return self.storage.numel() * self.storage.element_size()
 
     def fits(self, slots: int, length: int) -> bool:
-        """Whether `slots` rows of `length` tokens stay within the byte limit."""
-        if self.fixed:
-            return slots <= self.slots and length <= self.length
-        return slots * self._round(length) * self.bytes_per_token <= self.byte_limit
+        """Whether `slots` rows of `length` tokens fit the static shape or stay within the byte limit."""
+        return self.fits_static(slots, length) or slots * self._round(length) * self.bytes_per_token <= self.byte_limit
+
+    def fits_static(self, slots: int, length: int) -> bool:
+        """Whether `slots` rows of `length` tokens fit the static allocation (False without one)."""
+        return self.static_shape is not None and slots <= self.static_shape[0] and length <= self.static_shape[1]
 
     def _round(self, length: int) -> int:
         return -(-length // self.length_step) * self.length_step
@@ -76,8 +92,13 @@ class KVPool:
         """Make room for `slots` rows of `length` tokens, keeping the contents of those.
 
         Rows and positions past the request may be dropped (the pool shrinks to fit
-        its limit): the caller asks for what its live sequences occupy.
+        its limit): the caller asks for what its live sequences occupy. A pool with a static
+        shape returns to it as soon as the request fits it again (briefly holding both).
         """
+        if self.fits_static(slots, length):
+            if not self.fixed:
+                self._move_to(self._allocate(*self.static_shape, fixed=True), slots, length)
+            return
         if slots <= self.slots and length <= self.length:
             return
         if not self.fits(slots, length):
@@ -87,25 +108,28 @@ class KVPool:
                 f"limit {self.byte_limit / 2**20:.0f} MiB"
             )
         # Grow by at least half again, so a long generation reallocates O(log n) times.
-        new_length = max(self.length, self._round(max(length, int(self.length * 1.5))))
-        new_slots = max(self.slots, slots, min(slots * 2, slots + 16))
+        # Leaving the static allocation, size for the request alone (the static shape is the limit's).
+        current_slots, current_length = (0, 0) if self.fixed else (self.slots, self.length)
+        new_length = max(current_length, self._round(max(length, int(current_length * 1.5))))
+        new_slots = max(current_slots, slots, min(slots * 2, slots + 16))
         while not self.fits(new_slots, new_length) and new_slots > slots:
             new_slots -= 1
         while not self.fits(new_slots, new_length) and new_length > length:
             new_length = max(self._round(length), new_length - self.length_step)
-        grown = torch.zeros(
-            (self.layers, 2, new_slots, self.kv_heads, new_length, self.head_dim),
-            dtype=self.dtype,
-            device=self.device,
-        )
-        keep_slots, keep_length = min(self.slots, new_slots), min(self.length, new_length)
-        grown[:, :, :keep_slots, :, :keep_length] = self.storage[:, :, :keep_slots, :, :keep_length]
-        self.storage = grown
+        self._move_to(self._allocate(new_slots, new_length, fixed=False), new_slots, new_length)
+
+    def _move_to(self, storage: torch.Tensor, slots: int, length: int) -> None:
+        """Make `storage` the pool's, carrying over the first `slots` rows' first `length` positions."""
+        keep_slots = min(self.slots, storage.shape[2], slots)
+        keep_length = min(self.length, storage.shape[4], length)
+        storage[:, :, :keep_slots, :, :keep_length] = self.storage[:, :, :keep_slots, :, :keep_length]
+        self.storage = storage
 
     def release(self) -> None:
-        """Drop the memory (when nothing runs); the next `reserve` allocates afresh."""
+        """Drop the memory (when nothing runs); the next `reserve` allocates afresh. The static
+        allocation is kept: the steps captured over it stay valid."""
         if not self.fixed:
-            self.storage = self.storage.new_zeros((self.layers, 2, 0, self.kv_heads, 0, self.head_dim))
+            self.storage = self._allocate(0, 0, fixed=False)
 
     def keys(self, layer: int) -> torch.Tensor:
         return self.storage[layer, 0]

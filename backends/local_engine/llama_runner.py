@@ -235,15 +235,21 @@ class LlamaRunner:
         last = (torch.cumsum(lengths, 0) - 1).to(device)
         return self._finish(h[0, last], want_hidden)
 
-    def decode(self, pool: KVPool, tokens: torch.Tensor, positions: torch.Tensor, want_hidden: bool = False):
+    def decode(
+        self, pool: KVPool, tokens: torch.Tensor, positions: torch.Tensor, want_hidden: bool = False,
+        highest: int | None = None,
+    ):
         """One token for each of slots 0..B-1 at its own position; logits [B, vocab].
 
         `tokens` and `positions` are [B] tensors on the model's device; `positions[b]`
-        is where slot b's new KV goes (its current KV length).
+        is where slot b's new KV goes (its current KV length). `highest`, the largest
+        position, saves reading it back from the device when the caller knows it.
         """
-        highest = int(positions.max())
+        highest = int(positions.max()) if highest is None else highest
         cos, sin = self.rotary_for(positions[:, None], highest)
-        return self.decode_over(pool, tokens, positions, highest + 1, cos, sin, want_hidden)
+        # A lone row sees every key up to its position: no mask, so a GPU may pick its flash kernel.
+        masked = tokens.shape[0] > 1
+        return self.decode_over(pool, tokens, positions, highest + 1, cos, sin, want_hidden, masked)
 
     def decode_over(
         self,
@@ -254,15 +260,19 @@ class LlamaRunner:
         cos: torch.Tensor,
         sin: torch.Tensor,
         want_hidden: bool,
+        masked: bool = True,
     ):
-        """The decode step with attention over the first `keys_width` positions of each slot.
+        """The decode step with attention over the first `keys_width` positions of each slot
+        (`masked=False`: every row sees all of them).
 
         Nothing here reads a tensor's value on the host, so with a fixed `keys_width` the
         step has static shapes and can be captured as a CUDA graph.
         """
         count = tokens.shape[0]
         rows = torch.arange(count, device=tokens.device)
-        mask = (torch.arange(keys_width, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
+        mask = None
+        if masked:
+            mask = (torch.arange(keys_width, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
         h = self.embed(tokens[:, None])
         for index, layer in enumerate(self.layers):
             q, k, v = self._attention_inputs(layer, layer.input_norm(h), cos, sin)

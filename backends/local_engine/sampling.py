@@ -71,72 +71,81 @@ def choose_tokens(
 
     The log-probability is under the model's own (untempered) distribution, so
     scorers that read it compare samples drawn at different temperatures fairly.
+
+    Host work: the sampled rows' settings and draws go up in one tensor, and the
+    tokens and log-probabilities come back in one read (a truncated row whose
+    nucleus might not fit its candidates costs one more read, to decide).
     """
     chosen = logits.argmax(dim=-1)
     sampled_rows = [row for row, p in enumerate(params) if p.temperature > 0]
     if sampled_rows:
         draws = {row: streams[row].random() for row in sampled_rows}  # one per row per step, in row order
-        plain = [r for r in sampled_rows if params[r].top_k == 0 and params[r].top_p >= 1.0]
-        truncated = [r for r in sampled_rows if r not in set(plain)]
+        ordered = sorted(sampled_rows, key=lambda row: _truncates(params[row]))  # plain rows first
+        settings = torch.tensor(
+            [[row, params[row].temperature, draws[row], params[row].top_k, params[row].top_p] for row in ordered],
+            dtype=torch.float64, device=logits.device,
+        )
+        plain = sum(not _truncates(params[row]) for row in sampled_rows)
         if plain:
-            _sample_full(logits, plain, params, draws, chosen)
-        if truncated:
-            _sample_truncated(logits, truncated, params, draws, chosen)
+            _sample_full(logits, settings[:plain], chosen)
+        if plain < len(ordered):
+            _sample_truncated(logits, settings[plain:], chosen)
     chosen_logprobs = logits.gather(1, chosen[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
-    return chosen.tolist(), chosen_logprobs.tolist()
+    # float64 holds every token id exactly: one read brings both back.
+    ids, logprobs = torch.stack((chosen.to(torch.float64), chosen_logprobs.to(torch.float64))).tolist()
+    return [int(i) for i in ids], logprobs
 
 
-def _scaled(logits: torch.Tensor, rows: list[int], params: list[SamplingParams]) -> torch.Tensor:
-    index = torch.tensor(rows, device=logits.device)
-    temperatures = torch.tensor([params[r].temperature for r in rows], device=logits.device)
-    return logits[index] / temperatures[:, None]
+def _truncates(params: SamplingParams) -> bool:
+    return params.top_k > 0 or params.top_p < 1.0
 
 
-def _draw(scaled: torch.Tensor, rows: list[int], draws: dict[int, float]) -> torch.Tensor:
+def _scaled(logits: torch.Tensor, settings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The settings' rows of `logits` divided by their temperatures, and those rows' indices."""
+    rows = settings[:, 0].long()
+    return logits[rows] / settings[:, 1].to(logits.dtype)[:, None], rows
+
+
+def _draw(scaled: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF sampling of each row's softmax with that row's uniform draw."""
     probs = torch.softmax(scaled, dim=-1)
     cdf = probs.cumsum(dim=-1)
-    uniform = torch.tensor([draws[r] for r in rows], device=scaled.device, dtype=cdf.dtype)
-    picked = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None]).squeeze(1)
+    picked = torch.searchsorted(cdf, (uniform.to(cdf.dtype) * cdf[:, -1])[:, None]).squeeze(1)
     return picked.clamp(max=scaled.shape[-1] - 1)
 
 
-def _sample_full(logits, rows, params, draws, chosen) -> None:
-    picked = _draw(_scaled(logits, rows, params), rows, draws)
-    chosen[torch.tensor(rows, device=logits.device)] = picked
+def _sample_full(logits: torch.Tensor, settings: torch.Tensor, chosen: torch.Tensor) -> None:
+    scaled, rows = _scaled(logits, settings)
+    chosen[rows] = _draw(scaled, settings[:, 2])
 
 
-def _sample_truncated(logits, rows, params, draws, chosen) -> None:
-    scaled = _scaled(logits, rows, params)
+def _sample_truncated(logits: torch.Tensor, settings: torch.Tensor, chosen: torch.Tensor) -> None:
+    scaled, rows = _scaled(logits, settings)
+    uniform = settings[:, 2]
     vocab = scaled.shape[-1]
     width = min(CANDIDATES, vocab)
     values, ids = scaled.topk(width, dim=-1)  # sorted, best first
-    top_k = torch.tensor([params[r].top_k or vocab for r in rows], device=scaled.device)
-    top_p = torch.tensor([params[r].top_p for r in rows], device=scaled.device, dtype=values.dtype)
+    top_k = settings[:, 3].long()
+    top_k = torch.where(top_k > 0, top_k, vocab)
+    top_p = settings[:, 4].to(values.dtype)
     # Top-k renormalises over its survivors; without top-k the nucleus is over the whole vocabulary.
     within_k = top_k <= width
+    past_k = torch.arange(width, device=scaled.device)[None, :] >= top_k[:, None]
     log_total = torch.where(
         within_k,
-        torch.logsumexp(values.masked_fill(torch.arange(width, device=scaled.device)[None, :] >= top_k[:, None], float("-inf")), dim=-1),
+        torch.logsumexp(values.masked_fill(past_k, float("-inf")), dim=-1),
         torch.logsumexp(scaled, dim=-1),
     )
-    mass = torch.exp(values - log_total[:, None])
-    mass = mass.masked_fill(torch.arange(width, device=scaled.device)[None, :] >= top_k[:, None], 0.0)
+    mass = torch.exp(values - log_total[:, None]).masked_fill(past_k, 0.0)
     fits = within_k | (mass.sum(dim=-1) >= top_p)  # the nucleus lies inside the candidates
-    fit_rows = fits.nonzero().squeeze(1).tolist()
-    if fit_rows:
-        keep = torch.tensor(fit_rows, device=scaled.device)
-        kept = _cut(values[keep], mass[keep], top_k[keep], top_p[keep])
-        picked = _draw(kept, [rows[i] for i in fit_rows], draws)
-        chosen[torch.tensor([rows[i] for i in fit_rows], device=logits.device)] = ids[keep].gather(1, picked[:, None]).squeeze(1)
-    wide_rows = [i for i in range(len(rows)) if i not in set(fit_rows)]
-    if wide_rows:  # a flat distribution: the nucleus is wider than the candidates, sort everything
-        keep = torch.tensor(wide_rows, device=scaled.device)
-        ordered, order = scaled[keep].sort(dim=-1, descending=True)
-        full_mass = torch.softmax(ordered.masked_fill(torch.arange(vocab, device=scaled.device)[None, :] >= top_k[keep][:, None], float("-inf")), dim=-1)
-        kept = _cut(ordered, full_mass, top_k[keep], top_p[keep])
-        picked = _draw(kept, [rows[i] for i in wide_rows], draws)
-        chosen[torch.tensor([rows[i] for i in wide_rows], device=logits.device)] = order.gather(1, picked[:, None]).squeeze(1)
+    picked = ids.gather(1, _draw(_cut(values, mass, top_k, top_p), uniform)[:, None]).squeeze(1)
+    if not bool(fits.all()):  # a flat distribution: the nucleus is wider than the candidates, sort everything
+        ordered, order = scaled.sort(dim=-1, descending=True)
+        beyond_k = torch.arange(vocab, device=scaled.device)[None, :] >= top_k[:, None]
+        full_mass = torch.softmax(ordered.masked_fill(beyond_k, float("-inf")), dim=-1)
+        widest = order.gather(1, _draw(_cut(ordered, full_mass, top_k, top_p), uniform)[:, None]).squeeze(1)
+        picked = torch.where(fits, picked, widest)
+    chosen[rows] = picked
 
 
 def _cut(ordered: torch.Tensor, mass: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

@@ -245,9 +245,13 @@ class Scheduler:
         return chunks
 
     def _reserve_lookahead(self, sequence: Sequence) -> int:
-        """Room for a draft tree after the lone sequence, or 0 if memory says no (it decodes plainly)."""
+        """Room for a draft tree after the lone sequence, or 0 if memory says no (it decodes plainly).
+        A pool on its static allocation stays there: a round is not worth leaving the CUDA graphs."""
+        needed = sequence.kv_length + self.lookahead
+        if self.pool.fixed and not self.pool.fits_static(len(self.running), needed):
+            return 0
         try:
-            self.pool.reserve(len(self.running), sequence.kv_length + self.lookahead)
+            self.pool.reserve(len(self.running), needed)
         except KVPoolFull:
             return 0
         return self.lookahead

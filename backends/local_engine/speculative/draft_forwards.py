@@ -61,7 +61,8 @@ def build_draft_forward(name: str, target: DraftTarget, options: dict[str, Any])
 def layer_skip(target: DraftTarget, layers: int | None = None) -> LlamaRunner:
     """The target truncated to its first `layers` layers (default: a third), same norm and head.
 
-    A shallow copy: every weight is the target's own tensor, nothing is duplicated.
+    A shallow copy: every weight is the target's own tensor, nothing is duplicated (a
+    static-shape runner's copy starts with no captured steps of its own).
     """
     runner = target.runner
     layers = layers if layers is not None else max(1, runner.num_layers // 3)
@@ -116,6 +117,8 @@ class RunnerForward:
 
     def __init__(self, runner: Any, byte_limit: int = 1 << 30):
         self.runner = runner
+        # A static-shape runner (CUDA graphs) drafts over its own one-slot static pool.
+        static_length = getattr(runner, "pool_shape", (0, 0))[1]
         self.pool = KVPool(
             layers=runner.num_layers,
             kv_heads=runner.kv_heads,
@@ -123,6 +126,7 @@ class RunnerForward:
             dtype=runner.dtype,
             device=runner.device,
             byte_limit=byte_limit,
+            static_shape=(1, static_length) if static_length else None,
         )
 
     def extend(self, tokens: Sequence[int], start: int) -> torch.Tensor:
@@ -130,9 +134,8 @@ class RunnerForward:
         self.pool.reserve(1, start + len(tokens))
         with torch.inference_mode():
             if len(tokens) == 1:
-                logits, _ = self.runner.decode(
-                    self.pool, torch.tensor([tokens[0]], device=device), torch.tensor([start], device=device)
-                )
+                token, position = torch.tensor([[tokens[0]], [start]], device=device)  # one upload
+                logits, _ = self.runner.decode(self.pool, token, position)
             else:
                 logits, _ = self.runner.prefill(self.pool, [PrefillRow(0, start, tuple(tokens))])
         return logits[0]
