@@ -46,6 +46,7 @@ from orchestra.backends.generation import (
 )
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
 from orchestra.backends.local_engine.options import SparseOptions, SpeculativeOptions
+from orchestra.backends.local_engine.quantized_linear import scheme as quantization_scheme
 from orchestra.backends.local_engine.stopping import ConfidenceStop
 from orchestra.backends.model_spec import ModelSpec
 from orchestra.models import load_pretrained
@@ -172,7 +173,7 @@ class LocalBackend(Backend):
         if options.speculative is not None and options.speculative.changes_samples:
             key += f":speculative-{options.speculative.fingerprint()}"
         if options.quantization != "none":
-            key += f":quantization={options.quantization}"
+            key += f":quantization={quantization_scheme(options.quantization)}"
         return key if options.sparse is None else f"{key}:sparse={options.sparse.key()}"
 
     @property

@@ -104,7 +104,7 @@ def test_a_quantized_runner_stays_close_to_the_float_one(kind: str, tolerance: f
     model = _tiny_model()
     float_runner, quantized = LlamaRunner(model), LlamaRunner(model)
     quantized.quantize(kind)
-    assert isinstance(quantized.layers[0].qkv, QuantizedWeight) and isinstance(quantized.head, QuantizedWeight)
+    assert quantized.layers[0].qkv.kind == kind and quantized.head.kind == "int8"  # the head: int8 always
     assert isinstance(float_runner.layers[0].qkv, torch.Tensor)  # the HF modules' weights are untouched
     prompt = tuple(range(3, 3 + 2 * PACKED_ROWS))
     results = []
@@ -133,7 +133,8 @@ def test_the_setting_flows_from_the_recipe_to_the_cache_key(tmp_path: Path) -> N
     spec = load_recipe(path).models["m"]
     assert spec.options.quantization == "int4"
     plain = ModelSpec(model="smollm2-135m-instruct", dtype="float32")
-    assert spec.key() == f"{plain.key()}:quantization=int4"  # a quantized run never replays float samples
+    assert spec.key() == f"{plain.key()}:quantization=int4-g32"  # a quantized run never replays float samples
+    assert ModelSpec(model="smollm2-135m-instruct", dtype="float32", quantization="int8").key().endswith("=int8")
     assert ModelSpec(model="smollm2-135m-instruct", dtype="float32", quantization="none").key() == plain.key()
     path.write_text(path.read_text().replace("quantization: int4", "quantization: int3"))
     with pytest.raises(RecipeError, match="models.m.quantization"):

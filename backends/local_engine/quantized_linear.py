@@ -99,6 +99,11 @@ class QuantizedWeight:
         return self.packed.numel() * self.packed.element_size() + extra.numel() * extra.element_size()
 
 
+def scheme(kind: str) -> str:
+    """The quantization's name in cache keys, with what else changes its values (int4's group size)."""
+    return f"int4-g{INT4_GROUP}" if kind == "int4" else kind
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor | QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear` over a float or quantized weight; narrow products of a quantized one run packed."""
     if isinstance(weight, torch.Tensor):
