@@ -18,7 +18,8 @@ model, so the ratios hold even on a busy machine whose absolute speed drifts:
 
 The engine runs in its `--dtype` and, beside it, with weight-only quantized
 weights (`--quantizations`, default int8 and int4, float32 activations), each a
-contender of its own; "÷ llama-server" is a row's tok/s over the native server's.
+contender of its own; "÷ llama.cpp" is a row's tok/s over the native server's
+(over llama-cpp-python's server's with `--no-native-server`).
 
 Every contender generates exactly the same number of tokens (EOS is suppressed
 until the limit: `min_tokens` / `min_new_tokens` / `ignore_eos`), so tokens/s
@@ -503,8 +504,13 @@ def render(rows: list[Row], facts: dict, header: dict) -> str:
     for scenario in dict.fromkeys(r.scenario for r in rows):
         group = [r for r in rows if r.scenario == scenario]
         engine = group[0]
-        native = next((r for r in group if r.contender.startswith("llama.cpp llama-server")), None)
-        lines += [f"## {scenario}", "", "| contender | seconds | tokens | tok/s | engine speed-up | ÷ llama-server | note |",
+        peers = [r for prefix in ("llama.cpp llama-server", "llama-cpp-python") for r in group
+                 if r.contender.startswith(prefix)]
+        native = peers[0] if peers else None  # the native server where it ran, else the Python one
+        lines += [f"## {scenario}", ""]
+        if native:
+            lines += [f"÷ llama.cpp: a row's tok/s over {native.contender}'s", ""]
+        lines += ["| contender | seconds | tokens | tok/s | engine speed-up | ÷ llama.cpp | note |",
                   "|---|---:|---:|---:|---:|---:|---|"]
         for row in group:
             ratio = engine.tokens_per_second / row.tokens_per_second if row.tokens_per_second else float("nan")
@@ -538,6 +544,8 @@ def main() -> None:
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip both llama.cpp servers")
     parser.add_argument("--no-python-server", action="store_true",
                         help="skip llama-cpp-python's server (one request at a time), keep the native llama-server")
+    parser.add_argument("--no-native-server", action="store_true",
+                        help="skip the native llama-server (e.g. not built here), keep llama-cpp-python's server")
     parser.add_argument("--llama-server", type=Path, default=None,
                         help="the native llama-server binary (default: .venv/bin/llama-server, built on demand "
                              "by scripts/build-llama-server.sh)")
@@ -590,12 +598,15 @@ def main() -> None:
         slots = max(args.samples, args.concurrent)
         longest = max(len(ids) for ids in best_of + different + [long_prompt])
         per_slot = -(-(longest + args.tokens + 64) // 256) * 256
-        native = NativeLlamaServer(args.llama_server or native_server_binary(), gguf, threads, slots, per_slot,
-                                   logs / "llama-server.log")
-        servers.append(native)
         header["GGUF (both llama.cpp servers)"] = gguf_description(gguf)
-        header["native peer"] = (f"{native.binary} ({native.version()}), flags: {' '.join(native.flags)}; "
-                                 "requests: ignore_eos, cache_prompt false, min_p 0")
+        if args.no_native_server:
+            header["native peer"] = "skipped (--no-native-server)"
+        else:
+            native = NativeLlamaServer(args.llama_server or native_server_binary(), gguf, threads, slots, per_slot,
+                                       logs / "llama-server.log")
+            servers.append(native)
+            header["native peer"] = (f"{native.binary} ({native.version()}), flags: {' '.join(native.flags)}; "
+                                     "requests: ignore_eos, cache_prompt false, min_p 0")
         try:
             import llama_cpp
         except ImportError:
