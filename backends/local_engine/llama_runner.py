@@ -110,8 +110,8 @@ class LlamaRunner:
     def quantize(self, kind: str) -> None:
         """Hold the projections weight-only quantized (`quantized_linear`): "int8", "int4", or
         "none" (a no-op). The LM head is held in int8 either way: on the default model (a Q4_1
-        GGUF whose projections lie on a 4-bit grid but whose embedding does not) int4 put 8.5%
-        relative error into the head's weights, int8 1%. The embedding stays float; a tied LM
+        GGUF whose projections lie on a 4-bit grid but whose embedding does not) int4 would
+        put several times int8's error into the head's weights. The embedding stays float; a tied LM
         head gets a quantized copy of its own. The HF model's modules keep the float weights."""
         if kind == "none":
             return

@@ -3,9 +3,9 @@
 bfloat16 halves the bytes read per token, which is what decode is bound by,
 but only pays off where the CPU multiplies bf16 natively (AVX512-BF16, AMX);
 elsewhere the conversions make it slower than float32 — most of all in
-prefill, whose wide products are compute-bound (measured 4x slower than
-float32 on this project's AVX512 CPU without bf16 units, while decode was
-about even). So `dtype: auto` on a CPU times both phases in both precisions —
+prefill, whose wide products are compute-bound (2.8x slower than float32
+on this project's AVX512 CPU without bf16 units, in
+bench/results/decode_throughput-20261129-045225.md). So `dtype: auto` on a CPU times both phases in both precisions —
 a few decode steps at batch 1 and batch 16 (the two regimes the engine runs
 in) and one prefill of a few hundred tokens — and keeps the precision with
 the lower product of the three times. The verdict is remembered per (model,
