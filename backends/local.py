@@ -37,6 +37,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestra.backends.base import Backend, Prompt, backend
@@ -54,6 +56,7 @@ from orchestra.backends.generation import (
 )
 from orchestra.backends.local_engine import EngineConfig, FinishedSequence, InferenceEngine, SamplingParams
 from orchestra.backends.local_engine.options import SparseOptions, SpeculativeOptions
+from orchestra.backends.local_engine.quantized_linear import scheme as quantization_scheme
 from orchestra.backends.local_engine.stopping import ConfidenceStop
 from orchestra.backends.local_engine.thinking import ThinkingTokens
 from orchestra.backends.model_spec import ModelSpec
@@ -83,6 +86,12 @@ class LocalOptions(BaseModel):
     sparse: SparseOptions | None = Field(
         default=None, description="Sparse-activation decode: {method: coreinfer|teal, sparsity: 0.4}."
     )
+    quantization: Literal["none", "int8", "int4"] = Field(
+        default="none",
+        description="Weight-only quantization at load, CPU only: int8 (per-channel scales) or int4 (scales per "
+        "group of 32). Narrow products (decode) run torch's packed kernels, wide ones (prefill) the float BLAS "
+        "over the dequantized weights; `dtype: auto` then means float32. Changes outputs (own cache key).",
+    )
 
     @model_validator(mode="after")
     def _not_both(self) -> LocalOptions:
@@ -91,6 +100,8 @@ class LocalOptions(BaseModel):
                 "`sparse:` and `speculative:` together are not supported (speculative verification runs "
                 "the dense MLPs); for sparse self-drafting use `speculative: {method: draft_model, draft: sparse}`"
             )
+        if self.sparse is not None and self.quantization != "none":
+            raise ValueError("`sparse:` and `quantization:` together are not supported (the sparse MLPs slice float weights)")
         return self
 
 
@@ -120,6 +131,7 @@ class LocalBackend(Backend):
             speculative=self.options.speculative,
             mlp_plugin=self._sparse_mlp(spec),
             model_name=spec.model,
+            quantization=self.options.quantization,
         )
         self.context_length = self.engine.context_length
         self._encoded: dict[str, tuple[int, ...]] = {}
@@ -143,6 +155,8 @@ class LocalBackend(Backend):
             return spec.dtype
         if self.device.type == "cuda":
             return "bfloat16"
+        if self.options.quantization != "none":
+            return "float32"  # decode runs in the packed kernels; prefill is fastest in float32 BLAS
         pinned = os.environ.get("ORCHESTRA_AUTO_DTYPE")
         if pinned:  # what `auto` means on this machine, without measuring (tests pin float32)
             if pinned not in ("float32", "bfloat16", "float16"):
@@ -166,11 +180,14 @@ class LocalBackend(Backend):
         """Speculative decoding is left out when it cannot change an output: greedy and
         `acceptance: match` give plain decoding's tokens seed for seed, so their samples are
         shared with plain runs; `acceptance: rejection` draws a different (equally distributed)
-        sample for a seed, so it gets a key of its own. Sparse activation changes outputs."""
+        sample for a seed, so it gets a key of its own. Sparse activation and weight quantization
+        change outputs."""
         key = super().spec_key(spec, dtype)
         options: LocalOptions = spec.options  # type: ignore[assignment]
         if options.speculative is not None and options.speculative.changes_samples:
             key += f":speculative-{options.speculative.fingerprint()}"
+        if options.quantization != "none":
+            key += f":quantization={quantization_scheme(options.quantization)}"
         return key if options.sparse is None else f"{key}:sparse={options.sparse.key()}"
 
     @property

@@ -13,7 +13,13 @@ model, so the ratios hold even on a busy machine whose absolute speed drifts:
 3. batch-1 decode: tokens/s of the engine and of HF, against the memory-bandwidth
    limit (weight bytes read per token / measured read bandwidth), and the
    engine's own overhead (share of a decode step spent outside the forward pass);
-4. on a GPU: the engine's batch-1 and best-of-N decode with and without CUDA graphs.
+4. prefill: prompt tokens/s of one ~580-token prompt, each engine against llama-server;
+5. on a GPU: the engine's batch-1 and best-of-N decode with and without CUDA graphs.
+
+The engine runs in its `--dtype` and, beside it, with weight-only quantized
+weights (`--quantizations`, default int8 and int4, float32 activations), each a
+contender of its own; "÷ llama.cpp" is a row's tok/s over the native server's
+(over llama-cpp-python's server's with `--no-native-server`).
 
 Every contender generates exactly the same number of tokens (EOS is suppressed
 until the limit: `min_tokens` / `min_new_tokens` / `ignore_eos`), so tokens/s
@@ -325,8 +331,13 @@ def read_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
 Timed = tuple[float, int, str, dict]  # seconds, tokens produced, note, extra facts
 
 
+def engine_label(backend: LocalBackend) -> str:
+    quantization = backend.options.quantization
+    return f"orchestra engine ({backend.dtype}{'' if quantization == 'none' else ', ' + quantization + ' weights'})"
+
+
 def contenders(
-    backend: LocalBackend,
+    engines: list[LocalBackend],
     servers: list[_CompletionServer],
     prompts: list[list[int]],
     n: int,
@@ -334,12 +345,16 @@ def contenders(
     temperature: float,
     serial_limit: int | None,
 ) -> list[tuple[str, Callable[[], Timed]]]:
-    """Every contender of a scenario as (label, run): the engine first (the reference of the speed-ups)."""
+    """Every contender of a scenario as (label, run): the engines first (the first is the reference of
+    the speed-ups)."""
+    backend = engines[0]
     texts = [backend.tokenizer.decode(ids) for ids in prompts]
 
-    def engine() -> Timed:
-        seconds, produced, extra = run_engine(backend, prompts, n, tokens, temperature)
-        return seconds, produced, "", extra
+    def engine(which: LocalBackend) -> Callable[[], Timed]:
+        def run() -> Timed:
+            seconds, produced, extra = run_engine(which, prompts, n, tokens, temperature)
+            return seconds, produced, "", extra
+        return run
 
     def hf_serial() -> Timed:
         return *run_hf_serial(backend.model, prompts, n, tokens, temperature, serial_limit), {}
@@ -352,17 +367,17 @@ def contenders(
         return lambda: (*server.run(texts, n, tokens, temperature), shape, {})
 
     return [
-        (f"orchestra engine ({backend.dtype})", engine),
+        *((engine_label(which), engine(which)) for which in engines),
         ("HF generate, one at a time", hf_serial),
         ("HF generate, batched", hf_batched),
         *((server.label, server_run(server)) for server in servers),
     ]
 
 
-def warm_up(backend: LocalBackend, servers: list[_CompletionServer], prompts: list[list[int]], n: int) -> None:
+def warm_up(engines: list[LocalBackend], servers: list[_CompletionServer], prompts: list[list[int]], n: int) -> None:
     """Each contender once, in the scenario's shape but 4 tokens: lazy initialisation, allocator growth,
     thread pools and the servers' slots are paid before anything is timed (not only the engine's)."""
-    for label, run in contenders(backend, servers, prompts, n, 4, 0.7, 1):
+    for label, run in contenders(engines, servers, prompts, n, 4, 0.7, 1):
         log(f"warm-up: {label}")
         run()
 
@@ -399,13 +414,15 @@ def batch_one(backends: list[LocalBackend], prompt: list[int], tokens: int, band
         stats = engine.stats
         step = stats.decode_seconds / stats.decode_steps
         forward = stats.decode_forward_seconds / stats.decode_steps
-        weight_bytes = sum(p.numel() * p.element_size() for p in backend.model.parameters())
+        weight_bytes = bytes_per_token(backend)
         limit = bandwidth / weight_bytes
-        rows.append(Row("batch-1 decode", f"orchestra engine ({backend.dtype})", stats.decode_seconds,
+        label = engine_label(backend)
+        rows.append(Row("batch-1 decode", label, stats.decode_seconds,
                         stats.decode_steps, f"{(1 / step) / limit:.0%} of its bandwidth limit; forward only {1 / forward:.1f} tok/s"))
-        rows.append(Row("batch-1 decode", f"memory-bandwidth limit ({backend.dtype})", weight_bytes / bandwidth, 1,
+        rows.append(Row("batch-1 decode", f"memory-bandwidth limit ({label[len('orchestra engine ('):-1]})",
+                        weight_bytes / bandwidth, 1,
                         f"{weight_bytes / 2**20:.0f} MiB of weights per token at {bandwidth / 2**30:.1f} GiB/s"))
-        facts[backend.dtype] = {
+        facts[label] = {
             "step_ms": round(step * 1e3, 2),
             "forward_ms": round(forward * 1e3, 2),
             "engine_overhead_share": round(1 - forward / step, 4),
@@ -420,6 +437,43 @@ def batch_one(backends: list[LocalBackend], prompt: list[int], tokens: int, band
     rows.append(Row("batch-1 decode", f"HF generate ({backends[0].dtype})", time.perf_counter() - began, tokens,
                     "includes its prefill"))
     return rows, facts
+
+
+def bytes_per_token(backend: LocalBackend) -> int:
+    """Weight bytes one batch-1 decode step reads: the fused projections and the LM head (quantized
+    ones at their packed size) and the norms; of the embedding table, one row (not counted)."""
+    runner = backend.engine.runner
+    weights = [w for layer in runner.layers for w in (layer.qkv, layer.o, layer.gate_up, layer.down)] + [runner.head]
+    norms = [p for name, p in backend.model.named_parameters() if "norm" in name]
+    return sum(w.nbytes for w in weights) + sum(p.nbytes for p in norms)
+
+
+def prefill(engines: list[LocalBackend], servers: list[_CompletionServer], prompt: list[int], rounds: int) -> list[Row]:
+    """Prompt tokens/s of one long prompt (and one new token), prefix caches cleared, fastest of `rounds`."""
+    rows = []
+    text = engines[0].tokenizer.decode(prompt)
+    runs: list[tuple[str, Callable[[], float]]] = []
+    for backend in engines:
+        def run(backend: LocalBackend = backend) -> float:
+            backend.engine.clear_prefix_cache()
+            began = time.perf_counter()
+            backend.engine.generate(prompt, SamplingParams(max_tokens=1))
+            return time.perf_counter() - began
+        runs.append((engine_label(backend), run))
+    # Only the native server: llama-cpp-python's keeps the last prompt's KV whatever the request says,
+    # so its repeats are not prefills (a run of 2026-11-29 showed 4106 prompt tok/s).
+    for server in (s for s in servers if isinstance(s, NativeLlamaServer)):
+        runs.append((server.label, lambda server=server: server.run([text], 1, 1, 0.0)[0]))
+    best = {label: float("inf") for label, _ in runs}
+    for round_ in range(rounds + 1):  # round 0 warms up
+        for label, run in (runs if round_ % 2 == 0 else runs[::-1]):
+            seconds = run()
+            if round_:
+                best[label] = min(best[label], seconds)
+    for label, seconds in best.items():
+        rows.append(Row(f"prefill, {len(prompt)}-token prompt (+1 new token)", label, seconds, len(prompt),
+                        "tok/s = prompt tokens/s"))
+    return rows
 
 
 def gpu_graphs(spec: ModelSpec, prompt: list[int], n: int, tokens: int) -> list[Row]:
@@ -453,14 +507,21 @@ def render(rows: list[Row], facts: dict, header: dict) -> str:
     for scenario in dict.fromkeys(r.scenario for r in rows):
         group = [r for r in rows if r.scenario == scenario]
         engine = group[0]
-        lines += [f"## {scenario}", "", "| contender | seconds | tokens | tok/s | engine speed-up | note |",
-                  "|---|---:|---:|---:|---:|---|"]
+        peers = [r for prefix in ("llama.cpp llama-server", "llama-cpp-python") for r in group
+                 if r.contender.startswith(prefix)]
+        native = peers[0] if peers else None  # the native server where it ran, else the Python one
+        lines += [f"## {scenario}", ""]
+        if native:
+            lines += [f"÷ llama.cpp: a row's tok/s over {native.contender}'s", ""]
+        lines += ["| contender | seconds | tokens | tok/s | engine speed-up | ÷ llama.cpp | note |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
         for row in group:
             ratio = engine.tokens_per_second / row.tokens_per_second if row.tokens_per_second else float("nan")
+            versus = f"{row.tokens_per_second / native.tokens_per_second:.2f}x" if native else "—"
             extra = "; ".join(f"{k}={v}" for k, v in row.extra.items())
             note = "; ".join(x for x in (row.note, extra) if x)
             lines.append(f"| {row.contender} | {row.seconds:.2f} | {row.tokens} | {row.tokens_per_second:.1f} "
-                         f"| {ratio:.2f}x | {note} |")
+                         f"| {ratio:.2f}x | {versus} | {note} |")
         lines.append("")
     if facts:
         lines += ["## batch-1 facts", ""] + [f"- {k}: {v}" for k, v in facts.items()] + [""]
@@ -476,6 +537,9 @@ def main() -> None:
                         help="CPU threads for torch and llama.cpp alike (default: torch's default); "
                              "on a machine shared with other jobs, 1 avoids OpenMP threads waiting on each other")
     parser.add_argument("--dtype", default="auto", help="engine dtype: auto (measured), float32, bfloat16")
+    parser.add_argument("--quantizations", default="int8,int4",
+                        help="comma-separated weight-only quantizations run as engines of their own (float32 "
+                             "activations), beside the --dtype engine; empty: none")
     parser.add_argument("--serial-limit", type=int, default=None,
                         help="time only this many HF one-at-a-time calls per scenario and scale (they run in sequence)")
     parser.add_argument("--rounds", type=int, default=2,
@@ -483,6 +547,8 @@ def main() -> None:
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip both llama.cpp servers")
     parser.add_argument("--no-python-server", action="store_true",
                         help="skip llama-cpp-python's server (one request at a time), keep the native llama-server")
+    parser.add_argument("--no-native-server", action="store_true",
+                        help="skip the native llama-server (e.g. not built here), keep llama-cpp-python's server")
     parser.add_argument("--llama-server", type=Path, default=None,
                         help="the native llama-server binary (default: .venv/bin/llama-server, built on demand "
                              "by scripts/build-llama-server.sh)")
@@ -505,12 +571,19 @@ def main() -> None:
     spec = ModelSpec(dtype=args.dtype, max_batch_size=max(64, args.samples, args.concurrent))
     log(f"loading the engine ({args.dtype})")
     backend = LocalBackend(spec)
+    quantized = []
+    for kind in filter(None, args.quantizations.split(",")):
+        log(f"loading the engine with {kind} weights")
+        quantized.append(LocalBackend(ModelSpec(dtype="float32", quantization=kind, max_batch_size=spec.max_batch_size)))
+    engines = [backend, *quantized]
     tokenizer = backend.tokenizer
     from orchestra.tasks import load_task
 
     questions = [p.messages[-1].content for p in load_task("reasoning_gym:basic_arithmetic").problems(limit=args.concurrent)]
     best_of = [chat_ids(tokenizer, BEST_OF_PROMPT)]
     different = [chat_ids(tokenizer, q) for q in questions]
+    long_questions = [p.messages[-1].content for p in load_task("reasoning_gym:basic_arithmetic").problems(limit=64)]
+    long_prompt = chat_ids(tokenizer, "Answer each of these in turn.\n" + "\n".join(long_questions))[:580]
 
     source = resolve(spec.model)
     gguf = Path(source.path) / (source.gguf_file or "")
@@ -526,14 +599,17 @@ def main() -> None:
     }
     if not args.no_llama_cpp:
         slots = max(args.samples, args.concurrent)
-        longest = max(len(ids) for ids in best_of + different)
+        longest = max(len(ids) for ids in best_of + different + [long_prompt])
         per_slot = -(-(longest + args.tokens + 64) // 256) * 256
-        native = NativeLlamaServer(args.llama_server or native_server_binary(), gguf, threads, slots, per_slot,
-                                   logs / "llama-server.log")
-        servers.append(native)
         header["GGUF (both llama.cpp servers)"] = gguf_description(gguf)
-        header["native peer"] = (f"{native.binary} ({native.version()}), flags: {' '.join(native.flags)}; "
-                                 "requests: ignore_eos, cache_prompt false, min_p 0")
+        if args.no_native_server:
+            header["native peer"] = "skipped (--no-native-server)"
+        else:
+            native = NativeLlamaServer(args.llama_server or native_server_binary(), gguf, threads, slots, per_slot,
+                                       logs / "llama-server.log")
+            servers.append(native)
+            header["native peer"] = (f"{native.binary} ({native.version()}), flags: {' '.join(native.flags)}; "
+                                     "requests: ignore_eos, cache_prompt false, min_p 0")
         try:
             import llama_cpp
         except ImportError:
@@ -557,8 +633,8 @@ def main() -> None:
             (f"{args.concurrent} concurrent requests, different prompts, {args.tokens} new tokens", different, 1, 0.0),
         ]
         for index, (scenario, prompts, n, temperature) in enumerate(scenarios):
-            warm_up(backend, servers, prompts, n)
-            runs = contenders(backend, servers, prompts, n, args.tokens, temperature, args.serial_limit)
+            warm_up(engines, servers, prompts, n)
+            runs = contenders(engines, servers, prompts, n, args.tokens, temperature, args.serial_limit)
             rows += compare(scenario, runs, args.rounds, first=index)
         log("batch-1 decode")
         bandwidth = read_bandwidth()
@@ -566,13 +642,15 @@ def main() -> None:
         log(f"batch-1 decode: loading a {other} engine beside the {backend.dtype} one")
         second = LocalBackend(ModelSpec(dtype=other, device=spec.device))
         second.engine.generate(best_of[0], SamplingParams(max_tokens=4))  # warm-up
-        one_rows, facts = batch_one([backend, second], best_of[0], args.tokens, bandwidth)
-        second.engine.close()
+        one_rows, facts = batch_one([backend, second, *quantized], best_of[0], args.tokens, bandwidth)
         rows += one_rows
         for server in servers:
             seconds, produced = server.run([tokenizer.decode(best_of[0])], 1, args.tokens, 0.0)
             rows.append(Row("batch-1 decode", f"{server.label.split(' (')[0]} (Q4_1 GGUF)", seconds, produced,
                             "includes its prefill", {"load_1min": round(os.getloadavg()[0], 1)}))
+        log("prefill")
+        rows += prefill([backend, second, *quantized], servers, long_prompt, args.rounds)
+        second.engine.close()
         if torch.cuda.is_available():
             log("GPU: with and without CUDA graphs")
             rows += gpu_graphs(ModelSpec(dtype="bfloat16", device="cuda"), best_of[0], args.samples, args.tokens)
@@ -581,7 +659,8 @@ def main() -> None:
     finally:
         for server in servers:
             server.close()
-        backend.engine.close()
+        for engine in engines:
+            engine.engine.close()
     header["load average at end (1, 5, 15 min)"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     report = render(rows, facts, header)
     print(report)

@@ -221,3 +221,12 @@ def test_precision_probe_times_real_decode_steps(loaded):
     model, _ = loaded
     seconds = time_decode(model, batch=2, context=8, steps=2)
     assert 0 < seconds < math.inf  # a real measurement; how long it took depends on the machine
+
+
+def test_precision_probe_times_a_real_prefill(loaded):
+    from orchestra.backends.local_engine.precision import machine_key, time_prefill
+
+    model, _ = loaded
+    seconds = time_prefill(model, tokens=40)
+    assert 0 < seconds < math.inf  # a real measurement; how long it took depends on the machine
+    assert machine_key("m").endswith("|decode+prefill")  # verdicts of the decode-only probe are not reused

@@ -85,12 +85,14 @@ class InferenceEngine:
         speculative: SpeculativeOptions | None = None,
         mlp_plugin=None,
         model_name: str | None = None,
+        quantization: str = "none",
     ):
         """`model_name` names the model for what is stored about it on disk (a sparse draft's
-        calibrated thresholds)."""
+        calibrated thresholds). `quantization`: none, int8 or int4 weights (`quantized_linear`)."""
         self.config = config or EngineConfig()
         self.model = model
         self.runner = _make_runner(model, self.config, sparse=mlp_plugin is not None)
+        self.runner.quantize(quantization)
         #: Sparse decode MLPs (`orchestra.kernels.sparse_mlp`); None keeps the dense path.
         self.runner.mlp_plugin = mlp_plugin
         #: Batch-1 speculative decoding (None: every step is the plain batched decode).

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from orchestra.backends.local_engine.kv_pool import KVPool
+from orchestra.backends.local_engine.quantized_linear import QuantizedWeight, linear, quantize
 
 #: Model types whose decoder layers have the Llama structure this runner drives.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -47,11 +48,11 @@ class PrefillRow:
 
 @dataclass
 class _Layer:
-    qkv: torch.Tensor
+    qkv: torch.Tensor | QuantizedWeight
     qkv_bias: torch.Tensor | None
-    o: torch.Tensor
-    gate_up: torch.Tensor
-    down: torch.Tensor
+    o: torch.Tensor | QuantizedWeight
+    gate_up: torch.Tensor | QuantizedWeight
+    down: torch.Tensor | QuantizedWeight
     input_norm: torch.nn.Module
     post_norm: torch.nn.Module
     q_norm: torch.nn.Module | None
@@ -98,10 +99,29 @@ class LlamaRunner:
         self.layers = [self._fuse(layer) for layer in inner.layers]
         if column_major:
             _relayout(self.lm_head, "weight")  # tied to the embedding in many models: relaid once
+        #: The LM head's weight as the forward uses it (the module's, or a quantized copy).
+        self.head = self.lm_head.weight
+        self.quantization = "none"
         self._cos = self._sin = None
         self._extend_rotary(min(self.max_positions, 4096))
         #: A replacement for the MLPs (sparse activation, `orchestra.kernels.sparse_mlp`); None: dense.
         self.mlp_plugin = None
+
+    def quantize(self, kind: str) -> None:
+        """Hold the projections weight-only quantized (`quantized_linear`): "int8", "int4", or
+        "none" (a no-op). The LM head is held in int8 either way: on the default model (a Q4_1
+        GGUF whose projections lie on a 4-bit grid but whose embedding does not) int4 would
+        put several times int8's error into the head's weights. The embedding stays float; a tied LM
+        head gets a quantized copy of its own. The HF model's modules keep the float weights."""
+        if kind == "none":
+            return
+        if self.mlp_plugin is not None:
+            raise ValueError("quantization and sparse MLPs together are not supported")
+        for layer in self.layers:
+            for name in ("qkv", "o", "gate_up", "down"):
+                setattr(layer, name, quantize(getattr(layer, name), kind))
+        self.head = quantize(self.lm_head.weight, "int8")
+        self.quantization = kind
 
     @property
     def device(self) -> torch.device:
@@ -157,7 +177,7 @@ class LlamaRunner:
         projection's output): the same elementwise arithmetic, half the operator calls.
         """
         rows, n, _ = x.shape
-        heads = F.linear(x, layer.qkv, layer.qkv_bias).view(rows, n, self.heads + 2 * self.kv_heads, self.head_dim)
+        heads = linear(x, layer.qkv, layer.qkv_bias).view(rows, n, self.heads + 2 * self.kv_heads, self.head_dim)
         rotated = self.heads + self.kv_heads
         cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
         if layer.q_norm is None:
@@ -177,12 +197,12 @@ class LlamaRunner:
         x = layer.post_norm(h)
         if self.mlp_plugin is not None and index is not None:
             return h + self.mlp_plugin(index, x, layer.gate_up, layer.down, slots)
-        gate, up = F.linear(x, layer.gate_up).chunk(2, dim=-1)
-        return h + F.linear(F.silu(gate) * up, layer.down)
+        gate, up = linear(x, layer.gate_up).chunk(2, dim=-1)
+        return h + linear(F.silu(gate) * up, layer.down)
 
     def _finish(self, h: torch.Tensor, want_hidden: bool):
         h = self.norm(h)
-        logits = F.linear(h, self.lm_head.weight, self.lm_head.bias).float()
+        logits = linear(h, self.head, self.lm_head.bias).float()
         return logits, (h if want_hidden else None)
 
     def prefill(self, pool: KVPool, rows: list[PrefillRow], want_hidden: bool = False):
@@ -231,7 +251,7 @@ class LlamaRunner:
                 enable_gqa=self.group > 1,
             )
             packed = out.transpose(1, 2)[row_of, offset].reshape(1, total, self.heads * self.head_dim)
-            h = self._mlp(layer, h + F.linear(packed, layer.o), index, write_slots)
+            h = self._mlp(layer, h + linear(packed, layer.o), index, write_slots)
         last = (torch.cumsum(lengths, 0) - 1).to(device)
         return self._finish(h[0, last], want_hidden)
 
@@ -289,7 +309,7 @@ class LlamaRunner:
                 attn_mask=mask,
                 scale=self.scaling,
             )
-            h = self._mlp(layer, h + F.linear(out.reshape(count, 1, self.heads * self.head_dim), layer.o), index)
+            h = self._mlp(layer, h + linear(out.reshape(count, 1, self.heads * self.head_dim), layer.o), index)
         return self._finish(h[:, 0], want_hidden)
 
     def forward_tree(
@@ -316,7 +336,7 @@ class LlamaRunner:
                 q, keys[slot : slot + 1, :, : start + count], values[slot : slot + 1, :, : start + count],
                 attn_mask=mask, scale=self.scaling, enable_gqa=self.group > 1,
             )
-            h = self._mlp(layer, h + F.linear(out.transpose(1, 2).reshape(1, count, self.heads * self.head_dim), layer.o))
+            h = self._mlp(layer, h + linear(out.transpose(1, 2).reshape(1, count, self.heads * self.head_dim), layer.o))
         return self._finish(h[0], False)[0]
 
 

@@ -1,13 +1,16 @@
-"""Which precision a model decodes fastest in on this CPU — measured, not guessed.
+"""Which precision a model runs fastest in on this CPU — measured, not guessed.
 
 bfloat16 halves the bytes read per token, which is what decode is bound by,
 but only pays off where the CPU multiplies bf16 natively (AVX512-BF16, AMX);
-elsewhere the conversions make it slower than float32. So `dtype: auto` on a
-CPU times a few decode steps of the model in both precisions, at batch 1 and
-batch 16 (the two regimes the engine runs in), and keeps the faster. The
-verdict is remembered per (model, CPU, torch version, thread count) under
-orchestra's home, so it costs a few seconds once per machine. GPUs use
-bfloat16 without asking.
+elsewhere the conversions make it slower than float32 — most of all in
+prefill, whose wide products are compute-bound (2.8x slower than float32
+on this project's AVX512 CPU without bf16 units, in
+bench/results/decode_throughput-20261129-045225.md). So `dtype: auto` on a CPU times both phases in both precisions —
+a few decode steps at batch 1 and batch 16 (the two regimes the engine runs
+in) and one prefill of a few hundred tokens — and keeps the precision with
+the lower product of the three times. The verdict is remembered per (model,
+CPU, torch version, thread count) under orchestra's home, so it costs a few
+seconds once per machine. GPUs use bfloat16 without asking.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ def _verdicts_file() -> Path:
 
 
 def machine_key(model_name: str) -> str:
-    return f"{model_name}|{cpu_name()}|torch {torch.__version__}|{torch.get_num_threads()} threads"
+    # "decode+prefill": verdicts from before prefill was timed are measured again
+    return f"{model_name}|{cpu_name()}|torch {torch.__version__}|{torch.get_num_threads()} threads|decode+prefill"
 
 
-def time_decode(model: torch.nn.Module, batch: int, context: int = 64, steps: int = 6) -> float:
-    """Seconds per decode step of `batch` rows at `context` tokens, after one warm-up step."""
+def _runner_and_pool(model: torch.nn.Module, rows: int, length: int) -> tuple[LlamaRunner, KVPool]:
     runner = LlamaRunner(model)
     pool = KVPool(
         layers=runner.num_layers,
@@ -46,7 +49,13 @@ def time_decode(model: torch.nn.Module, batch: int, context: int = 64, steps: in
         device=runner.device,
         byte_limit=1 << 40,
     )
-    pool.reserve(batch, context + steps + 2)
+    pool.reserve(rows, length)
+    return runner, pool
+
+
+def time_decode(model: torch.nn.Module, batch: int, context: int = 64, steps: int = 6) -> float:
+    """Seconds per decode step of `batch` rows at `context` tokens, after one warm-up step."""
+    runner, pool = _runner_and_pool(model, batch, context + steps + 2)
     with torch.inference_mode():
         prompt = tuple(range(10, 10 + context))
         runner.prefill(pool, [PrefillRow(slot, 0, prompt) for slot in range(batch)])
@@ -59,12 +68,24 @@ def time_decode(model: torch.nn.Module, batch: int, context: int = 64, steps: in
         return (time.perf_counter() - began) / steps
 
 
+def time_prefill(model: torch.nn.Module, tokens: int = 256) -> float:
+    """Seconds to prefill one prompt of `tokens` tokens, after one warm-up prefill."""
+    runner, pool = _runner_and_pool(model, 1, tokens + 2)
+    prompt = tuple(10 + i % 1000 for i in range(tokens))
+    with torch.inference_mode():
+        runner.prefill(pool, [PrefillRow(0, 0, prompt[:32])])
+        began = time.perf_counter()
+        runner.prefill(pool, [PrefillRow(0, 0, prompt)])
+        return time.perf_counter() - began
+
+
 def measure(model: torch.nn.Module) -> dict[str, float]:
-    """Score per candidate precision: product of step times at batch 1 and 16 (lower is faster)."""
+    """Score per candidate precision: product of the step times at batch 1 and 16 and of a
+    prefill's time (lower is faster): each phase weighs the same, whatever its scale."""
     scores = {}
     for name in CANDIDATES:
         copy_ = copy.deepcopy(model).to(getattr(torch, name))
-        scores[name] = time_decode(copy_, 1) * time_decode(copy_, 16)
+        scores[name] = time_decode(copy_, 1) * time_decode(copy_, 16) * time_prefill(copy_)
         del copy_
     return scores
 
