@@ -29,6 +29,7 @@ BOOTSTRAP_PYTHON=${BOOTSTRAP_PYTHON:-python3}
 UV_RANGE="uv>=0.8,<1"
 
 if [[ ! -x $UV ]]; then
+    echo "uv-install: installing uv into $VENV (once)" >&2
     if "$PY" -m pip --version >/dev/null 2>&1; then
         "$PY" -m pip install --quiet --no-compile "$UV_RANGE"
     elif "$BOOTSTRAP_PYTHON" -m pip --python "$PY" --version >/dev/null 2>&1; then
@@ -37,6 +38,7 @@ if [[ ! -x $UV ]]; then
         "$PY" -m ensurepip --default-pip >/dev/null
         "$PY" -m pip install --quiet --no-compile "$UV_RANGE"
     fi
+    echo "uv-install: $("$UV" --version) installed into $VENV" >&2
 fi
 
 # pip's settings, environment variables first (they win in pip too): the first value of a key is kept.
