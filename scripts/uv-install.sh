@@ -12,8 +12,7 @@
 # the environment's own if it has one, else the system Python's ($BOOTSTRAP_PYTHON, default
 # python3; pip >= 22.3 installs into another environment with --python), else the environment's
 # ensurepip. `make setup` creates the environment without pip (`venv --without-pip`: 1 s instead
-# of 20-30 s on that machine); `make test-setup` adds pip, which the tests and the llama-server
-# build call.
+# of 20-30 s on that machine) and has uv add pip with orchestra's dependencies.
 #
 # uv reads none of pip's configuration. So that a machine whose pip installs from a local mirror
 # or wheel folder (pip.conf, PIP_* variables) installs from the same places under uv, pip's
