@@ -7,7 +7,7 @@ take a fraction of a second instead of ~20 s.
 What a run needs before it generates anything — the tokenizer (with its chat
 template), the parameter count and the context length — is read without the
 weights (`load_tokenizer`, `model_shape`): a run whose samples all come from the
-generation cache never loads or converts them (a minute of a first quickstart).
+generation cache never loads or converts them (most of a first quickstart's run).
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def model_shape(name: str) -> ModelShape:
     a GGUF file's tensor table and metadata, else by building the model on the meta device."""
     source = resolve(name)
     if source.gguf_file is not None:
-        # transformers' own GGUF header reader: ~0.05 s; the gguf package's reader, which
-        # AutoConfig uses, takes 10-50 s on this project's machine for a 49k-token vocabulary.
+        # transformers' own GGUF header reader (struct-based), not the gguf package's, which
+        # AutoConfig uses: that one builds numpy views of every vocabulary entry, slowly.
         from transformers.integrations.gguf.reader import GgufHeader, read_gguf_metadata
 
         path = str(Path(source.path) / source.gguf_file)
@@ -202,10 +202,10 @@ def _convert_gguf(source: ModelSource, folder: Path) -> None:
 
 
 def _gguf_tokenizer(source: ModelSource):
-    """A GGUF file's tokenizer. Not through AutoTokenizer: to choose a class it first rebuilds
-    the whole model config with the gguf package's reader (10-50 s for the default model on
-    this project's machine); the fast tokenizer class reads only the vocabulary (~1 s), and for
-    the default model gives the same class, prompts and ids (tests/test_models.py)."""
+    """A GGUF file's tokenizer. Not through AutoTokenizer, which first rebuilds the whole model
+    config with the gguf package's slow reader just to choose a class; the fast tokenizer class
+    reads only the vocabulary, with transformers' own reader, and for the default model gives
+    the same class, prompts and ids (tests/test_models.py)."""
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast.from_pretrained(source.path, gguf_file=source.gguf_file)
