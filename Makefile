@@ -15,7 +15,8 @@
 #   .venv/.test-stamp    `test-setup`: the test extra on top of that
 # Packages are installed with uv (scripts/uv-install.sh: parallel downloads, no byte-compiling,
 # pip's configuration honoured), into a venv made without pip (1 s instead of 20-30 s on the
-# 2-core machine): that halves a first `make quickstart`'s set-up (bench/results/first-run-*.md).
+# 2-core machine): a first `make quickstart`'s set-up takes a fraction of pip's time
+# (bench/results/first-run-20261129.md against the later first-run-20261129-*.md).
 # pip comes with orchestra's dependencies, so `.venv/bin/pip` exists for users and the tests.
 # Both are keyed on pyproject.toml and the two install scripts: once done, each is a no-op until
 # one of those changes. Delete a stamp to force its step.

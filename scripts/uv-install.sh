@@ -4,9 +4,9 @@
 #   scripts/uv-install.sh PYTHON ARGS...      e.g. scripts/uv-install.sh .venv/bin/python -e .
 #
 # Why uv: it downloads in parallel and unpacks without byte-compiling. On this project's 2-core
-# machine, with a cold cache, it installs orchestra's dependencies in about half of pip's time and
-# torch's 192 MB wheel in a third (bench/results/first-run-*.md), which is most of a first
-# `make quickstart`.
+# machine, with a cold cache, it takes a fraction of pip's time for torch and for orchestra's
+# dependencies, most of a first `make quickstart` (bench/results/first-run-20261129.md against
+# the later first-run-20261129-*.md).
 #
 # uv itself is installed into the environment on first use (.venv/bin/uv), from PyPI, by a pip:
 # the environment's own if it has one, else the system Python's ($BOOTSTRAP_PYTHON, default
