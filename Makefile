@@ -14,7 +14,7 @@
 #   .venv/.setup-stamp   `setup`: torch, orchestra (no extras), the default model
 #   .venv/.test-stamp    `test-setup`: the test extra on top of that
 # Packages are installed with uv (scripts/uv-install.sh: parallel downloads, no byte-compiling,
-# pip's configuration honoured), into a venv made without pip (1 s instead of 20-30 s on the
+# pip's configuration honoured), into a venv made without pip (0.5-1 s instead of 17-27 s on the
 # 2-core machine): a first `make quickstart`'s set-up takes a fraction of pip's time
 # (bench/results/first-run-20261129.md against the later first-run-20261129-*.md).
 # pip comes with orchestra's dependencies, so `.venv/bin/pip` exists for users and the tests.

@@ -11,8 +11,8 @@
 # uv itself is installed into the environment on first use (.venv/bin/uv), from PyPI, by a pip:
 # the environment's own if it has one, else the system Python's ($BOOTSTRAP_PYTHON, default
 # python3; pip >= 22.3 installs into another environment with --python), else the environment's
-# ensurepip. `make setup` creates the environment without pip (`venv --without-pip`: 1 s instead
-# of 20-30 s on that machine) and has uv add pip with orchestra's dependencies.
+# ensurepip. `make setup` creates the environment without pip (`venv --without-pip`: 0.5-1 s instead
+# of 17-27 s on that machine) and has uv add pip with orchestra's dependencies.
 #
 # uv reads none of pip's configuration. So that a machine whose pip installs from a local mirror
 # or wheel folder (pip.conf, PIP_* variables) installs from the same places under uv, pip's
