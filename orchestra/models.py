@@ -3,11 +3,17 @@
 Nothing is downloaded at run time. A GGUF file is dequantized by transformers
 once, then kept as a safetensors folder under orchestra's home, so later loads
 take a fraction of a second instead of ~20 s.
+
+What a run needs before it generates anything — the tokenizer (with its chat
+template), the parameter count and the context length — is read without the
+weights (`load_tokenizer`, `model_shape`): a run whose samples all come from the
+generation cache never loads or converts them (most of a first quickstart's run).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -108,12 +114,52 @@ def hf_folder(name: str) -> str:
 
 
 def load_tokenizer(name: str):
-    """The tokenizer alone (and its chat template), e.g. to count tokens for a remote model."""
+    """The tokenizer alone (and its chat template), e.g. to count tokens for a remote model;
+    a GGUF model's comes from the converted folder if there is one, else from the file itself
+    (nothing is converted for it)."""
     import transformers
     from transformers import AutoTokenizer
 
     transformers.logging.set_verbosity_error()
-    return AutoTokenizer.from_pretrained(hf_folder(name))
+    source = resolve(name)
+    if source.gguf_file is None:
+        return AutoTokenizer.from_pretrained(source.path)
+    folder = converted_folder(source)
+    if (folder / "config.json").exists():
+        return AutoTokenizer.from_pretrained(folder)
+    return _gguf_tokenizer(source)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What cost accounting and context checks need to know about a model, without its weights."""
+
+    parameters: int  # as `sum(p.numel() for p in model.parameters())` counts them (tied weights once)
+    context_length: int | None
+
+
+def model_shape(name: str) -> ModelShape:
+    """The parameter count and context length of `name`, read without loading its weights: from
+    a GGUF file's tensor table and metadata, else by building the model on the meta device."""
+    source = resolve(name)
+    if source.gguf_file is not None:
+        # transformers' own GGUF header reader (struct-based), not the gguf package's, which
+        # AutoConfig uses: that one builds numpy views of every vocabulary entry, slowly.
+        from transformers.integrations.gguf.reader import GgufHeader, read_gguf_metadata
+
+        path = str(Path(source.path) / source.gguf_file)
+        header = GgufHeader.from_file(path)
+        metadata, _ = read_gguf_metadata(path)
+        # A GGUF stores a tied output projection once (no `output.weight`), as parameters() counts it.
+        parameters = sum(math.prod(tensor.shape) for tensor in header.tensors)
+        return ModelShape(parameters, metadata.get(f"{header.architecture}.context_length"))
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(source.path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return ModelShape(sum(p.numel() for p in model.parameters()), getattr(config, "max_position_embeddings", None))
 
 
 def load_pretrained(name: str, dtype: str = "float32"):
@@ -133,9 +179,9 @@ def load_pretrained(name: str, dtype: str = "float32"):
 def _convert_gguf(source: ModelSource, folder: Path) -> None:
     """Dequantize once and save as safetensors; written to a temp folder, then renamed."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    tokenizer = _gguf_tokenizer(source)
     model = AutoModelForCausalLM.from_pretrained(
         source.path, gguf_file=source.gguf_file, dtype=torch.float32
     )
@@ -153,6 +199,16 @@ def _convert_gguf(source: ModelSource, folder: Path) -> None:
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _gguf_tokenizer(source: ModelSource):
+    """A GGUF file's tokenizer. Not through AutoTokenizer, which first rebuilds the whole model
+    config with the gguf package's slow reader just to choose a class; the fast tokenizer class
+    reads only the vocabulary, with transformers' own reader, and for the default model gives
+    the same class, prompts and ids (tests/test_models.py)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(source.path, gguf_file=source.gguf_file)
 
 
 def model_table() -> list[dict[str, str]]:

@@ -14,7 +14,8 @@
 #       3. the newest torch in TORCH_RANGE from the PyTorch CPU index, again torch alone with
 #          --no-index so no extra-index-url (from pip config or PIP_EXTRA_INDEX_URL)
 #          can offer a newer CUDA build that pip would prefer
-# Already-installed versions are kept: pip reports "Requirement already satisfied".
+# Already-installed versions are kept. Installs go through uv (scripts/uv-install.sh), which
+# honours pip's configuration (a local wheel folder in find-links, extra indexes).
 set -euo pipefail
 
 PY=${1:-.venv/bin/python}
@@ -22,9 +23,7 @@ CPU_VERSION=${TORCH_CPU_VERSION:-2.13.0}
 # The torch versions the engine's exactness tests have passed on.
 TORCH_RANGE="torch>=2.13,<3"
 CPU_INDEX=https://download.pytorch.org/whl/cpu
-# --no-compile: byte-compiling all of torch's modules doubles its install time on a small machine
-# (46 s -> 24 s here); Python compiles the ones a run imports on first use.
-pip_install() { "$PY" -m pip install --no-compile "$@"; }
+pip_install() { bash "$(dirname "${BASH_SOURCE[0]}")/uv-install.sh" "$PY" "$@"; }
 
 # A torch wheel installed on its own (--no-deps), then its dependencies from the
 # configured indexes: pinned to the installed version, so torch itself is never refetched.

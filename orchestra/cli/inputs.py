@@ -2,8 +2,9 @@
 
 The recipe (file, field and line of every problem), the task's problems, the
 output folders and generation cache (checked before anything slow starts), and
-the models loaded once under a spinner before the progress bars start: `run`,
-`scale`, `search`, `serve` and `reward train` all begin with these.
+the models loaded once under a spinner before the progress bars start (the local
+backend's weights wait for the first sample the generation cache cannot replay):
+`run`, `scale`, `search`, `serve` and `reward train` all begin with these.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class ServedRecipe:
 
     def __init__(self, recipe: Recipe, cache: GenerationCache | None):
         self.recipe = recipe
-        self.engine = Executor(recipe, cache=cache)  # loads the recipe's models now, not at the first request
+        self.engine = Executor(recipe, cache=cache)  # the recipe's backends now (local weights: at the first uncached sample)
         self.created = int(time.time())
 
     @property
