@@ -56,8 +56,10 @@ $(STAMP): pyproject.toml scripts/install-torch.sh scripts/uv-install.sh | $(PY)
 	@touch $@
 
 # After $(STAMP), so `make test` after `make quickstart` only adds the test extra.
+# pip, not uv, for the test extra: llama-cpp-python compiles from source (about 20 min on 2
+# cores) and pip's wheel cache keeps that wheel, so a machine that built it once never does again.
 $(TEST_STAMP): $(STAMP) pyproject.toml scripts/install-torch.sh scripts/uv-install.sh
-	$(INSTALL) -e '.[test]'
+	$(PY) -m pip install -e '.[test]'
 	@touch $@
 
 quickstart: setup ## Run the quickstart recipe against greedy on 200 problems (replayed samples); prints a results table

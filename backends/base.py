@@ -94,6 +94,11 @@ class Backend(ABC):
 
     # ----- hooks with defaults ------------------------------------------------------------
 
+    def load(self) -> None:
+        """Load now what the first uncached generation would otherwise wait for (a local model's
+        weights). Runs replayed from the cache never call it; `orchestra serve` does before it
+        listens, so no client's request waits for a load and a broken model fails at start."""
+
     async def generate(self, request: GenerationRequest, prompt: Prompt | None = None) -> GenerationResult:
         """Samples for `request`; `prompt` is its prepared prompt when the caller already has it."""
         return await self.complete(request, prompt or self.prepare(request))

@@ -153,6 +153,9 @@ class LocalBackend(Backend):
             quantization=self.options.quantization,
         )
 
+    def load(self) -> None:
+        self.engine  # noqa: B018 - building it loads the weights
+
     @property
     def weights_loaded(self) -> bool:
         """Whether `model` has been loaded (never, in a run the cache replays entirely)."""

@@ -88,7 +88,9 @@ class ServedRecipe:
 
     def __init__(self, recipe: Recipe, cache: GenerationCache | None):
         self.recipe = recipe
-        self.engine = Executor(recipe, cache=cache)  # the recipe's backends now (local weights: at the first uncached sample)
+        self.engine = Executor(recipe, cache=cache)
+        for backend in set(self.engine.backends.values()):
+            backend.load()  # weights now, not at a client's first uncached request
         self.created = int(time.time())
 
     @property
