@@ -22,10 +22,14 @@ A chat request with `tools` (and a tool_choice other than "none") is answered wi
 call of the first tool, its arguments {"words": the reply's word count}.
 
 Everything it received is in `requests` (path, JSON body, headers).
+
+The `server` fixture and `ask` serve every backend test that talks to it
+(the `openai` and `litellm` backends' tests).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -34,7 +38,13 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from fake_backend import sample_words
+
+from orchestra.backends import GenerationRequest
+from orchestra.problem import Message
+
+QUESTION = (Message(role="user", content="Compute 3 + 4 ="),)
 
 
 def free_port() -> int:
@@ -274,3 +284,16 @@ class FakeOpenAIServer:
             answer["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                                "total_tokens": prompt_tokens + completion_tokens}
         return answer
+
+
+@pytest.fixture
+def server():
+    """A running fake server, stopped after the test."""
+    with FakeOpenAIServer() as running:
+        yield running
+
+
+def ask(backend, **fields):
+    """`backend.generate` of a request with these fields (messages: QUESTION unless given), run to completion."""
+    fields.setdefault("messages", QUESTION)
+    return asyncio.run(backend.generate(GenerationRequest(**fields)))

@@ -5,13 +5,12 @@ tests/test_llama_cpp_server.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from fake_backend import write_sums
-from fake_openai_server import FakeOpenAIServer
+from fake_openai_server import QUESTION, FakeOpenAIServer, ask, server  # noqa: F401 - server is a fixture
 
 import orchestra
 from orchestra.backends import GenerationRequest, ModelSpec
@@ -19,10 +18,8 @@ from orchestra.backends import base as backends_base
 from orchestra.backends.endpoint_pool import RemoteError, ServerUnavailable
 from orchestra.backends.litellm_providers import LiteLLMBackend
 from orchestra.backends.openai_http import ContextLengthExceeded
-from orchestra.problem import Message
 from orchestra.recipe import Recipe
 
-QUESTION = (Message(role="user", content="Compute 3 + 4 ="),)
 MODEL = "openai/fake-served"  # LiteLLM's OpenAI route: the server is asked for model "fake-served"
 
 
@@ -32,17 +29,6 @@ def _settings(server: FakeOpenAIServer, **options) -> dict:
 
 def backend_for(server: FakeOpenAIServer, **options) -> LiteLLMBackend:
     return LiteLLMBackend(ModelSpec(backend="litellm", model=MODEL, litellm=_settings(server, **options)))
-
-
-def ask(backend: LiteLLMBackend, **fields):
-    fields.setdefault("messages", QUESTION)
-    return asyncio.run(backend.generate(GenerationRequest(**fields)))
-
-
-@pytest.fixture
-def server():
-    with FakeOpenAIServer() as running:
-        yield running
 
 
 def test_chat_call_sends_the_openai_body_and_counts_the_servers_usage(server) -> None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fake_openai_server import FakeOpenAIServer
+from fake_openai_server import QUESTION, FakeOpenAIServer, ask, server  # noqa: F401 - server is a fixture
 from orchestra.backends import BackendUnavailable, GenerationRequest
 from orchestra.backends.endpoint_pool import RemoteError, ServerUnavailable, retry_after_seconds
 from orchestra.backends.openai_http import ContextLengthExceeded, OpenAIBackend
@@ -17,23 +17,11 @@ from orchestra.problem import Message
 from orchestra.backends import ModelSpec
 from orchestra.recipe import Recipe
 
-QUESTION = (Message(role="user", content="Compute 3 + 4 ="),)
 
 
 def backend_for(*servers: FakeOpenAIServer, **options) -> OpenAIBackend:
     settings = {"endpoints": [s.url for s in servers], "backoff": 0.01, "max_backoff": 2.0, "timeout": 5.0, **options}
     return OpenAIBackend(ModelSpec(backend="openai", model="fake-served", openai=settings))
-
-
-def ask(backend: OpenAIBackend, **fields) -> object:
-    fields.setdefault("messages", QUESTION)
-    return asyncio.run(backend.generate(GenerationRequest(**fields)))
-
-
-@pytest.fixture
-def server():
-    with FakeOpenAIServer() as running:
-        yield running
 
 
 def test_chat_call_with_n_seed_logprobs_and_usage(server):
