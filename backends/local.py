@@ -192,8 +192,7 @@ class LocalBackend(Backend):
             return pinned
         from orchestra.backends.local_engine.precision import fastest_cpu_dtype
 
-        model, _ = load_pretrained(spec.model, "float32")
-        return fastest_cpu_dtype(spec.model, model)
+        return fastest_cpu_dtype(spec.model, lambda: load_pretrained(spec.model, "float32")[0])
 
     @property
     def info(self) -> BackendInfo:

@@ -102,9 +102,13 @@ def test_auto_precision_is_measured_once_per_machine(monkeypatch, tmp_path):
         return {"float32": 2.0, "bfloat16": 1.0}
 
     monkeypatch.setattr(precision, "measure", fake_measure)
-    assert precision.fastest_cpu_dtype("some-model", object()) == "bfloat16"
-    assert precision.fastest_cpu_dtype("some-model", object()) == "bfloat16"
+    assert precision.fastest_cpu_dtype("some-model", object) == "bfloat16"
+
+    def no_weights():
+        raise AssertionError("a remembered verdict must not load the model")
+
+    assert precision.fastest_cpu_dtype("some-model", no_weights) == "bfloat16"
     assert len(calls) == 1  # the verdict was remembered
     assert "some-model" in (tmp_path / "precision.json").read_text()
-    precision.fastest_cpu_dtype("another-model", object())
+    precision.fastest_cpu_dtype("another-model", object)
     assert len(calls) == 2

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -90,8 +91,10 @@ def measure(model: torch.nn.Module) -> dict[str, float]:
     return scores
 
 
-def fastest_cpu_dtype(model_name: str, model: torch.nn.Module) -> str:
-    """The remembered verdict for this machine, measured now if there is none."""
+def fastest_cpu_dtype(model_name: str, load_model: Callable[[], torch.nn.Module]) -> str:
+    """The remembered verdict for this machine, measured now if there is none. The model is
+    loaded (`load_model`) only to measure: a remembered verdict costs no weights, so a run the
+    cache replays entirely still never loads them."""
     key = machine_key(model_name)
     path = _verdicts_file()
     try:
@@ -100,7 +103,7 @@ def fastest_cpu_dtype(model_name: str, model: torch.nn.Module) -> str:
         verdicts = {}
     if key in verdicts:
         return verdicts[key]["dtype"]
-    scores = measure(model)
+    scores = measure(load_model())
     choice = min(scores, key=scores.get)
     verdicts[key] = {"dtype": choice, "scores": scores}
     path.parent.mkdir(parents=True, exist_ok=True)
