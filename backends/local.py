@@ -90,11 +90,13 @@ class LocalOptions(BaseModel):
     sparse: SparseOptions | None = Field(
         default=None, description="Sparse-activation decode: {method: coreinfer|teal, sparsity: 0.4}."
     )
-    quantization: Literal["none", "int8", "int4"] = Field(
+    quantization: Literal["none", "int8", "int4", "w8a8"] = Field(
         default="none",
-        description="Weight-only quantization at load, CPU only: int8 (per-channel scales) or int4 (scales per "
-        "group of 32). Narrow products (decode) run torch's packed kernels, wide ones (prefill) the float BLAS "
-        "over the dequantized weights; `dtype: auto` then means float32. Changes outputs (own cache key).",
+        description="Quantization at load, CPU only. Weight-only: int8 (per-channel scales) or int4 (scales per "
+        "group of 32); narrow products (decode) run torch's packed kernels, wide ones (prefill) the float BLAS "
+        "over the dequantized weights. w8a8: int8 weights and activations (a scale per row, at run time), every "
+        "product an integer one (fastest on CPUs with VNNI). `dtype: auto` then means float32. Changes outputs "
+        "(own cache key).",
     )
 
     @model_validator(mode="after")

@@ -16,9 +16,9 @@ model, so the ratios hold even on a busy machine whose absolute speed drifts:
 4. prefill: prompt tokens/s of one ~580-token prompt, each engine against llama-server;
 5. on a GPU: the engine's batch-1 and best-of-N decode with and without CUDA graphs.
 
-The engine runs in its `--dtype` and, beside it, with weight-only quantized
-weights (`--quantizations`, default int8 and int4, float32 activations), each a
-contender of its own; "÷ llama.cpp" is a row's tok/s over the native server's
+The engine runs in its `--dtype` and, beside it, quantized (`--quantizations`,
+default int8 and int4 weight-only with float32 activations, and w8a8: int8
+weights and activations), each a contender of its own; "÷ llama.cpp" is a row's tok/s over the native server's
 (over llama-cpp-python's server's with `--no-native-server`).
 
 Every contender generates exactly the same number of tokens (EOS is suppressed
@@ -333,6 +333,8 @@ Timed = tuple[float, int, str, dict]  # seconds, tokens produced, note, extra fa
 
 def engine_label(backend: LocalBackend) -> str:
     quantization = backend.options.quantization
+    if quantization == "w8a8":
+        return f"orchestra engine ({backend.dtype}, w8a8: int8 weights and activations)"
     return f"orchestra engine ({backend.dtype}{'' if quantization == 'none' else ', ' + quantization + ' weights'})"
 
 
@@ -537,9 +539,9 @@ def main() -> None:
                         help="CPU threads for torch and llama.cpp alike (default: torch's default); "
                              "on a machine shared with other jobs, 1 avoids OpenMP threads waiting on each other")
     parser.add_argument("--dtype", default="auto", help="engine dtype: auto (measured), float32, bfloat16")
-    parser.add_argument("--quantizations", default="int8,int4",
-                        help="comma-separated weight-only quantizations run as engines of their own (float32 "
-                             "activations), beside the --dtype engine; empty: none")
+    parser.add_argument("--quantizations", default="int8,int4,w8a8",
+                        help="comma-separated quantizations (int8, int4, w8a8) run as float32 engines of their "
+                             "own beside the --dtype engine; empty: none")
     parser.add_argument("--serial-limit", type=int, default=None,
                         help="time only this many HF one-at-a-time calls per scenario and scale (they run in sequence)")
     parser.add_argument("--rounds", type=int, default=2,

@@ -1,5 +1,6 @@
 """The inference engine on the real default model (float32): exactness, prefix reuse,
-continuous batching, seeds, token-exact continuation, hidden states, memory limits, static shapes."""
+continuous batching, chunked prefill, seeds, token-exact continuation, hidden states, memory limits,
+static shapes."""
 
 from __future__ import annotations
 
@@ -188,6 +189,28 @@ def test_memory_limit_preempts_and_resumes_without_changing_output(loaded, engin
         assert tight.pool.nbytes <= 4 * (width + 16) * per_token
     finally:
         tight.close()
+
+
+def test_a_long_prompt_is_prefilled_in_pieces_while_another_decodes_without_changing_output(loaded, engine):
+    model, tokenizer = loaded
+    long_ids = encode(tokenizer, " ".join(PROMPTS[:6]))  # several pieces of 16
+    expected = engine.generate(long_ids, greedy(8))[0].token_ids
+    chunked = InferenceEngine(model, tokenizer, EngineConfig(prefill_tokens=16))
+    try:
+        short_ids = encode(tokenizer, PROMPTS[4])
+        running = chunked.submit(short_ids, SamplingParams(max_tokens=200, stop=("zzzz",)))[0]
+        while chunked.stats.decode_steps < 2:
+            time.sleep(0.005)
+        forwards, steps = chunked.stats.prefill_forwards, chunked.stats.decode_steps
+        result = chunked.generate(long_ids, greedy(8))[0]
+        shared = next(i for i, (a, b) in enumerate(zip(short_ids, long_ids)) if a != b)  # the chat preamble, cached
+        assert result.token_ids == expected and result.computed_prompt_tokens == len(long_ids) - shared
+        pieces = math.ceil((len(long_ids) - shared) / 16)
+        assert chunked.stats.prefill_forwards - forwards == pieces  # 16 tokens a forward, none twice
+        assert chunked.stats.decode_steps - steps >= pieces - 1 + 7  # the other decoded between the pieces
+        assert not running.done()
+    finally:
+        chunked.close()
 
 
 def test_static_shape_decode_path_gives_the_same_tokens(loaded, engine):

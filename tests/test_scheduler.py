@@ -1,5 +1,6 @@
 """The scheduler without a model: the plans it makes, and what `update_from_output` does with
-sampled tokens — admission, shared prefills, prefix reuse, finishing, preemption, failure.
+sampled tokens — admission, shared prefills, prefix reuse, chunked prefill, finishing, preemption,
+failure.
 
 A round either admits and prefills, or decodes; a prefill round is always followed by a
 decode round of everyone running, the newcomers included (one engine step)."""
@@ -40,8 +41,8 @@ def sequence(prompt: tuple[int, ...], max_tokens: int = 8) -> Sequence:
 
 
 def run(s: Scheduler, plan, token: int = 7):
-    """What the engine would do: one token for every sequence of the plan."""
-    everyone = [*plan.decode, *(q for p in plan.prefills for q in p.sequences)]
+    """What the engine would do: one token for every sequence of the plan (a prefill piece samples none)."""
+    everyone = [*plan.decode, *(q for p in plan.prefills if not p.partial for q in p.sequences)]
     return s.update_from_output(plan, {q: Sampled([token], [0.0]) for q in everyone})
 
 
@@ -141,3 +142,55 @@ def test_abort_returns_everyone():
     run(s, s.schedule())
     s.add([b])
     assert set(s.abort()) == {a, b} and s.idle and a.slot == -1
+
+
+def test_a_long_prompt_arriving_while_others_decode_is_prefilled_in_pieces_between_their_tokens():
+    s = scheduler(prefill_tokens=4)
+    short = sequence((1, 2), max_tokens=20)
+    s.add([short])
+    run(s, s.schedule())
+    run(s, s.schedule())
+    prompt = tuple(range(10, 20))  # 10 tokens: pieces of 4, 4, then the last 2 with the first token
+    long, twin = sequence(prompt), sequence(prompt)
+    s.add([long, twin])
+    starts = []
+    while not long.prefilled:
+        plan = s.schedule()
+        (prefill,) = plan.prefills
+        assert prefill.sequences == (long, twin) and len(prefill.row.tokens) <= 4
+        starts.append((prefill.row.start, prefill.partial, plan.reused_tokens))
+        run(s, plan)
+        if prefill.partial:  # parked: back at the front of the queue, its piece in the prefix cache
+            assert list(s.waiting) == [long, twin] and s.running == [short] and long.slot == -1
+            assert s.prefix_cache.match(prompt).length == prefill.row.start + len(prefill.row.tokens)
+        plan = s.schedule()
+        assert plan.decode == s.running and short in plan.decode  # short decodes between the pieces
+        run(s, plan)
+    assert starts == [(0, True, 0), (4, True, 0), (8, False, 10)]  # own pieces are not reuse; twin copies 10
+    assert long.computed_prompt_tokens == 10 and long.tokens[0] == 7 and twin.tokens[0] == 7
+    assert long.kv_length == twin.kv_length == 11
+
+
+def test_a_long_prompt_with_nobody_decoding_is_prefilled_at_once():
+    s = scheduler(prefill_tokens=4)
+    long = sequence(tuple(range(10, 20)))
+    s.add([long])
+    (prefill,) = s.schedule().prefills
+    assert not prefill.partial and len(prefill.row.tokens) == 10
+
+
+def test_once_the_cache_evicts_a_parked_piece_the_rest_is_prefilled_at_once():
+    s = scheduler(prefill_tokens=4)
+    short = sequence((1, 2), max_tokens=20)
+    s.add([short])
+    run(s, s.schedule())
+    run(s, s.schedule())
+    long = sequence(tuple(range(10, 20)))
+    s.add([long])
+    plan = s.schedule()
+    assert plan.prefills[0].partial
+    run(s, plan)
+    run(s, s.schedule())
+    s.prefix_cache.clear()  # memory pressure took the parked piece
+    (prefill,) = s.schedule().prefills
+    assert not prefill.partial and prefill.row.start == 0 and len(prefill.row.tokens) == 10

@@ -13,8 +13,10 @@ class EngineConfig:
     kv_cache_bytes: int = 2 << 30
     #: Memory for the shared prefix cache (radix tree of KV blocks); 0 turns it off.
     prefix_cache_bytes: int = 1 << 30
-    #: Most (padded) prompt tokens prefilled in one step, so new arrivals cannot stall decoding for long.
-    prefill_tokens: int = 2048
+    #: Most prompt tokens prefilled in one step, so new arrivals cannot stall decoding for long: a
+    #: longer prompt arriving while others decode is prefilled in pieces of this size (chunked
+    #: prefill). 512 is about a second of prefill on a laptop CPU in float32.
+    prefill_tokens: int = 512
     #: Store finished sequences (prompt + completion) in the prefix cache, so continuing or
     #: forking a partial answer — step-wise search — recomputes nothing.
     cache_finished: bool = True

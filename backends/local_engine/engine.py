@@ -88,7 +88,7 @@ class InferenceEngine:
         quantization: str = "none",
     ):
         """`model_name` names the model for what is stored about it on disk (a sparse draft's
-        calibrated thresholds). `quantization`: none, int8 or int4 weights (`quantized_linear`)."""
+        calibrated thresholds). `quantization`: none, int8, int4 or w8a8 (`quantized_linear`)."""
         self.config = config or EngineConfig()
         self.model = model
         self.runner = _make_runner(model, self.config, sparse=mlp_plugin is not None)
@@ -290,7 +290,8 @@ class InferenceEngine:
 
         logits_of: dict[int, torch.Tensor] = {}
         hidden_of: dict[int, torch.Tensor] = {}
-        sequences = [s for prefill in plan.prefills for s in prefill.sequences]
+        complete = [prefill for prefill in plan.prefills if not prefill.partial]  # pieces sample nothing
+        sequences = [s for prefill in complete for s in prefill.sequences]
         want_hidden = any(s.params.hidden_states for s in sequences)
         for chunk in plan.chunks:
             began = time.perf_counter()
@@ -304,7 +305,9 @@ class InferenceEngine:
 
         plugin = self.runner.mlp_plugin
         leader_slot: list[int] = []
-        for prefill in plan.prefills:
+        if not sequences:
+            return {}
+        for prefill in complete:
             state = plugin.prefilled(prefill.leader.slot) if plugin is not None else None
             for sequence in prefill.sequences:  # followers read the same context: the leader's state
                 sequence.mlp_state = state

@@ -1,4 +1,4 @@
-"""Weight-only int8 and int4 linear layers for the local engine on a CPU.
+"""Quantized linear layers for the local engine on a CPU: weight-only int8 and int4, and w8a8.
 
 Batch-1 decode reads every weight once per token, so its speed is the bytes
 read per token: int8 weights read a quarter of float32's, int4 an eighth.
@@ -18,6 +18,15 @@ summation order — the model is the quantized one either way.
 - int4: asymmetric, a scale and a zero point per group of `INT4_GROUP` inputs
   (llama.cpp's Q4_1 layout: a model dequantized from a Q4_1 GGUF re-quantizes
   to its own codes, the zero points rounded to bfloat16 as the kernel reads them).
+- w8a8: int8's weights, and the activations quantized too — each row to int8
+  with a scale of its own, at run time — so every product is an integer one
+  (`torch._int_mm`, oneDNN's VNNI kernels where the CPU has them), as llama.cpp
+  multiplies its 4-bit blocks with 8-bit activations. On this project's
+  AVX512-VNNI CPU an integer product of 16 rows ran 2-5x faster than the float
+  BLAS and the packed kernels, and the decode step of a best-of-16 batch 1.5x
+  faster than float32 (bench/results/decode_throughput-20261129-064859.md). It
+  changes outputs a little more than int8 (activation rounding), so it is its
+  own setting.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 #: The values of a model entry's `quantization:` setting.
-QUANTIZATIONS = ("none", "int8", "int4")
+QUANTIZATIONS = ("none", "int8", "int4", "w8a8")
 
 #: Inputs per int4 scale/zero group (the kernel takes 32, 64, 128 or 256; 32 is Q4_1's).
 INT4_GROUP = 32
@@ -39,20 +48,24 @@ _KERNEL_DTYPE = torch.bfloat16
 
 
 class QuantizedWeight:
-    """A [out, in] weight quantized to int8 or int4, held packed and dequantized."""
+    """A [out, in] weight quantized to int8 or int4, held packed and (but for w8a8) dequantized."""
 
     def __init__(self, weight: torch.Tensor, kind: str):
-        if kind not in ("int8", "int4"):
+        if kind not in QUANTIZATIONS[1:]:
             raise ValueError(f"quantization {kind!r}: expected one of {', '.join(QUANTIZATIONS)}")
         if weight.device.type != "cpu":
             raise ValueError("weight-only quantization runs on the CPU only (torch's packed CPU kernels)")
         self.kind = kind
         self.shape = weight.shape
         w = weight.detach().float()
-        if kind == "int8":
-            self._int8(w)
-        else:
+        if kind == "int4":
             self._int4(w)
+        else:
+            self._int8(w)
+        if kind == "w8a8":  # every product is an integer one: no float copy
+            self.dense = None
+            self._float_scales = self.scales.float()
+            return
         #: The dequantized weight in the model's dtype, stored as the float path likes it.
         self.dense = self.dense.to(weight.dtype)
         if weight.stride(0) == 1:  # the runner's column-major float32 layout
@@ -92,10 +105,27 @@ class QuantizedWeight:
             return torch.ops.aten._weight_int8pack_mm(x, self.packed, self.scales)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP, self.scales_and_zeros)
 
+    def integer_product(self, x: torch.Tensor) -> torch.Tensor:
+        """x [rows, in] @ weight.T (float32) with x quantized to int8, a scale per row (w8a8).
+        Rows of zeros stay zeros (their scale is clamped, not zero)."""
+        x = x.float()
+        # abs().amax(): the infinity norm's own kernel measured 5-8x slower on this project's CPU
+        scales = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12).div_(127)
+        codes = (x / scales).round_().to(torch.int8)
+        return torch._int_mm(codes, self.packed.t()).mul(self._float_scales).mul_(scales)
+
+    def product(self, x: torch.Tensor) -> torch.Tensor:
+        """x [rows, in] @ weight.T on the path that suits its width, in x's dtype."""
+        if self.kind == "w8a8":
+            return self.integer_product(x).to(x.dtype)
+        if x.shape[0] > PACKED_ROWS:
+            return F.linear(x, self.dense)
+        return self.packed_product(x).to(x.dtype)
+
     @property
     def nbytes(self) -> int:
         """Bytes a packed product reads for the weight (codes and scales)."""
-        extra = self.scales if self.kind == "int8" else self.scales_and_zeros
+        extra = self.scales_and_zeros if self.kind == "int4" else self.scales
         return self.packed.numel() * self.packed.element_size() + extra.numel() * extra.element_size()
 
 
@@ -108,10 +138,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor | QuantizedWeight, bias: torch.
     """`F.linear` over a float or quantized weight; narrow products of a quantized one run packed."""
     if isinstance(weight, torch.Tensor):
         return F.linear(x, weight, bias)
-    rows = x.numel() // x.shape[-1]
-    if rows > PACKED_ROWS:
-        return F.linear(x, weight.dense, bias)
-    out = weight.packed_product(x.reshape(rows, x.shape[-1])).to(x.dtype).view(*x.shape[:-1], weight.shape[0])
+    out = weight.product(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], weight.shape[0])
     return out if bias is None else out + bias
 
 

@@ -15,7 +15,13 @@ An engine step is one or two rounds:
    a flood of new prompts cannot stall running sequences for long). Each copies
    its longest cached prefix into its slot and prefills only the rest; identical
    contexts admitted together are prefilled once and copied to the others (the
-   n samples of a prompt). The prefill gives each its first token;
+   n samples of a prompt). The prefill gives each its first token. A prompt
+   longer than `prefill_tokens` admitted while others decode is prefilled in
+   pieces (chunked prefill): one piece per round, each parked in the prefix
+   cache and the sequence put back at the front of the queue, so the running
+   sequences decode a token between pieces instead of waiting for the whole
+   prompt. (Were the cache to evict a parked piece, the sequence prefills all
+   the rest in one go, so it always progresses.);
 2. decode: every running sequence — those just admitted too — advances by one
    token. Its row grows by a position, and when the pool would outgrow its
    memory limit the most recently admitted sequence is preempted: its KV goes
@@ -51,6 +57,10 @@ class Prefill:
     sequences: tuple[Sequence, ...]
     #: What the forward computes: the leader's slot, from the end of the cached prefix (already in the slot) on.
     row: PrefillRow
+    #: A piece of a long prompt (chunked prefill): its KV is parked in the prefix cache, nobody samples.
+    partial: bool = False
+    #: How much of the cached prefix the leader's own earlier pieces computed (not reuse).
+    own_prefix: int = 0
 
     @property
     def leader(self) -> Sequence:
@@ -86,7 +96,10 @@ class StepPlan:
     @property
     def reused_tokens(self) -> int:
         """Prompt tokens taken from the prefix cache or from a sibling's prefill."""
-        return sum(p.row.start + (len(p.sequences) - 1) * p.context_length for p in self.prefills)
+        return sum(
+            p.row.start - p.own_prefix + (0 if p.partial else (len(p.sequences) - 1) * p.context_length)
+            for p in self.prefills
+        )
 
 
 @dataclass
@@ -190,7 +203,7 @@ class Scheduler:
                 break
             key = tuple(candidate.context)
             cost = 0 if key in contexts else length  # identical contexts share one prefill
-            if admitted and work + cost > self.prefill_tokens:
+            if admitted and cost and work + cost > self.prefill_tokens:
                 break
             self.waiting.popleft()
             admitted.append(candidate)
@@ -207,6 +220,7 @@ class Scheduler:
             groups.setdefault(tuple(sequence.context), []).append(sequence)
         leaders = [group[0] for group in groups.values()]
         followers = [s for group in groups.values() for s in group[1:]]
+        decoding = len(self.running)
         decoding_width = max((s.kv_length + 1 for s in self.running), default=0)
         for offset, sequence in enumerate([*leaders, *followers], start=len(self.running)):
             sequence.slot = offset
@@ -219,13 +233,22 @@ class Scheduler:
             leader = group[0]
             # At least the last token is computed: its logits pick the first new token.
             found = self.prefix_cache.match(context, limit=len(context) - 1 if prefix_reuse else 0)
-            if not leader.prefilled:
+            own_prefix = min(found.length, leader.parked_length)
+            if not leader.prefilled and not leader.parked_length:
                 leader.computed_prompt_tokens = max(0, len(leader.prompt_ids) - found.length)
             position = 0
             for block in found.blocks:  # the cached prefix goes into the slot; the forward computes the rest
                 self.pool.write(leader.slot, position, block)
                 position += block.shape[3]
-            prefills.append(Prefill(tuple(group), PrefillRow(leader.slot, found.length, context[found.length :])))
+            # A piece only while others decode, the cache can park it, and the last piece survived there.
+            end = len(context)
+            if (
+                decoding and prefix_reuse and self.prefix_cache.byte_limit > 0
+                and found.length >= leader.parked_length and end - found.length > self.prefill_tokens
+            ):
+                end = found.length + self.prefill_tokens
+            row = PrefillRow(leader.slot, found.length, context[found.length : end])
+            prefills.append(Prefill(tuple(group), row, partial=end < len(context), own_prefix=own_prefix))
         return prefills
 
     def _chunks(self, rows: list[PrefillRow]) -> list[list[PrefillRow]]:
@@ -263,13 +286,23 @@ class Scheduler:
 
         Returns the finished sequences with how they ended, for the engine to report.
         """
+        parked: list[Sequence] = []
         for prefill in plan.prefills:
             leader, length = prefill.leader, prefill.context_length
-            context = tuple(leader.context)
+            context = tuple(leader.context[:length])
             self.prefix_cache.insert(context, lambda a, b, slot=leader.slot: self.pool.read(slot, a, b))
+            if prefill.partial:  # the piece waits in the prefix cache; the group queues again
+                leader.parked_length = length
+                parked.extend(prefill.sequences)
+                continue
             for sequence in prefill.sequences:
                 self.pool.copy_slot(leader.slot, sequence.slot, length)
                 sequence.prefilled = True
+        if parked:
+            self._free(parked)
+            for sequence in reversed(parked):
+                sequence.kv_length = 0
+                self.waiting.appendleft(sequence)
         finished: list[tuple[Sequence, Finish]] = []
         for sequence, sampled in output.items():
             if sampled.top is not None:

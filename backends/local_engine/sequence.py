@@ -62,6 +62,8 @@ class Sequence:
     kv_length: int = 0  # positions of `context` whose KV sits in the slot
     computed_prompt_tokens: int = 0
     prefilled: bool = False
+    #: Context positions its earlier prefill pieces left in the prefix cache (chunked prefill; 0: none).
+    parked_length: int = 0
     mlp_state: object = None  # what the runner's MLP plugin learnt from this sequence's prefill
     admitted_at: int = 0  # scheduler step that last admitted it (preemption takes the newest)
     #: Its thinking span, when its params bound one.
