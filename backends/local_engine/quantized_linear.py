@@ -22,11 +22,10 @@ summation order — the model is the quantized one either way.
   with a scale of its own, at run time — so every product is an integer one
   (`torch._int_mm`, oneDNN's VNNI kernels where the CPU has them), as llama.cpp
   multiplies its 4-bit blocks with 8-bit activations. On this project's
-  AVX512-VNNI CPU an integer product of 16 rows ran 2-5x faster than the float
-  BLAS and the packed kernels, and the decode step of a best-of-16 batch 1.5x
-  faster than float32 (bench/results/decode_throughput-20261129-064859.md). It
-  changes outputs a little more than int8 (activation rounding), so it is its
-  own setting.
+  AVX512-VNNI CPU best-of-16 decoded 1.4x faster than with int4 and 2.5x faster
+  than in bfloat16, and prefill 1.3x faster than float32
+  (bench/results/decode_throughput-20261129-072704.md). It changes outputs a
+  little more than int8 (activation rounding), so it is its own setting.
 """
 
 from __future__ import annotations
