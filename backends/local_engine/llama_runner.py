@@ -48,10 +48,10 @@ class PrefillRow:
 
 class RMSNorm:
     """A model's RMSNorm module, called through torch's fused kernel where that gives the module's
-    own values: in float32 `F.rms_norm` is the same arithmetic in one operator call instead of
-    six (measured bit-identical, and 2x faster at batch 1 on this project's CPU, where a decode
-    step's time is mostly small operator calls). Other dtypes call the module: in bfloat16 the
-    fused kernel rounds differently."""
+    own values: in float32 `F.rms_norm` is the same arithmetic (bit-identical, tests/test_llama_runner.py)
+    in one call instead of six, and on a CPU a batch-1 decode step's time is mostly small operator
+    calls (bench/results/step_profile-*.md). Other dtypes call the module: in bfloat16 the fused
+    kernel rounds differently."""
 
     def __init__(self, module: torch.nn.Module):
         self.module = module

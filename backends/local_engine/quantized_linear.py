@@ -53,7 +53,7 @@ class QuantizedWeight:
         if kind not in QUANTIZATIONS[1:]:
             raise ValueError(f"quantization {kind!r}: expected one of {', '.join(QUANTIZATIONS)}")
         if weight.device.type != "cpu":
-            raise ValueError("weight-only quantization runs on the CPU only (torch's packed CPU kernels)")
+            raise ValueError("quantization runs on the CPU only (torch's packed and integer CPU kernels)")
         self.kind = kind
         self.shape = weight.shape
         w = weight.detach().float()
@@ -134,7 +134,7 @@ def scheme(kind: str) -> str:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor | QuantizedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear` over a float or quantized weight; narrow products of a quantized one run packed."""
+    """`F.linear` over a float or quantized weight (a quantized one on the path that suits its width)."""
     if isinstance(weight, torch.Tensor):
         return F.linear(x, weight, bias)
     out = weight.product(x.reshape(-1, x.shape[-1])).view(*x.shape[:-1], weight.shape[0])

@@ -297,7 +297,7 @@ class Scheduler:
                 continue
             for sequence in prefill.sequences:
                 self.pool.copy_slot(leader.slot, sequence.slot, length)
-                sequence.prefilled = True
+                sequence.prefilled, sequence.parked_length = True, 0
         if parked:
             self._free(parked)
             for sequence in reversed(parked):
