@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_llama import tiny_llama
 
 from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.llama_runner import LlamaRunner, PrefillRow, RMSNorm
 
 
-def _tiny_model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_fused_rms_norm_gives_the_modules_own_values(dtype: torch.dtype) -> None:
-    module = _tiny_model().model.norm.to(dtype)
+    module = tiny_llama().model.norm.to(dtype)
     module.weight.data = torch.randn(64).to(dtype)
     x = torch.randn(3, 5, 64).to(dtype)
     assert torch.equal(RMSNorm(module)(x), module(x))
@@ -30,9 +21,9 @@ def test_the_fused_rms_norm_gives_the_modules_own_values(dtype: torch.dtype) -> 
 def test_decode_writes_each_rows_kv_at_its_own_position_and_matches_hf() -> None:
     """Two rows at different positions (scatter writes): their logits equal HF's forward over each
     row's whole context, and nothing else in the pool is touched."""
-    model = _tiny_model()
+    model = tiny_llama()
     runner = LlamaRunner(model)
-    pool = KVPool(layers=2, kv_heads=2, head_dim=16, dtype=torch.float32, device=torch.device("cpu"), byte_limit=1 << 24)
+    pool = KVPool(layers=3, kv_heads=2, head_dim=16, dtype=torch.float32, device=torch.device("cpu"), byte_limit=1 << 24)
     pool.reserve(2, 32)
     prompts = [(3, 4, 5, 6, 7), (8, 9)]
     with torch.inference_mode():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_llama import tiny_llama
 
 from orchestra.backends import ModelSpec
 from orchestra.backends.local_engine.kv_pool import KVPool
@@ -111,20 +111,12 @@ def test_bad_quantization_values_are_refused_clearly() -> None:
         ModelSpec(quantization="q4")
 
 
-def _tiny_model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-    )
-    return LlamaForCausalLM(config).eval()
-
 
 @pytest.mark.parametrize(("kind", "tolerance"), [("int8", 0.02), ("int4", 0.2), ("w8a8", 0.03)])
 def test_a_quantized_runner_stays_close_to_the_float_one(kind: str, tolerance: float) -> None:
     """Prefill (wide: float BLAS, or integer products for w8a8) and decode (narrow: packed
     kernels) logits of the quantized runner against the float runner's, on a random tiny Llama."""
-    model = _tiny_model()
+    model = tiny_llama()
     float_runner, quantized = LlamaRunner(model), LlamaRunner(model)
     quantized.quantize(kind)
     assert quantized.layers[0].qkv.kind == kind
@@ -133,7 +125,7 @@ def test_a_quantized_runner_stays_close_to_the_float_one(kind: str, tolerance: f
     prompt = tuple(range(3, 3 + 2 * PACKED_ROWS))
     results = []
     for runner in (float_runner, quantized):
-        pool = KVPool(layers=2, kv_heads=2, head_dim=16, dtype=torch.float32, device=torch.device("cpu"), byte_limit=1 << 24)
+        pool = KVPool(layers=3, kv_heads=2, head_dim=16, dtype=torch.float32, device=torch.device("cpu"), byte_limit=1 << 24)
         pool.reserve(2, 64)
         with torch.inference_mode():
             prefill, _ = runner.prefill(pool, [PrefillRow(0, 0, prompt), PrefillRow(1, 0, prompt[:5])])

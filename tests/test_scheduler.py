@@ -144,12 +144,18 @@ def test_abort_returns_everyone():
     assert set(s.abort()) == {a, b} and s.idle and a.slot == -1
 
 
-def test_a_long_prompt_arriving_while_others_decode_is_prefilled_in_pieces_between_their_tokens():
-    s = scheduler(prefill_tokens=4)
+def one_decoding(**config) -> tuple[Scheduler, Sequence]:
+    """A scheduler whose one running sequence is past its prefill and first decode round."""
+    s = scheduler(**config)
     short = sequence((1, 2), max_tokens=20)
     s.add([short])
     run(s, s.schedule())
     run(s, s.schedule())
+    return s, short
+
+
+def test_a_long_prompt_arriving_while_others_decode_is_prefilled_in_pieces_between_their_tokens():
+    s, short = one_decoding(prefill_tokens=4)
     prompt = tuple(range(10, 20))  # 10 tokens: pieces of 4, 4, then the last 2 with the first token
     long, twin = sequence(prompt), sequence(prompt)
     s.add([long, twin])
@@ -180,11 +186,7 @@ def test_a_long_prompt_with_nobody_decoding_is_prefilled_at_once():
 
 
 def test_once_the_cache_evicts_a_parked_piece_the_rest_is_prefilled_at_once():
-    s = scheduler(prefill_tokens=4)
-    short = sequence((1, 2), max_tokens=20)
-    s.add([short])
-    run(s, s.schedule())
-    run(s, s.schedule())
+    s, _ = one_decoding(prefill_tokens=4)
     long = sequence(tuple(range(10, 20)))
     s.add([long])
     plan = s.schedule()
