@@ -25,7 +25,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SUBPACKAGES = {"techniques": "techniques", "backends": "backends", "search": "search", "kernels": "kernels"}
 #: What the wheel must contain: each mapped folder, plus the core's own subpackage.
-REQUIRED = [f"orchestra/{name}/__init__.py" for name in (*SUBPACKAGES, "tasks")]
+REQUIRED = [f"orchestra/{name}/__init__.py" for name in (*SUBPACKAGES, "tasks")] + [
+    "orchestra/backends/local_engine/fused_decode.cpp",  # package data: compiled at first use
+]
 #: Generic names that must never become importable top-level modules.
 FORBIDDEN_TOP_LEVEL = ["techniques", "backends", "search", "kernels"]
 #: Left out of the copy the wheel is built from: not sources, or stale build state.

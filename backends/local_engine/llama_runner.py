@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from orchestra.backends.local_engine import fused_decode
 from orchestra.backends.local_engine.kv_pool import KVPool
 from orchestra.backends.local_engine.quantized_linear import QuantizedWeight, linear, quantize
 
@@ -123,6 +124,8 @@ class LlamaRunner:
         self._extend_rotary(min(self.max_positions, 4096))
         #: A replacement for the MLPs (sparse activation, `orchestra.kernels.sparse_mlp`); None: dense.
         self.mlp_plugin = None
+        #: The quantized CPU decode step as one compiled call (`fused_decode`); None: the Python step.
+        self.fused_decode = None
 
     def quantize(self, kind: str) -> None:
         """Hold the projections quantized (`quantized_linear`): "int8", "int4", "w8a8", or
@@ -139,6 +142,7 @@ class LlamaRunner:
                 setattr(layer, name, quantize(getattr(layer, name), kind))
         self.head = quantize(self.lm_head.weight, "int8" if kind == "int4" else kind)
         self.quantization = kind
+        self.fused_decode = fused_decode.build(self)
 
     @property
     def device(self) -> torch.device:
@@ -283,6 +287,10 @@ class LlamaRunner:
         position, saves reading it back from the device when the caller knows it.
         """
         highest = int(positions.max()) if highest is None else highest
+        if self.fused_decode is not None and not want_hidden and self.mlp_plugin is None:
+            self.rotary_for(positions[:0], highest)  # tables long enough for `highest`
+            hidden = self.embed.weight.index_select(0, tokens)
+            return self.fused_decode.step(hidden, positions, pool.storage, self._cos, self._sin), None
         cos, sin = self.rotary_for(positions[:, None], highest)
         # A lone row sees every key up to its position: no mask, so a GPU may pick its flash kernel.
         masked = tokens.shape[0] > 1

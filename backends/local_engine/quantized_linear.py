@@ -97,6 +97,14 @@ class QuantizedWeight:
         self.dense = ((codes - 8) * stored[..., 0:1] + stored[..., 1:2]).view(out, inner)
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.view(out, inner).to(torch.int32), 1)
 
+    @property
+    def kernel_scales(self) -> torch.Tensor:
+        """The scales the products read: int4's scales and zero points [groups, out, 2] in bfloat16,
+        int8's per-channel scales in bfloat16, w8a8's in float32."""
+        if self.kind == "int4":
+            return self.scales_and_zeros
+        return self._float_scales if self.kind == "w8a8" else self.scales
+
     def packed_product(self, x: torch.Tensor) -> torch.Tensor:
         """x [rows, in] @ weight.T through the packed kernel (bfloat16 activations)."""
         x = x.to(_KERNEL_DTYPE)

@@ -1,0 +1,110 @@
+"""The compiled decode step of quantized CPU models (`fused_decode`) against the runner's Python step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_llama import tiny_llama
+
+from orchestra.backends.local_engine import fused_decode
+from orchestra.backends.local_engine.kv_pool import KVPool
+from orchestra.backends.local_engine.llama_runner import LlamaRunner, PrefillRow
+from orchestra.backends.local_engine.quantized_linear import PACKED_ROWS
+
+
+def pool_for(runner: LlamaRunner, slots: int, length: int = 64) -> KVPool:
+    pool = KVPool(layers=runner.num_layers, kv_heads=runner.kv_heads, head_dim=runner.head_dim,
+                  dtype=runner.dtype, device=runner.device, byte_limit=1 << 30)
+    pool.reserve(slots, length)
+    return pool
+
+
+def decode_both_ways(runner: LlamaRunner, prompts: list[list[int]], steps: list[tuple[list[int], list[int]]]):
+    """Logits of each (tokens, positions) step and the pool afterwards, with the compiled step
+    and then with the Python one, each on a pool of its own prefilled with `prompts`."""
+    compiled = runner.fused_decode
+    assert compiled is not None, "the fused step was not built (see the log for why)"
+    results = []
+    for step in (compiled, None):
+        runner.fused_decode = step
+        pool = pool_for(runner, len(prompts))
+        with torch.inference_mode():
+            runner.prefill(pool, [PrefillRow(slot, 0, tuple(p)) for slot, p in enumerate(prompts)])
+            logits = [runner.decode(pool, torch.tensor(t), torch.tensor(p))[0] for t, p in steps]
+        results.append((logits, pool.storage))
+    runner.fused_decode = compiled
+    return results
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4", "w8a8"])
+def test_the_compiled_step_gives_the_python_steps_logits_and_kv(kind: str) -> None:
+    """Batch 1 and a batch of 3 at different positions (masked attention), four steps each:
+    the products are the same kernels, so only the loops' float rounding may differ."""
+    runner = LlamaRunner(tiny_llama())
+    runner.quantize(kind)
+    prompts = [list(range(5, 9)), list(range(20, 27)), list(range(40, 50))]
+    steps = []
+    for step in range(4):
+        steps.append(([7], [4 + step]))
+        steps.append(([7, 8, 9], [4 + step, 7 + step, 10 + step]))
+    (ours, our_pool), (python, python_pool) = decode_both_ways(runner, prompts, steps)
+    for a, b in zip(ours, python):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(our_pool, python_pool, rtol=1e-5, atol=1e-5)
+    assert python_pool.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_a_batch_wider_than_the_packed_kernels_takes_the_dense_products(kind: str) -> None:
+    rows = PACKED_ROWS + 4
+    runner = LlamaRunner(tiny_llama())
+    runner.quantize(kind)
+    prompts = [[3 + row % 50, 4, 5] for row in range(rows)]
+    steps = [([9] * rows, [3] * rows), ([10] * rows, [4] * rows)]
+    (ours, _), (python, _) = decode_both_ways(runner, prompts, steps)
+    for a, b in zip(ours, python):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_python_step_serves_what_the_compiled_one_does_not(monkeypatch) -> None:
+    float_runner = LlamaRunner(tiny_llama())
+    assert float_runner.fused_decode is None
+    assert fused_decode.unsupported_reason(float_runner) == "it serves quantized models"
+    monkeypatch.setenv(fused_decode.ENVIRONMENT_SWITCH, "0")
+    switched_off = LlamaRunner(tiny_llama())
+    switched_off.quantize("int8")
+    assert switched_off.fused_decode is None
+    monkeypatch.delenv(fused_decode.ENVIRONMENT_SWITCH)
+    runner = LlamaRunner(tiny_llama())
+    runner.quantize("int8")
+    pool = pool_for(runner, 1)
+    with torch.inference_mode():
+        runner.prefill(pool, [PrefillRow(0, 0, (5, 6, 7))])
+        _, hidden = runner.decode(pool, torch.tensor([8]), torch.tensor([3]), want_hidden=True)
+    assert hidden is not None and hidden.shape == (1, runner.hidden_size)  # hidden states: the Python step
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(("kind", "tolerance"), [("int4", 2e-2), ("w8a8", 1e-3)])
+def test_on_the_default_model_the_compiled_step_decodes_what_the_python_step_does(kind: str, tolerance: float) -> None:
+    """Teacher-forced: the same 12 tokens fed to both steps at batch 1 and at batch 2; the greedy
+    choice agrees at every step and the logits stay within rounding of each other. int4's
+    products read bfloat16 activations and its int8 head returns bfloat16 logits, so a last-bit
+    difference in a norm can move a logit by a bfloat16 step (1/128 of its size): `tolerance`
+    is a fraction of the largest logit."""
+    from orchestra.models import load_pretrained
+
+    model, tokenizer = load_pretrained("smollm2-135m-instruct", "float32")
+    runner = LlamaRunner(model)
+    runner.quantize(kind)
+    prompt = tokenizer("The capital of France is Paris. The capital of Italy is", add_special_tokens=False)["input_ids"]
+    fed = tokenizer(" Rome, and the capital of Spain is Madrid.", add_special_tokens=False)["input_ids"][:12]
+    start = len(prompt)
+    steps = [([t], [start + i]) for i, t in enumerate(fed)]
+    steps += [([t, t], [start + i, start + i]) for i, t in enumerate(fed)]  # batch 2 (masked attention)
+    (ours, our_pool), (python, python_pool) = decode_both_ways(runner, [prompt, prompt], steps)
+    for a, b in zip(ours, python):
+        assert torch.equal(a.argmax(-1), b.argmax(-1))
+        assert (a - b).abs().max() < tolerance * b.abs().max()
+    assert (our_pool - python_pool).abs().max() < tolerance * python_pool.abs().max()
