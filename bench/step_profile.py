@@ -5,7 +5,8 @@ when it runs far below that limit, the profile says what else the step does.
 This script decodes a few steps of the default model at the given batch size,
 quantization and dtype under `torch.profiler`, and writes the operators with
 the most time per step — calls per step, ms per step, share of the step — beside
-the step's wall time without the profiler.
+the step's wall time without the profiler. Where the compiled step
+(`fused_decode`) serves, the profile is of it, and the Python step is timed beside it.
 
     .venv/bin/python bench/step_profile.py --quantization w8a8 --batch 1
     .venv/bin/python bench/step_profile.py --quantization int4 --batch 16
@@ -61,6 +62,14 @@ def main() -> None:
         began = time.perf_counter()
         decode_steps(runner, pool, args.batch, CONTEXT + 2, args.steps)
         step_ms = (time.perf_counter() - began) / args.steps * 1000
+        python_ms = None
+        if runner.fused_decode is not None:  # the Python step beside it, over the same positions
+            compiled, runner.fused_decode = runner.fused_decode, None
+            decode_steps(runner, pool, args.batch, CONTEXT, 2)
+            began = time.perf_counter()
+            decode_steps(runner, pool, args.batch, CONTEXT + 2, args.steps)
+            python_ms = (time.perf_counter() - began) / args.steps * 1000
+            runner.fused_decode = compiled
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
             decode_steps(runner, pool, args.batch, CONTEXT + 2 + args.steps, args.steps)
     events = sorted(profile.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -76,7 +85,12 @@ def main() -> None:
         f"SmolLM2-135M-Instruct ({label}), runner decode step at batch {args.batch}, {CONTEXT}-token context, "
         f"torch threads {torch.get_num_threads()}.",
         "",
-        f"- wall time per step, no profiler: **{step_ms:.1f} ms** ({args.batch * 1000 / step_ms:.1f} tok/s)",
+        f"- wall time per step, no profiler: **{step_ms:.1f} ms** ({args.batch * 1000 / step_ms:.1f} tok/s)"
+        + ("" if python_ms is None else ", the compiled step (`fused_decode`)"),
+        *([] if python_ms is None else [
+            f"- the Python step, timed right after over the same positions: {python_ms:.1f} ms "
+            f"({args.batch * 1000 / python_ms:.1f} tok/s); compiled ÷ Python speed: **{python_ms / step_ms:.2f}x**"
+        ]),
         f"- profiled: {total_us / args.steps / 1000:.1f} ms of operator self time and {calls:.0f} operator calls per step",
         "",
         "| operator | calls per step | ms per step | share of operator time |",
@@ -85,7 +99,7 @@ def main() -> None:
     ]
     path = results.write("Decode step profile", "\n".join(lines), {
         "quantization": args.quantization, "dtype": args.dtype, "batch": args.batch, "steps": args.steps,
-        "step_ms": step_ms, "operator_ms_per_step": total_us / args.steps / 1000, "calls_per_step": calls,
+        "step_ms": step_ms, "python_step_ms": python_ms, "operator_ms_per_step": total_us / args.steps / 1000, "calls_per_step": calls,
         "top": rows,
     })
     print(path.read_text())
