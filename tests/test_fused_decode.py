@@ -108,3 +108,21 @@ def test_on_the_default_model_the_compiled_step_decodes_what_the_python_step_doe
         assert torch.equal(a.argmax(-1), b.argmax(-1))
         assert (a - b).abs().max() < tolerance * b.abs().max()
     assert (our_pool - python_pool).abs().max() < tolerance * python_pool.abs().max()
+
+
+def test_without_a_working_compiler_the_python_step_serves(monkeypatch, tmp_path, caplog) -> None:
+    """A failed build is a warning, never an error: the runner keeps its Python step."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with caplog.at_level("WARNING", logger=fused_decode.__name__):
+        assert fused_decode._extension.__wrapped__() is None
+    assert "could not be built" in caplog.text and "the Python step serves" in caplog.text
+    monkeypatch.setattr(fused_decode, "_extension", lambda: None)
+    runner = LlamaRunner(tiny_llama())
+    runner.quantize("int4")
+    assert runner.fused_decode is None
+    pool = pool_for(runner, 1)
+    with torch.inference_mode():
+        runner.prefill(pool, [PrefillRow(0, 0, (5, 6, 7))])
+        logits, _ = runner.decode(pool, torch.tensor([8]), torch.tensor([3]))
+    assert logits.shape == (1, 96)

@@ -64,7 +64,14 @@ def _extension():
             "orchestra_fused_decode", [str(_SOURCE)], extra_cflags=["-O3"], build_directory=str(folder), verbose=False
         )
     except Exception as error:  # no compiler, no ninja, no Python headers: the Python step serves
-        log.warning("the fused CPU decode step could not be built (%s); the Python step serves", error)
+        lines = [line.strip() for line in str(error).splitlines() if line.strip() not in ("", ")")]
+        reason = next((line for line in reversed(lines) if not line.startswith("ninja:")), type(error).__name__)
+        log.warning(
+            "the fused CPU decode step could not be built (%s); the Python step serves. "
+            "%s=0 skips the attempt; the whole build output is logged at DEBUG level",
+            reason[:300], ENVIRONMENT_SWITCH,
+        )
+        log.debug("building the fused CPU decode step failed", exc_info=error)
         return None
 
 
