@@ -184,10 +184,15 @@ class LlamaRunner:
             cos, sin = self.rotary(probe, ids)
         self._cos, self._sin = cos[0], sin[0]
 
-    def rotary_for(self, positions: torch.Tensor, highest: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def rotary_tables(self, highest: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole cos/sin tables [positions, head_dim], extended to cover position `highest`."""
         if self._cos is None or highest >= self._cos.shape[0]:
             self._extend_rotary(max(highest + 1, 2 * (0 if self._cos is None else self._cos.shape[0])))
-        return self._cos[positions], self._sin[positions]
+        return self._cos, self._sin
+
+    def rotary_for(self, positions: torch.Tensor, highest: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.rotary_tables(highest)
+        return cos[positions], sin[positions]
 
     # ----- the layer stack ---------------------------------------------------------------
 
@@ -288,9 +293,8 @@ class LlamaRunner:
         """
         highest = int(positions.max()) if highest is None else highest
         if self.fused_decode is not None and not want_hidden and self.mlp_plugin is None:
-            self.rotary_for(positions[:0], highest)  # tables long enough for `highest`
             hidden = self.embed.weight.index_select(0, tokens)
-            return self.fused_decode.step(hidden, positions, pool.storage, self._cos, self._sin), None
+            return self.fused_decode.step(hidden, positions, pool.storage, *self.rotary_tables(highest)), None
         cos, sin = self.rotary_for(positions[:, None], highest)
         # A lone row sees every key up to its position: no mask, so a GPU may pick its flash kernel.
         masked = tokens.shape[0] > 1
