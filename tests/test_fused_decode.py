@@ -136,8 +136,9 @@ def test_inside_the_engine_each_step_matches_the_python_step() -> None:
     Python step on a copy of the pool, and their logits compared row by row.
 
     w8a8 rounds each activation row to 127 levels of its largest value, so a last-bit difference
-    that lands on a level boundary moves the logits far more than rounding does: perturbing the
-    activations by 1e-7 relative moved the default model's logits by 8-13% of the largest one.
+    that lands on a level boundary moves the logits far more than rounding does (perturbing the
+    activations by one part in 10^7 moved the default model's logits by several percent of the
+    largest one, in a check made while writing this test).
     So: the greedy choice agrees in every row, most rows agree to float rounding (a wrong slot,
     position or mask would break most of them), and none is off by more than a level crossing."""
     from orchestra.backends.local_engine import InferenceEngine, SamplingParams
