@@ -65,7 +65,8 @@ def _extension():
         )
     except Exception as error:  # no compiler, no ninja, no Python headers: the Python step serves
         lines = [line.strip() for line in str(error).splitlines() if line.strip() not in ("", ")")]
-        reason = next((line for line in reversed(lines) if not line.startswith("ninja:")), type(error).__name__)
+        reason = next((line for line in lines if "error:" in line.lower()), None)  # a compiler diagnostic
+        reason = reason or next((line for line in reversed(lines) if not line.startswith("ninja:")), type(error).__name__)
         log.warning(
             "the fused CPU decode step could not be built (%s); the Python step serves. "
             "%s=0 skips the attempt; the whole build output is logged at DEBUG level",
