@@ -139,8 +139,9 @@ def test_inside_the_engine_each_step_matches_the_python_step() -> None:
     that lands on a level boundary moves the logits far more than rounding does (perturbing the
     activations by one part in 10^7 moved the default model's logits by several percent of the
     largest one, in a check made while writing this test).
-    So: the greedy choice agrees in every row, most rows agree to float rounding (a wrong slot,
-    position or mask would break most of them), and none is off by more than a level crossing."""
+    So: the greedy choice agrees in nearly every row (a crossing may tip a near tie), most rows
+    agree to float rounding (a wrong slot, position or mask would break most of them), and none
+    is off by more than a level crossing."""
     from orchestra.backends.local_engine import InferenceEngine, SamplingParams
     from orchestra.models import load_pretrained
 
@@ -157,7 +158,7 @@ def test_inside_the_engine_each_step_matches_the_python_step() -> None:
     assert runner.fused_decode is not None
     decode, compared = runner.decode, []
 
-    def decode_both_ways(pool, tokens, positions, want_hidden=False, highest=None):
+    def checked_decode(pool, tokens, positions, want_hidden=False, highest=None):
         before = pool.storage.clone()
         ours = decode(pool, tokens, positions, want_hidden, highest)
         after, pool.storage = pool.storage, before
@@ -167,14 +168,15 @@ def test_inside_the_engine_each_step_matches_the_python_step() -> None:
         compared.append((ours[0], python[0]))
         return ours
 
-    runner.decode = decode_both_ways
+    runner.decode = checked_decode
     try:
         futures = [engine.submit(ids, SamplingParams(max_tokens=16 + 4 * i))[0] for i, ids in enumerate(encoded)]
         assert all(f.result().token_ids for f in futures)
     finally:
         engine.close()
     assert len(compared) >= 30 and {ours.shape[0] for ours, _ in compared} >= {6, 1}
-    assert all(torch.equal(ours.argmax(-1), python.argmax(-1)) for ours, python in compared)
+    agreeing = torch.cat([ours.argmax(-1) == python.argmax(-1) for ours, python in compared])
+    assert agreeing.float().mean() > 0.95
     relative = torch.cat([(ours - python).abs().amax(-1) / python.abs().amax(-1) for ours, python in compared])
     assert (relative < 1e-5).float().mean() > 0.75
     assert relative.max() < 0.25
