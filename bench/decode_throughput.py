@@ -18,7 +18,8 @@ model, so the ratios hold even on a busy machine whose absolute speed drifts:
 
 The engine runs in its `--dtype` and, beside it, quantized (`--quantizations`,
 default int8 and int4 weight-only with float32 activations, and w8a8: int8
-weights and activations), each a contender of its own; "÷ llama.cpp" is a row's tok/s over the native server's
+weights and activations), and in other precisions (`--also-dtypes`, e.g. `bfloat16/float32`:
+bfloat16 decode, float32 prefill), each a contender of its own; "÷ llama.cpp" is a row's tok/s over the native server's
 (over llama-cpp-python's server's with `--no-native-server`).
 
 Every contender generates exactly the same number of tokens (EOS is suppressed
@@ -333,9 +334,10 @@ Timed = tuple[float, int, str, dict]  # seconds, tokens produced, note, extra fa
 
 def engine_label(backend: LocalBackend) -> str:
     quantization = backend.options.quantization
+    dtype = backend.dtype if backend.prefill_dtype == backend.dtype else f"{backend.dtype}, prefill in {backend.prefill_dtype}"
     if quantization == "w8a8":
-        return f"orchestra engine ({backend.dtype}, w8a8: int8 weights and activations)"
-    return f"orchestra engine ({backend.dtype}{'' if quantization == 'none' else ', ' + quantization + ' weights'})"
+        return f"orchestra engine ({dtype}, w8a8: int8 weights and activations)"
+    return f"orchestra engine ({dtype}{'' if quantization == 'none' else ', ' + quantization + ' weights'})"
 
 
 def contenders(
@@ -542,6 +544,9 @@ def main() -> None:
     parser.add_argument("--quantizations", default="int8,int4,w8a8",
                         help="comma-separated quantizations (int8, int4, w8a8) run as float32 engines of their "
                              "own beside the --dtype engine; empty: none")
+    parser.add_argument("--also-dtypes", default="",
+                        help="comma-separated engines in other precisions beside the --dtype engine: DTYPE, or "
+                             "DTYPE/PREFILL_DTYPE for one that computes prompts in another (e.g. bfloat16/float32)")
     parser.add_argument("--serial-limit", type=int, default=None,
                         help="time only this many HF one-at-a-time calls per scenario and scale (they run in sequence)")
     parser.add_argument("--rounds", type=int, default=2,
@@ -573,11 +578,16 @@ def main() -> None:
     spec = ModelSpec(dtype=args.dtype, max_batch_size=max(64, args.samples, args.concurrent))
     log(f"loading the engine ({args.dtype})")
     backend = LocalBackend(spec)
-    quantized = []
+    others = []
     for kind in filter(None, args.quantizations.split(",")):
         log(f"loading the engine with {kind} weights")
-        quantized.append(LocalBackend(ModelSpec(dtype="float32", quantization=kind, max_batch_size=spec.max_batch_size)))
-    engines = [backend, *quantized]
+        others.append(LocalBackend(ModelSpec(dtype="float32", quantization=kind, max_batch_size=spec.max_batch_size)))
+    for name in filter(None, args.also_dtypes.split(",")):
+        dtype, _, prefill_dtype = name.partition("/")
+        log(f"loading the engine in {name}")
+        others.append(LocalBackend(ModelSpec(dtype=dtype, max_batch_size=spec.max_batch_size,
+                                             **({"prefill_dtype": prefill_dtype} if prefill_dtype else {}))))
+    engines = [backend, *others]
     tokenizer = backend.tokenizer
     from orchestra.tasks import load_task
 
@@ -593,7 +603,7 @@ def main() -> None:
     servers: list[_CompletionServer] = []
     header |= {
         "model": spec.model,
-        "engine": f"orchestra engine, {backend.dtype}, on {backend.device}",
+        "engine": f"{engine_label(backend)}, on {backend.device}",
         "HF generate": f"transformers {transformers.__version__}, {backend.dtype}, the engine's model object",
         "threads (torch and both llama.cpp servers)": threads,
         "torch": torch.__version__,
@@ -641,18 +651,21 @@ def main() -> None:
         log("batch-1 decode")
         bandwidth = read_bandwidth()
         other = "float32" if backend.dtype == "bfloat16" else "bfloat16"
-        log(f"batch-1 decode: loading a {other} engine beside the {backend.dtype} one")
-        second = LocalBackend(ModelSpec(dtype=other, device=spec.device))
-        second.engine.generate(best_of[0], SamplingParams(max_tokens=4))  # warm-up
-        one_rows, facts = batch_one([backend, second, *quantized], best_of[0], args.tokens, bandwidth)
+        second = []  # the other precision, unless --also-dtypes brought it
+        if not any(e.dtype == e.prefill_dtype == other and e.options.quantization == "none" for e in others):
+            log(f"batch-1 decode: loading a {other} engine beside the {backend.dtype} one")
+            second = [LocalBackend(ModelSpec(dtype=other, device=spec.device))]
+            second[0].engine.generate(best_of[0], SamplingParams(max_tokens=4))  # warm-up
+        one_rows, facts = batch_one([backend, *second, *others], best_of[0], args.tokens, bandwidth)
         rows += one_rows
         for server in servers:
             seconds, produced = server.run([tokenizer.decode(best_of[0])], 1, args.tokens, 0.0)
             rows.append(Row("batch-1 decode", f"{server.label.split(' (')[0]} (Q4_1 GGUF)", seconds, produced,
                             "includes its prefill", {"load_1min": round(os.getloadavg()[0], 1)}))
         log("prefill")
-        rows += prefill([backend, second, *quantized], servers, long_prompt, args.rounds)
-        second.engine.close()
+        rows += prefill([backend, *second, *others], servers, long_prompt, args.rounds)
+        for engine in second:
+            engine.engine.close()
         if torch.cuda.is_available():
             log("GPU: with and without CUDA graphs")
             rows += gpu_graphs(ModelSpec(dtype="bfloat16", device="cuda"), best_of[0], args.samples, args.tokens)

@@ -25,7 +25,7 @@ def _real_models_say_their_dtype():
     """A local-backend model spec with `dtype: auto` fails the test that built it, before any loading."""
     from orchestra.backends.local import LocalBackend
 
-    resolve = LocalBackend._resolve_dtype
+    resolve = LocalBackend._resolve_dtypes
 
     def pinned_only(self, spec):
         if spec.dtype == "auto":
@@ -37,5 +37,5 @@ def _real_models_say_their_dtype():
         return resolve(self, spec)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(LocalBackend, "_resolve_dtype", pinned_only)
+        patch.setattr(LocalBackend, "_resolve_dtypes", pinned_only)
         yield

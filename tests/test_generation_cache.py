@@ -42,17 +42,22 @@ def test_continuations_with_the_same_text_but_other_tokens_have_their_own_keys()
     assert key(one) != key(GenerationRequest(messages=PARTIAL, seed=1))  # text-level continuation
 
 
-def _backend_on(device: str) -> LocalBackend:
+def _backend_on(device: str, prefill_dtype: str = "float32") -> LocalBackend:
     """A local backend's identity without loading a model (model_key reads only these)."""
     backend = LocalBackend.__new__(LocalBackend)
     backend.spec, backend.options = ModelSpec(), ModelSpec().options
-    backend.dtype, backend.device = "float32", torch.device(device)
+    backend.dtype, backend.prefill_dtype, backend.device = "float32", prefill_dtype, torch.device(device)
     return backend
 
 
 def test_the_device_is_part_of_the_model_key_off_the_cpu():
     assert _backend_on("cpu").model_key == MODEL  # unchanged: the replay files were drawn on a CPU
     assert _backend_on("mps").model_key == f"{MODEL}:device=mps"
+
+
+def test_a_prefill_in_another_precision_is_part_of_the_model_key():
+    backend = _backend_on("cpu", prefill_dtype="bfloat16")  # prompts' KV rounds as bfloat16 does
+    assert backend.model_key == f"{MODEL}:prefill=bfloat16"
 
 
 def test_hidden_states_are_never_stored(tmp_path: Path):

@@ -252,4 +252,4 @@ def test_precision_probe_times_a_real_prefill(loaded):
     model, _ = loaded
     seconds = time_prefill(model, tokens=40)
     assert 0 < seconds < math.inf  # a real measurement; how long it took depends on the machine
-    assert machine_key("m").endswith("|decode+prefill")  # verdicts of the decode-only probe are not reused
+    assert machine_key("m").endswith("|per phase")  # verdicts of one precision for both phases are not reused

@@ -91,7 +91,7 @@ def test_pool_grows_keeping_contents_and_refuses_past_its_limit():
         pool.reserve(5, 32)
 
 
-def test_auto_precision_is_measured_once_per_machine(monkeypatch, tmp_path):
+def test_auto_precision_is_measured_once_per_machine_and_chosen_per_phase(monkeypatch, tmp_path):
     from orchestra.backends.local_engine import precision
 
     monkeypatch.setenv("ORCHESTRA_HOME", str(tmp_path))
@@ -99,16 +99,17 @@ def test_auto_precision_is_measured_once_per_machine(monkeypatch, tmp_path):
 
     def fake_measure(model):
         calls.append(model)
-        return {"float32": 2.0, "bfloat16": 1.0}
+        return {"float32": {"decode": 2.0, "prefill": 1.0}, "bfloat16": {"decode": 1.0, "prefill": 3.0}}
 
     monkeypatch.setattr(precision, "measure", fake_measure)
-    assert precision.fastest_cpu_dtype("some-model", object) == "bfloat16"
+    assert precision.fastest_cpu_dtypes("some-model", object) == ("bfloat16", "float32")
 
     def no_weights():
         raise AssertionError("a remembered verdict must not load the model")
 
-    assert precision.fastest_cpu_dtype("some-model", no_weights) == "bfloat16"
+    verdict = precision.fastest_cpu_dtypes("some-model", no_weights)
+    assert (verdict.decode, verdict.prefill) == ("bfloat16", "float32")
     assert len(calls) == 1  # the verdict was remembered
     assert "some-model" in (tmp_path / "precision.json").read_text()
-    precision.fastest_cpu_dtype("another-model", object)
+    precision.fastest_cpu_dtypes("another-model", object)
     assert len(calls) == 2

@@ -11,7 +11,7 @@
 - `options` — the recipe's `speculative:` and `sparse:` blocks (pydantic only).
 - `sampling` — per-sequence seeded temperature / top-k / top-p sampling.
 - `stopping.StopChecker` — EOS, stop strings, token limits.
-- `precision` — measures whether float32 or bfloat16 decodes faster on this CPU.
+- `precision` — measures whether float32 or bfloat16 prefills and decodes faster on this CPU.
 
 The engine's names are imported on first use, so reading `options` (recipe
 validation) does not load torch.

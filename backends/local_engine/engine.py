@@ -86,13 +86,20 @@ class InferenceEngine:
         mlp_plugin=None,
         model_name: str | None = None,
         quantization: str = "none",
+        prefill_model=None,
     ):
         """`model_name` names the model for what is stored about it on disk (a sparse draft's
-        calibrated thresholds). `quantization`: none, int8, int4 or w8a8 (`quantized_linear`)."""
+        calibrated thresholds). `quantization`: none, int8, int4 or w8a8 (`quantized_linear`).
+        `prefill_model`: the same weights in the precision prefill runs fastest in, where that
+        is not `model`'s (`precision`); prompts are computed by it, into `model`'s KV cache."""
         self.config = config or EngineConfig()
         self.model = model
         self.runner = _make_runner(model, self.config, sparse=mlp_plugin is not None)
         self.runner.quantize(quantization)
+        if prefill_model is not None and (mlp_plugin is not None or quantization != "none"):
+            raise ValueError("a prefill model of its own is for dense, unquantized weights")
+        #: What computes prompts: `runner`, or one over `prefill_model`.
+        self.prefill_runner = self.runner if prefill_model is None else LlamaRunner(prefill_model)
         #: Sparse decode MLPs (`orchestra.kernels.sparse_mlp`); None keeps the dense path.
         self.runner.mlp_plugin = mlp_plugin
         #: Batch-1 speculative decoding (None: every step is the plain batched decode).
@@ -295,7 +302,7 @@ class InferenceEngine:
         want_hidden = any(s.params.hidden_states for s in sequences)
         for chunk in plan.chunks:
             began = time.perf_counter()
-            logits, hidden = self.runner.prefill(self.pool, chunk, want_hidden)
+            logits, hidden = self.prefill_runner.prefill(self.pool, chunk, want_hidden)
             self.stats.forward_seconds += time.perf_counter() - began
             self.stats.prefill_forwards += 1
             for i, row in enumerate(chunk):

@@ -238,6 +238,10 @@ class LlamaRunner:
         (which dominate prefill on a CPU), so a short prompt batched with a long one
         costs no padding there; only attention — each row against its own slot —
         runs on a padded [rows, longest] layout.
+
+        The pool may hold another precision than these weights (`precision`: a CPU may
+        prefill fastest in float32 and decode fastest in bfloat16): keys and values are
+        written in the pool's precision and read back in this runner's.
         """
         device = self.device
         count = len(rows)
@@ -264,12 +268,13 @@ class LlamaRunner:
         for index, layer in enumerate(self.layers):
             q, k, v = self._attention_inputs(layer, layer.input_norm(h), cos, sin)
             keys, values = pool.keys(index), pool.values(index)
-            keys[write_slots, :, positions] = k[0].transpose(0, 1)
-            values[write_slots, :, positions] = v[0].transpose(0, 1)
+            keys[write_slots, :, positions] = k[0].transpose(0, 1).to(keys.dtype)
+            values[write_slots, :, positions] = v[0].transpose(0, 1).to(values.dtype)
             if contiguous:
                 seen_k, seen_v = keys[first : first + count, :, :keys_width], values[first : first + count, :, :keys_width]
             else:
                 seen_k, seen_v = keys[slots, :, :keys_width], values[slots, :, :keys_width]
+            seen_k, seen_v = seen_k.to(q.dtype), seen_v.to(q.dtype)  # a pool of another precision's decode
             padded = q.new_zeros((count, width, self.heads, self.head_dim))
             padded[row_of, offset] = q[0].transpose(0, 1)
             out = F.scaled_dot_product_attention(

@@ -1,16 +1,19 @@
-"""Which precision a model runs fastest in on this CPU — measured, not guessed.
+"""Which precision each phase of a model runs fastest in on this CPU — measured, not guessed.
 
 bfloat16 halves the bytes read per token, which is what decode is bound by,
 but only pays off where the CPU multiplies bf16 natively (AVX512-BF16, AMX);
 elsewhere the conversions make it slower than float32 — most of all in
-prefill, whose wide products are compute-bound (2.8x slower than float32
+prefill, whose wide products are compute-bound (3.2x slower than float32
 on this project's AVX512 CPU without bf16 units, in
-bench/results/decode_throughput-20261129-045225.md). So `dtype: auto` on a CPU times both phases in both precisions —
-a few decode steps at batch 1 and batch 16 (the two regimes the engine runs
-in) and one prefill of a few hundred tokens — and keeps the precision with
-the lower product of the three times. The verdict is remembered per (model,
-CPU, torch version, thread count) under orchestra's home, so it costs a few
-seconds once per machine. GPUs use bfloat16 without asking.
+bench/results/decode_throughput-20261129-100335.md). The two phases can
+disagree, so `dtype: auto` on a CPU times each in both precisions — a few
+decode steps at batch 1 and batch 16 (the two regimes the engine runs in, as
+the product of their times) and one prefill of a few hundred tokens — and
+picks a precision per phase. Where they differ the engine holds the weights
+in both (1.5x float32's memory at bf16 decode) and prefills in one, writing
+its keys and values into the other's cache. The verdict is remembered per
+(model, CPU, torch version, thread count) under orchestra's home, so it costs
+a few seconds once per machine. GPUs use bfloat16 without asking.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -36,8 +40,8 @@ def _verdicts_file() -> Path:
 
 
 def machine_key(model_name: str) -> str:
-    # "decode+prefill": verdicts from before prefill was timed are measured again
-    return f"{model_name}|{cpu_name()}|torch {torch.__version__}|{torch.get_num_threads()} threads|decode+prefill"
+    # "per phase": verdicts from before each phase had its own are measured again
+    return f"{model_name}|{cpu_name()}|torch {torch.__version__}|{torch.get_num_threads()} threads|per phase"
 
 
 def _runner_and_pool(model: torch.nn.Module, rows: int, length: int) -> tuple[LlamaRunner, KVPool]:
@@ -80,18 +84,26 @@ def time_prefill(model: torch.nn.Module, tokens: int = 256) -> float:
         return time.perf_counter() - began
 
 
-def measure(model: torch.nn.Module) -> dict[str, float]:
-    """Score per candidate precision: product of the step times at batch 1 and 16 and of a
-    prefill's time (lower is faster): each phase weighs the same, whatever its scale."""
+class Verdict(NamedTuple):
+    """The precision each phase runs fastest in."""
+
+    decode: str
+    prefill: str
+
+
+def measure(model: torch.nn.Module) -> dict[str, dict[str, float]]:
+    """Per candidate precision, each phase's score (lower is faster): "decode", the product
+    of the step times at batch 1 and 16 (each regime weighs the same, whatever its scale),
+    and "prefill", one prompt's time."""
     scores = {}
     for name in CANDIDATES:
         copy_ = copy.deepcopy(model).to(getattr(torch, name))
-        scores[name] = time_decode(copy_, 1) * time_decode(copy_, 16) * time_prefill(copy_)
+        scores[name] = {"decode": time_decode(copy_, 1) * time_decode(copy_, 16), "prefill": time_prefill(copy_)}
         del copy_
     return scores
 
 
-def fastest_cpu_dtype(model_name: str, load_model: Callable[[], torch.nn.Module]) -> str:
+def fastest_cpu_dtypes(model_name: str, load_model: Callable[[], torch.nn.Module]) -> Verdict:
     """The remembered verdict for this machine, measured now if there is none. The model is
     loaded (`load_model`) only to measure: a remembered verdict costs no weights, so a run the
     cache replays entirely still never loads them."""
@@ -102,12 +114,12 @@ def fastest_cpu_dtype(model_name: str, load_model: Callable[[], torch.nn.Module]
     except (OSError, ValueError):
         verdicts = {}
     if key in verdicts:
-        return verdicts[key]["dtype"]
+        return Verdict(verdicts[key]["decode"], verdicts[key]["prefill"])
     scores = measure(load_model())
-    choice = min(scores, key=scores.get)
-    verdicts[key] = {"dtype": choice, "scores": scores}
+    verdict = Verdict(*(min(scores, key=lambda name: scores[name][phase]) for phase in Verdict._fields))
+    verdicts[key] = {**verdict._asdict(), "scores": scores}
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_suffix(".tmp")
     staging.write_text(json.dumps(verdicts, indent=2))
     staging.replace(path)
-    return choice
+    return verdict
