@@ -101,7 +101,8 @@ class LocalOptions(BaseModel):
     prefill_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         default=None,
         description="The precision prompts are computed in, where it should differ from `dtype` (a CPU without "
-        "bf16 units prefills about 3x faster in float32 than in bfloat16, while bfloat16 decodes as fast or faster). "
+        "bf16 units prefills about 3x faster in float32 than in bfloat16, while bfloat16 may decode faster: half the "
+        "bytes a token). "
         "None: `dtype`'s; under `dtype: auto` on a CPU, the precision measured fastest for prefill. The weights are "
         "held in both precisions. Changes outputs (own cache key).",
     )

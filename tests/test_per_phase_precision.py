@@ -1,6 +1,6 @@
 """An engine that prefills in one precision and decodes in another (`precision`'s per-phase
-verdict: on a CPU without bfloat16 units float32 prefills 3x faster while bfloat16 decodes as
-fast or faster), on a random tiny Llama."""
+verdict: on a CPU without bfloat16 units float32 prefills about 3x faster, while bfloat16 reads
+half the bytes a decoded token), on a random tiny Llama and on the default model."""
 
 from __future__ import annotations
 
