@@ -38,6 +38,14 @@ def decode_steps(runner, pool: KVPool, batch: int, first: int, steps: int) -> No
         runner.decode(pool, tokens, torch.full((batch,), first + step))
 
 
+def ms_per_step(runner, pool: KVPool, batch: int, steps: int) -> float:
+    """Wall milliseconds per decode step over positions CONTEXT+2 onward, after two warm-up steps."""
+    decode_steps(runner, pool, batch, CONTEXT, 2)
+    began = time.perf_counter()
+    decode_steps(runner, pool, batch, CONTEXT + 2, steps)
+    return (time.perf_counter() - began) / steps * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quantization", default="none", help="none, int8, int4 or w8a8")
@@ -58,17 +66,11 @@ def main() -> None:
     pool.reserve(args.batch, CONTEXT + 3 * args.steps + 4)
     with torch.inference_mode():
         runner.prefill(pool, [PrefillRow(slot, 0, tuple(range(10, 10 + CONTEXT))) for slot in range(args.batch)])
-        decode_steps(runner, pool, args.batch, CONTEXT, 2)  # warm-up
-        began = time.perf_counter()
-        decode_steps(runner, pool, args.batch, CONTEXT + 2, args.steps)
-        step_ms = (time.perf_counter() - began) / args.steps * 1000
+        step_ms = ms_per_step(runner, pool, args.batch, args.steps)
         python_ms = None
         if runner.fused_decode is not None:  # the Python step beside it, over the same positions
             compiled, runner.fused_decode = runner.fused_decode, None
-            decode_steps(runner, pool, args.batch, CONTEXT, 2)
-            began = time.perf_counter()
-            decode_steps(runner, pool, args.batch, CONTEXT + 2, args.steps)
-            python_ms = (time.perf_counter() - began) / args.steps * 1000
+            python_ms = ms_per_step(runner, pool, args.batch, args.steps)
             runner.fused_decode = compiled
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
             decode_steps(runner, pool, args.batch, CONTEXT + 2 + args.steps, args.steps)
